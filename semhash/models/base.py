@@ -62,8 +62,14 @@ class FitContext:
         verbose: int = 1,
         class_names: list[str] | None = None,
         log=None,
+        test_images: np.ndarray | None = None,
+        test_labels: np.ndarray | None = None,
     ):
         self.workspace = workspace
+        # the dataset's query split: only for reporting held-out numbers (e.g. accuracy),
+        # never for fitting or model selection
+        self.test_images = test_images
+        self.test_labels = test_labels
         self.verbose = verbose
         self.class_names = class_names or []
         self.log = log or (lambda message: None)

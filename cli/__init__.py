@@ -1,0 +1,56 @@
+"""The `semhash` command line (installed as semhash.cli).
+
+Each command parses its arguments, calls one library function and formats the result:
+results on stdout (a table, or --json), progress and warnings on stderr.
+"""
+
+from __future__ import annotations
+
+import click
+
+from semhash import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="semhash")
+def main() -> None:
+    """Semantic hashing for image retrieval: learn short binary codes for images, then find
+    similar images at once by Hamming radius.
+
+    \b
+    Quick start:
+      semhash demo                          # everything below, on 5,000 real MNIST digits
+      semhash train mnist-5k                # train the default autoencoder
+      semhash index images/                 # hash every image under a folder
+      semhash query img.png --radius 2      # every indexed image within Hamming radius 2
+      semhash evaluate                      # purity / coverage / mAP report
+    """
+
+
+def _register() -> None:
+    from semhash.cli import cmd_data, cmd_demo, cmd_evaluate, cmd_index, cmd_models, cmd_train
+
+    for command in (
+        cmd_train.train,
+        cmd_index.index,
+        cmd_index.query,
+        cmd_index.status,
+        cmd_evaluate.evaluate,
+        cmd_models.models,
+        cmd_data.export_dataset,
+        cmd_demo.demo,
+    ):
+        main.add_command(command)
+    # commands contributed by the model zoo and tuning modules
+    for module_name, names in (("cmd_zoo", ("generate", "inspect")), ("cmd_tune", ("tune",))):
+        try:
+            module = __import__(f"semhash.cli.{module_name}", fromlist=list(names))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"semhash.cli.{module_name}":
+                raise
+            continue
+        for name in names:
+            main.add_command(getattr(module, name))
+
+
+_register()

@@ -1,0 +1,162 @@
+"""semhash index / query / status"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from semhash.cli.common import (
+    echo_err,
+    format_table,
+    home_option,
+    json_option,
+    library_errors,
+    print_json,
+    print_paths,
+)
+
+index_option = click.option(
+    "--index",
+    "index_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="SQLite index file [default: HOME/index/index.sqlite].",
+)
+
+
+def _index_path(home, index_path):
+    from semhash.workspace import Workspace
+
+    workspace = Workspace(home)
+    return workspace, Path(index_path) if index_path else workspace.index_path
+
+
+@click.command()
+@click.argument("folder", type=click.Path())
+@click.option("--model", "model_name", default=None, help="Model to hash with [default: the latest trained].")
+@click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@index_option
+@home_option
+@json_option
+@library_errors
+def index(folder, model_name, rebuild, batch_size, quiet, index_path, home, as_json):
+    """Hash every image under FOLDER into the index (incremental: new files are added,
+    changed ones rehashed, unchanged ones left alone, deleted ones removed).
+
+    \b
+    Examples:
+      semhash index images/
+      semhash index images/ --model ae30 --rebuild
+    """
+    from semhash.index import index_folder
+
+    workspace, path = _index_path(home, index_path)
+    model = workspace.model(model_name)
+    summary = index_folder(
+        folder,
+        model,
+        path,
+        rebuild=rebuild,
+        batch_size=batch_size,
+        progress=not quiet,
+        on_warning=lambda message: echo_err(f"warning: {message}"),
+    )
+    data = {
+        "folder": str(folder),
+        "model": model.name,
+        "added": summary.added,
+        "updated": summary.updated,
+        "unchanged": summary.unchanged,
+        "removed": summary.removed,
+        "skipped": summary.skipped,
+        "total": summary.total,
+        "index": str(summary.index_path),
+        "faiss": str(summary.faiss_path),
+    }
+    if as_json:
+        print_json(data)
+        return
+    click.echo(
+        f"indexed {folder} with model {model.name}: {summary.added} added, {summary.updated} updated, "
+        f"{summary.unchanged} unchanged, {summary.removed} removed, {summary.skipped} skipped; "
+        f"{summary.total} images in the index"
+    )
+    print_paths("wrote", [summary.index_path, summary.faiss_path])
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
+@click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query.")
+@click.option("--show", type=click.Path(dir_okay=False), default=None, help="Write a picture: each query beside its matches.")
+@index_option
+@home_option
+@json_option
+@library_errors
+def query(images, radius, limit, show, index_path, home, as_json):
+    """Every indexed image within Hamming RADIUS of each query image, nearest first
+    (ties by path).
+
+    \b
+    Examples:
+      semhash query img.png --radius 2
+      semhash query a.png b.png --limit 5 --json
+      semhash query img.png --show matches.png
+    """
+    from semhash.index import query_files
+
+    workspace, path = _index_path(home, index_path)
+    results = query_files(path, workspace, list(images), radius=radius, limit=limit)
+    if as_json:
+        print_json(
+            [
+                {
+                    "query": str(r.query),
+                    "code": int(r.code),
+                    "bits": r.bits,
+                    "matches": [{"path": m.path, "distance": int(m.distance), "label": m.label} for m in r.matches],
+                }
+                for r in results
+            ]
+        )
+    else:
+        for i, r in enumerate(results):
+            if i:
+                click.echo()
+            click.echo(f"query {r.query}  code {r.bits}")
+            if not r.matches:
+                click.echo(f"no indexed image within radius {radius}")
+                continue
+            click.echo(format_table(["distance", "path", "label"], [(m.distance, m.path, m.label) for m in r.matches]))
+            click.echo(f"{len(r.matches)} match{'es' if len(r.matches) != 1 else ''} within radius {radius}")
+    if show:
+        from semhash.visualize import query_montage
+
+        out = query_montage(results, show)
+        echo_err(f"wrote {out}")
+
+
+@click.command()
+@index_option
+@home_option
+@json_option
+@library_errors
+def status(index_path, home, as_json):
+    """What the index holds: image count, the model it is bound to, bits, files.
+
+    \b
+    Example:
+      semhash status
+    """
+    from semhash.index import index_info
+
+    _, path = _index_path(home, index_path)
+    info = index_info(path)
+    if as_json:
+        print_json(info)
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {value}")

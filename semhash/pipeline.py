@@ -1,0 +1,134 @@
+"""Orchestration that spans layers: evaluate a model on a dataset or an index, compare models.
+
+This is the one library module besides the CLI that imports ``semhash.index`` (to read the
+codes of an index); models, metrics and reports never do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from semhash.data import load_builtin
+from semhash.errors import DatasetError
+from semhash.workspace import ModelInfo, Workspace
+
+
+@dataclass
+class EvaluationRun:
+    model: str
+    source: str  # "dataset NAME (query split vs database split)" or "index PATH (leave-one-out)"
+    result: dict[str, Any]
+    paths: list[Path]
+    out_dir: Path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "report"
+
+
+def evaluate_on_dataset(
+    workspace: Workspace,
+    model_name: str | None = None,
+    dataset_name: str | None = None,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    write: bool = True,
+) -> EvaluationRun:
+    """Hash a built-in dataset's query and database splits with the model; purity report."""
+    from semhash.evaluate import evaluate_codes
+    from semhash.report import write_report
+
+    model = workspace.model(model_name)
+    dataset_name = dataset_name or model.meta.get("dataset")
+    if dataset_name not in ("mnist-5k", "digits", "fashion-mnist", "mnist"):
+        raise DatasetError(
+            f"model {model.name!r} was trained on {dataset_name}, not a built-in dataset: "
+            "use --dataset NAME, or --index to evaluate an index of labelled images"
+        )
+    dataset = load_builtin(dataset_name, data_dir)
+    hasher = model.load_hasher()
+    if tuple(dataset.image_shape) != tuple(hasher.input_shape):
+        raise DatasetError(
+            f"dataset {dataset_name} has images of shape {dataset.image_shape}, model {model.name!r} wants {hasher.input_shape}"
+        )
+    db_x, db_y = dataset.part("database")
+    q_x, q_y = dataset.part("query")
+    db_codes = hasher.hash(db_x)
+    result = evaluate_codes(db_codes, db_y, hasher.hash(q_x), q_y, hasher.n_bits, class_names=dataset.class_names)
+    source = f"dataset {dataset_name}: {len(q_x)} queries (query split) against {len(db_x)} images (database split)"
+    result.update({"model": model.name, "kind": model.kind, "source": source})
+    out = Path(out_dir) if out_dir else workspace.reports_dir / _slug(f"{model.name}-{dataset_name}")
+    paths = []
+    if write:
+        paths = write_report(result, out, title=f"{model.name} on {dataset_name}", db_images=db_x, db_codes=db_codes)
+    return EvaluationRun(model.name, source, result, paths, out)
+
+
+def evaluate_index(
+    workspace: Workspace,
+    index_path: str | Path,
+    out_dir: str | Path | None = None,
+) -> EvaluationRun:
+    """Leave-one-out over an index of labelled images: each image queries all the others."""
+    from semhash.data import decode_image
+    from semhash.errors import ImageError
+    from semhash.evaluate import evaluate_leave_one_out
+    from semhash.index import load_index_codes
+    from semhash.report import write_report
+
+    indexed = load_index_codes(index_path)
+    keep = [i for i, label in enumerate(indexed.labels) if label is not None]
+    if len(keep) < 2:
+        raise DatasetError(f"{index_path}: fewer than two indexed images carry a label (labels come from first-level subfolders)")
+    class_names = sorted({indexed.labels[i] for i in keep})
+    lookup = {name: k for k, name in enumerate(class_names)}
+    labels = np.array([lookup[indexed.labels[i]] for i in keep], dtype=np.int64)
+    codes = indexed.codes[keep]
+    result = evaluate_leave_one_out(codes, labels, indexed.n_bits)
+    source = f"index {index_path}: {len(keep)} labelled images, each querying all the others"
+    result.update({"model": indexed.model_name, "source": source, "class_names": class_names})
+    # thumbnails of the largest buckets: decode only what the montage can show
+    thumbs = np.zeros((len(keep), 28, 28, 1), dtype=np.float32)
+    _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    order = np.argsort(-counts[inverse], kind="stable")  # rows of the largest buckets first
+    for row in order[:400]:
+        try:
+            thumbs[row] = decode_image(indexed.paths[keep[row]], (28, 28, 1))
+        except ImageError:
+            pass
+    model_name = indexed.model_name or "index"
+    out = Path(out_dir) if out_dir else workspace.reports_dir / _slug(f"{model_name}-index")
+    paths = write_report(result, out, title=f"index {Path(index_path).name} ({model_name})", db_images=thumbs, db_codes=codes)
+    return EvaluationRun(model_name, source, result, paths, out)
+
+
+def compare_models(
+    workspace: Workspace,
+    model_names: Sequence[str],
+    dataset_name: str | None = None,
+    data_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """One row per model, all on the same dataset split, side by side."""
+    rows = []
+    for name in model_names:
+        run = evaluate_on_dataset(workspace, name, dataset_name, data_dir, write=False)
+        r = run.result
+        rows.append(
+            {
+                "model": name,
+                "kind": r.get("kind"),
+                "bits": r["n_bits"],
+                "map": r["map"],
+                "precision_r2": r["precision_r2"],
+                "hit_rate_r2": r["hit_rate_r2"],
+                "bucket_purity": r["buckets"]["purity"],
+                "bucket_coverage": r["buckets"]["coverage"],
+                "r2_purity": r["neighbourhoods"][2]["purity"] if 2 in r["neighbourhoods"] else r["neighbourhoods"]["2"]["purity"],
+            }
+        )
+    return rows

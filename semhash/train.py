@@ -1,0 +1,206 @@
+"""Fit glue: data -> model kind -> fit -> export -> files on disk (model, hasher, meta, curve).
+
+TensorFlow is imported only through the model kind (lazily), so the NumPy baselines train
+without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from semhash.data import Dataset, load_data
+from semhash.errors import ModelError
+from semhash.models import DEFAULT_KIND, build_model, get_kind
+from semhash.models.base import FitContext
+from semhash.workspace import ModelInfo, Workspace, check_name
+
+
+@dataclass
+class TrainResult:
+    model: ModelInfo
+    paths: list[Path] = field(default_factory=list)
+    headline: dict[str, Any] = field(default_factory=dict)
+    fitted: Any = None  # the HashModel instance, for callers that keep working with it
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    return value
+
+
+def coding_statistics(hasher, images: np.ndarray) -> dict[str, Any]:
+    """Saturation (share of sigmoid codings < 0.1 or > 0.9), per-bit balance, constant bits."""
+    pre = hasher.transform(images)
+    bits = (pre > hasher.threshold).astype(np.uint8)
+    balance = bits.mean(axis=0)
+    stats: dict[str, Any] = {
+        "bit_balance": [round(float(b), 4) for b in balance],
+        "constant_bits": int(((balance == 0) | (balance == 1)).sum()),
+        "distinct_codes": int(len(np.unique(hasher.hash(images)))),
+    }
+    if hasher.info.get("coding") == "sigmoid":
+        act = 1.0 / (1.0 + np.exp(-np.clip(pre, -60, 60)))
+        stats["saturation"] = round(float(((act < 0.1) | (act > 0.9)).mean()), 4)
+    else:
+        stats["saturation"] = None  # not a sigmoid coding layer (e.g. PCA, VAE mean)
+    return stats
+
+
+def headline_evaluation(hasher, dataset: Dataset) -> dict[str, Any]:
+    """Query split against database split: the numbers `semhash models` shows."""
+    if dataset.labels is None or len(dataset.query_index) == 0:
+        return {}
+    from semhash.evaluate import evaluate_codes
+
+    db_x, db_y = dataset.part("database")
+    q_x, q_y = dataset.part("query")
+    result = evaluate_codes(hasher.hash(db_x), db_y, hasher.hash(q_x), q_y, hasher.n_bits)
+    return {
+        "map": result["map"],
+        "precision_r2": result["precision_r2"],
+        "hit_rate_r2": result["hit_rate_r2"],
+        "bucket_purity": result["buckets"]["purity"],
+        "bucket_coverage": result["buckets"]["coverage"],
+    }
+
+
+def plot_history(history: dict[str, list[float]], out_path: Path, title: str) -> Path | None:
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, values in history.items():
+        if "loss" in key:
+            ax.plot(range(1, len(values) + 1), values, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def load_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """A config written by `semhash tune` (or by hand): {"kind": ..., "params": {...}}."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such config file") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("params", {}), dict):
+        raise ModelError(f'{path}: a config is {{"kind": ..., "params": {{...}}}}')
+    return data.get("kind"), dict(data.get("params", {}))
+
+
+def train(
+    source: str = "mnist-5k",
+    kind: str = DEFAULT_KIND,
+    params: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    workspace: Workspace | None = None,
+    data_dir: str | Path | None = None,
+    image_shape: Sequence[int] | None = None,
+    verbose: int = 1,
+    log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train ``kind`` on ``source`` (built-in dataset name or image folder) and save it.
+
+    Built-in datasets train on their database split; the query split is held out for the
+    headline evaluation.  Image folders train on their seeded database split as well.
+    """
+    log = log or (lambda message: None)
+    workspace = workspace or Workspace()
+    params = dict(params or {})
+    cls = get_kind(kind)
+    name = check_name(name) if name else workspace.new_model_name(kind)
+    directory = workspace.model_dir(name)
+    if directory.exists():
+        if not overwrite:
+            raise ModelError(f"a model named {name!r} already exists in {directory} (choose another --name)")
+        shutil.rmtree(directory)
+
+    dataset = load_data(
+        source,
+        shape=image_shape,
+        data_dir=data_dir,
+        on_skip=lambda exc: log(f"warning: skipped {exc}"),
+    )
+    images, labels = dataset.part("database")
+    if cls.needs_labels and labels is None:
+        raise ModelError(
+            f"model kind {kind!r} needs labels: give a built-in dataset or a folder with one subfolder per label"
+        )
+    model = build_model(kind, {**params, "input_shape": dataset.image_shape})
+    test_x, test_y = dataset.part("query")
+    context = FitContext(
+        workspace=workspace,
+        verbose=verbose,
+        class_names=dataset.class_names,
+        log=log,
+        test_images=test_x,
+        test_labels=test_y,
+    )
+    started = time.time()
+    model.fit(images, labels, context=context)
+    seconds = time.time() - started
+
+    directory.mkdir(parents=True, exist_ok=True)
+    hasher = model.export_hasher()
+    paths = [hasher.save(directory / "hasher.npz")]
+    paths += model.save(directory)
+    history = getattr(model, "history_", {}) or {}
+    curve = plot_history(history, directory / "training_curve.png", f"{name} ({kind})")
+    if curve:
+        paths.append(curve)
+    headline = headline_evaluation(hasher, dataset)
+    meta = {
+        "name": name,
+        "kind": kind,
+        "bits": hasher.n_bits,
+        "input_shape": list(dataset.image_shape),
+        "dataset": source if source in ("mnist-5k", "digits", "fashion-mnist", "mnist") else str(Path(source).resolve()),
+        "n_train_images": int(len(images)),
+        "class_names": dataset.class_names,
+        "params": model.get_params(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "train_seconds": round(seconds, 2),
+        "device": getattr(model, "device_", "CPU"),
+        "fingerprint": hasher.fingerprint,
+        "history": history,
+        "coding": coding_statistics(hasher, images),
+        "headline": headline,
+        "metrics": model.summary_metrics(),
+    }
+    meta_path = directory / "meta.json"
+    meta_path.write_text(json.dumps(_jsonable(meta), indent=2))
+    paths.append(meta_path)
+    return TrainResult(ModelInfo(name, directory, json.loads(meta_path.read_text())), paths, headline, model)
