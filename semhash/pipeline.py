@@ -89,18 +89,17 @@ def evaluate_index(
     lookup = {name: k for k, name in enumerate(class_names)}
     labels = np.array([lookup[indexed.labels[i]] for i in keep], dtype=np.int64)
     codes = indexed.codes[keep]
-    result = evaluate_leave_one_out(codes, labels, indexed.n_bits)
+    result = evaluate_leave_one_out(codes, labels, indexed.n_bits, class_names=class_names)
     source = f"index {index_path}: {len(keep)} labelled images, each querying all the others"
-    result.update({"model": indexed.model_name, "source": source, "class_names": class_names})
-    # thumbnails of the largest buckets: decode only what the montage can show
+    result.update({"model": indexed.model_name, "source": source})
+    # thumbnails for the montage: decode only the images it shows (12 of each largest bucket)
     thumbs = np.zeros((len(keep), 28, 28, 1), dtype=np.float32)
-    _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    order = np.argsort(-counts[inverse], kind="stable")  # rows of the largest buckets first
-    for row in order[:400]:
-        try:
-            thumbs[row] = decode_image(indexed.paths[keep[row]], (28, 28, 1))
-        except ImageError:
-            pass
+    for bucket in result["buckets"]["largest"][:8]:
+        for row in np.flatnonzero(codes == np.uint64(bucket["code"]))[:12]:
+            try:
+                thumbs[row] = decode_image(indexed.paths[keep[row]], (28, 28, 1))
+            except ImageError:
+                pass  # changed since indexing: left black
     model_name = indexed.model_name or "index"
     out = Path(out_dir) if out_dir else workspace.reports_dir / _slug(f"{model_name}-index")
     paths = write_report(result, out, title=f"index {Path(index_path).name} ({model_name})", db_images=thumbs, db_codes=codes)

@@ -1,0 +1,532 @@
+"""semhash.index on real SQLite, real faiss and real PNG files (no mocks of either store)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
+
+from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png  # noqa: E402
+
+from semhash.data import decode_image  # noqa: E402
+from semhash.errors import DatasetError, ImageError, IndexError_  # noqa: E402
+from semhash.hashing import from_signed64, hamming, to_signed64  # noqa: E402
+from semhash.index import (  # noqa: E402
+    SCHEMA_VERSION,
+    IndexSummary,
+    index_folder,
+    index_info,
+    load_index_codes,
+    open_index,
+    query_files,
+    search_codes,
+)
+from semhash.index import faiss_store  # noqa: E402
+from semhash.index.db import ImageRow, MetaRow, bind_model, bump_generation, utc_now  # noqa: E402
+from semhash.workspace import ModelInfo, Workspace  # noqa: E402
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "ws"
+    add_model(home, "m1", seed=0, n_bits=16)
+    add_model(home, "m2", seed=1, n_bits=16)
+    add_model(home, "m8", seed=2, n_bits=8)
+    return home
+
+
+@pytest.fixture
+def ws(home: Path) -> Workspace:
+    return Workspace(home)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=5, classes=(0, 1, 2))
+    return folder
+
+
+@pytest.fixture
+def index_path(home: Path) -> Path:
+    return home / "index" / "index.sqlite"
+
+
+def run(folder: Path, model: ModelInfo, index_path: Path, **kw) -> tuple[IndexSummary, list[str]]:
+    warnings: list[str] = []
+    summary = index_folder(folder, model, index_path, progress=False, on_warning=warnings.append, **kw)
+    return summary, warnings
+
+
+def rows(index_path: Path) -> dict[str, tuple]:
+    """path -> (id, content_hash, size, mtime, label, uint64 code), read with plain sqlite3."""
+    con = sqlite3.connect(index_path)
+    try:
+        return {
+            r[0]: (r[1], r[2], r[3], r[4], r[5], from_signed64(r[6]))
+            for r in con.execute("SELECT path, id, content_hash, size, mtime, label, code FROM images")
+        }
+    finally:
+        con.close()
+
+
+def meta_value(index_path: Path, key: str) -> str:
+    con = sqlite3.connect(index_path)
+    try:
+        return con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+    finally:
+        con.close()
+
+
+def bump_mtime(path: Path, seconds: float = 10.0) -> None:
+    st = path.stat()
+    os.utime(path, (st.st_atime + seconds, st.st_mtime + seconds))
+
+
+# --------------------------------------------------------------------------- indexing
+def test_index_then_reindex_is_all_unchanged(folder, ws, index_path):
+    summary, warnings = run(folder, ws.model("m1"), index_path)
+    assert (summary.added, summary.updated, summary.unchanged, summary.skipped, summary.removed) == (15, 0, 0, 0, 0)
+    assert summary.total == 15 and warnings == []
+    assert summary.index_path == index_path and summary.faiss_path == index_path.with_suffix(".faiss")
+    assert summary.faiss_path.is_file() and faiss_store.sidecar_path_for(summary.faiss_path).is_file()
+    generation = meta_value(index_path, "generation")
+
+    again, warnings = run(folder, ws.model("m1"), index_path)
+    counts = (again.added, again.updated, again.unchanged, again.skipped, again.removed, again.total)
+    assert counts == (0, 0, 15, 0, 0, 15)
+    assert meta_value(index_path, "generation") == generation  # nothing written: the cache stays current
+
+
+def test_rows_record_path_label_hash_and_code(folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    hasher = ws.model("m1").load_hasher()
+    stored = rows(index_path)
+    for path in folder.rglob("*.png"):
+        key = str(path.resolve())
+        _, content_hash, size, mtime, label, code = stored[key]
+        assert content_hash == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert size == path.stat().st_size and mtime == path.stat().st_mtime
+        assert label == path.parent.name
+        assert code == int(hasher.hash(decode_image(path, SHAPE)[None])[0])
+    assert meta_value(index_path, "model_name") == "m1"
+    assert meta_value(index_path, "model_fingerprint") == hasher.fingerprint
+    assert meta_value(index_path, "n_bits") == "16"
+    assert json.loads(meta_value(index_path, "input_shape")) == list(SHAPE)
+    assert meta_value(index_path, "schema_version") == str(SCHEMA_VERSION)
+
+
+def test_touch_is_unchanged_and_modify_is_updated(folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    touched = folder / "0" / sorted(os.listdir(folder / "0"))[0]
+    modified = folder / "1" / sorted(os.listdir(folder / "1"))[0]
+    before = rows(index_path)
+
+    bump_mtime(touched)  # same bytes, new mtime: re-read, same hash, only mtime refreshed
+    images, labels = digits()
+    write_png(modified, images[np.flatnonzero(labels == 7)[0]])
+    bump_mtime(modified)
+
+    summary, _ = run(folder, ws.model("m1"), index_path)
+    assert (summary.added, summary.updated, summary.unchanged, summary.removed) == (0, 1, 14, 0)
+    after = rows(index_path)
+    t, m = str(touched.resolve()), str(modified.resolve())
+    assert after[t][3] == touched.stat().st_mtime != before[t][3]
+    assert after[t][5] == before[t][5] and after[t][0] == before[t][0]
+    assert after[m][1] == hashlib.sha256(modified.read_bytes()).hexdigest() != before[m][1]
+    hasher = ws.model("m1").load_hasher()
+    assert after[m][5] == int(hasher.hash(decode_image(modified, SHAPE)[None])[0])
+
+    third, _ = run(folder, ws.model("m1"), index_path)
+    assert (third.updated, third.unchanged) == (0, 15)
+
+
+def test_added_and_removed_files_leave_other_folders_alone(tmp_path, folder, ws, index_path):
+    other = tmp_path / "other"
+    write_digit_folder(other, per_class=3, classes=(5,))
+    run(other, ws.model("m1"), index_path)
+    run(folder, ws.model("m1"), index_path)
+    other_rows = {k: v for k, v in rows(index_path).items() if k.startswith(str(other.resolve()) + os.sep)}
+    assert len(other_rows) == 3
+
+    doomed = sorted((folder / "2").iterdir())[:3]
+    for path in doomed:
+        path.unlink()
+    write_digit_folder(folder, per_class=2, classes=(3,))
+
+    summary, _ = run(folder, ws.model("m1"), index_path)
+    assert (summary.added, summary.removed, summary.unchanged, summary.total) == (2, 3, 12, 17)
+    now = rows(index_path)
+    assert all(str(p.resolve()) not in now for p in doomed)
+    assert {k: v for k, v in now.items() if k in other_rows} == other_rows
+    assert sum(1 for v in now.values() if v[4] == "3") == 2
+
+
+def test_a_sibling_folder_sharing_a_name_prefix_is_not_removed(tmp_path, ws, index_path):
+    a, ab = tmp_path / "a", tmp_path / "a_b"  # '_' would be a LIKE wildcard; 'a_b' > 'a/'
+    write_digit_folder(a, per_class=2, classes=(0,))
+    write_digit_folder(ab, per_class=2, classes=(1,))
+    run(ab, ws.model("m1"), index_path)
+    summary, _ = run(a, ws.model("m1"), index_path)
+    assert summary.removed == 0 and summary.total == 4
+
+
+def test_bad_files_are_skipped_with_a_warning_and_the_rest_indexes(folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    before = rows(index_path)
+
+    good_png = next((folder / "0").iterdir()).read_bytes()
+    bad = {
+        "corrupt.png": good_png[: len(good_png) // 2],
+        "notes.png": b"this is a text file, not an image\n",
+        "empty.png": b"",
+    }
+    for name, data in bad.items():
+        (folder / "0" / name).write_bytes(data)
+    locked = folder / "0" / "locked.png"
+    locked.write_bytes(good_png)
+    locked.chmod(0)
+    write_digit_folder(folder, per_class=2, classes=(4,))
+    try:
+        summary, warnings = run(folder, ws.model("m1"), index_path)
+    finally:
+        locked.chmod(0o644)
+
+    expected_bad = list(bad) + ([] if IS_ROOT else ["locked.png"])  # root can read a chmod 000 file
+    assert summary.skipped == len(expected_bad) == len(warnings) == len(summary.skipped_files)
+    for name in expected_bad:
+        (message,) = [w for w in warnings if name in w]
+        assert str(folder.resolve() / "0" / name) in message and "\n" not in message
+    assert any("empty" in w for w in warnings if "empty.png" in w)
+    assert any("not a recognised image" in w for w in warnings if "notes.png" in w)
+    if not IS_ROOT:
+        assert any("permission denied" in w for w in warnings if "locked.png" in w)
+    assert summary.added == 2 + (1 if IS_ROOT else 0)
+    after = rows(index_path)
+    assert {k: after[k] for k in before} == before  # prior rows intact
+
+
+def test_an_indexed_file_that_turns_corrupt_loses_its_stale_row(folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    victim = next((folder / "1").iterdir())
+    victim.write_bytes(b"garbage")
+    bump_mtime(victim)
+    summary, warnings = run(folder, ws.model("m1"), index_path)
+    assert summary.skipped == 1 and str(victim.resolve()) in warnings[0]
+    assert str(victim.resolve()) not in rows(index_path) and summary.total == 14
+
+
+def test_unicode_file_names(tmp_path, ws, index_path):
+    folder = tmp_path / "bilder ünï"
+    images, _ = digits()
+    target = write_png(folder / "Ωmega" / "ünïcødé 图像 ✓.png", images[0])
+    write_png(folder / "Ωmega" / "plain.png", images[1])
+    summary, _ = run(folder, ws.model("m1"), index_path)
+    assert summary.added == 2
+    (result,) = query_files(index_path, ws, [target], radius=0)
+    assert result.matches[0].path == str(target.resolve())
+    assert result.matches[0].label == "Ωmega" and result.matches[0].distance == 0
+
+
+def test_missing_empty_and_non_folders_raise_dataset_error(tmp_path, ws, index_path):
+    with pytest.raises(DatasetError, match="no such folder"):
+        index_folder(tmp_path / "nope", ws.model("m1"), index_path, progress=False)
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="not a folder"):
+        index_folder(tmp_path / "file.png", ws.model("m1"), index_path, progress=False)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images")
+    with pytest.raises(DatasetError, match="no image files found"):
+        index_folder(tmp_path / "empty", ws.model("m1"), index_path, progress=False)
+    assert not index_path.exists()  # nothing created for a bad folder
+
+
+# --------------------------------------------------------------------------- model binding
+def test_a_different_model_is_refused_and_rebuild_rebinds(folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    before = rows(index_path)
+    for other in ("m2", "m8"):
+        with pytest.raises(IndexError_) as err:
+            run(folder, ws.model(other), index_path)
+        message = str(err.value)
+        assert "'m1'" in message and f"'{other}'" in message and "--rebuild" in message and "\n" not in message
+    assert rows(index_path) == before  # never a mixed index
+
+    summary, _ = run(folder, ws.model("m8"), index_path, rebuild=True)
+    assert (summary.added, summary.removed, summary.total) == (15, 15, 15)
+    assert meta_value(index_path, "model_name") == "m8" and meta_value(index_path, "n_bits") == "8"
+    assert all(code < 256 for *_, code in rows(index_path).values())
+    results = query_files(index_path, ws, [next(folder.rglob("*.png"))], radius=8)
+    assert len(results[0].matches) == 15 and len(results[0].bits) == 8
+
+
+def test_rebuild_drops_rows_of_every_folder(tmp_path, folder, ws, index_path):
+    other = tmp_path / "other"
+    write_digit_folder(other, per_class=2, classes=(9,))
+    run(other, ws.model("m1"), index_path)
+    run(folder, ws.model("m1"), index_path)
+    summary, _ = run(folder, ws.model("m2"), index_path, rebuild=True)
+    assert summary.removed == 17 and summary.total == 15
+
+
+def test_query_refuses_a_model_changed_since_indexing(folder, home, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    add_model(home, "m1", seed=42, n_bits=16)  # retrained / re-exported under the same name
+    with pytest.raises(IndexError_, match="changed since indexing.*--rebuild"):
+        query_files(index_path, ws, [next(folder.rglob("*.png"))])
+
+
+def test_query_files_finds_itself_and_rejects_unreadable_queries(tmp_path, folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    query = sorted(folder.rglob("*.png"))[4]
+    (result,) = query_files(index_path, ws, [query], radius=2)
+    hasher = ws.model("m1").load_hasher()
+    code = int(hasher.hash(decode_image(query, SHAPE)[None])[0])
+    assert result.query == str(query) and result.code == code and len(result.bits) == 16
+    assert result.bits == "".join(str((code >> i) & 1) for i in range(16))
+    assert str(query.resolve()) in [m.path for m in result.matches if m.distance == 0]
+    assert all(m.distance == int(hamming(code, m.code)) <= 2 for m in result.matches)
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="broken.png"):
+        query_files(index_path, ws, [broken])
+
+
+def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    before = rows(index_path)
+    more = tmp_path / "more"
+    write_digit_folder(more, per_class=4, classes=(6, 7, 8))  # 12 files, batches of 4
+
+    class Interrupting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def hash(self, images):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return self.inner.hash(images)
+
+    class InterruptingModel(ModelInfo):
+        def load_hasher(self):
+            return Interrupting(super().load_hasher())
+
+    m1 = ws.model("m1")
+    with pytest.raises(KeyboardInterrupt):
+        index_folder(more, InterruptingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=4, progress=False)
+
+    con = sqlite3.connect(index_path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    after = rows(index_path)
+    assert {k: after[k] for k in before} == before
+    assert len(after) == len(before) + 4  # the first batch was committed, the second was not
+
+    summary, _ = run(more, m1, index_path, batch_size=4)
+    assert (summary.added, summary.unchanged, summary.total) == (8, 4, 27)
+
+
+# --------------------------------------------------------------------------- search
+def make_code_index(path: Path, codes: list[int], n_bits: int) -> list[str]:
+    """An index holding exactly ``codes`` (rows inserted directly; the model is fictitious)."""
+    paths = [f"/synthetic/img-{i:05d}.png" for i in range(len(codes))]
+    with open_index(path, create=True) as db:
+        with db.write_session() as s, s.begin():
+            bind_model(s, name="synthetic", fingerprint="0" * 16, n_bits=n_bits, input_shape=SHAPE)
+            s.execute(
+                insert(ImageRow),
+                [
+                    {"path": p, "content_hash": "-", "size": 1, "mtime": 0.0, "label": str(i % 3),
+                     "code": to_signed64(c), "indexed_at": utc_now()}
+                    for i, (p, c) in enumerate(zip(paths, codes))
+                ],
+            )  # fmt: skip
+            bump_generation(s)
+    return paths
+
+
+def clustered_codes(rng: np.random.Generator, n_bits: int, n_centres: int = 12, per_centre: int = 15) -> list[int]:
+    """Codes bunched around a few centres (so small radii find something), top bit often set."""
+    top = (1 << n_bits) - 1
+    codes = []
+    for _ in range(n_centres):
+        centre = int(rng.integers(0, 1 << 62)) * 4 + int(rng.integers(0, 4))
+        centre = (centre | (1 << (n_bits - 1))) & top if rng.random() < 0.5 else centre & top
+        codes.append(centre)
+        for _ in range(per_centre):
+            flips = rng.choice(n_bits, size=int(rng.integers(0, 5)), replace=False)
+            codes.append(centre ^ sum(1 << int(f) for f in flips))
+    return codes
+
+
+@pytest.mark.parametrize("n_bits", [64, 16, 12])
+def test_faiss_and_sql_search_agree_with_brute_force(tmp_path, n_bits):
+    rng = np.random.default_rng(n_bits)
+    codes = clustered_codes(rng, n_bits)
+    if n_bits == 64:
+        codes += [(1 << 64) - 1, 1 << 63, 0]
+        assert any(c >= 1 << 63 for c in codes)
+    index_path = tmp_path / "codes.sqlite"
+    paths = make_code_index(index_path, codes, n_bits)
+    top = (1 << n_bits) - 1
+    queries = codes[::16] + [int(c) & top for c in rng.integers(0, 1 << 63, size=5, dtype=np.uint64) * 2 + 1]
+    queries += [codes[3] ^ 0b101, codes[10] ^ 1]
+    stored = np.array(codes, dtype=np.uint64)
+    for radius in range(0, 4):
+        by_faiss = search_codes(index_path, np.array(queries, dtype=np.uint64), radius, method="faiss")
+        by_sql = search_codes(index_path, queries, radius, method="sql")
+        assert by_faiss == by_sql
+        for q, found in zip(queries, by_faiss):
+            d = hamming(np.uint64(q), stored)
+            expected = sorted((int(d[i]), paths[i]) for i in np.flatnonzero(d <= radius))
+            assert [(m.distance, m.path) for m in found] == expected
+            assert all(m.code == codes[paths.index(m.path)] for m in found)
+        assert sum(len(f) for f in by_faiss) > len(queries) // 2  # the test is not vacuous
+
+
+def test_results_sorted_by_distance_then_path_and_limit(tmp_path):
+    centre = 0b1010_1010_1010_1010
+    codes = [centre ^ 1, centre, centre ^ 0b11, centre ^ 2, centre, centre ^ 1]
+    index_path = tmp_path / "codes.sqlite"
+    paths = make_code_index(index_path, codes, 16)
+    for method in ("faiss", "sql"):
+        (found,) = search_codes(index_path, [centre], 2, method=method)
+        assert [(m.distance, m.path) for m in found] == [
+            (0, paths[1]), (0, paths[4]), (1, paths[0]), (1, paths[3]), (1, paths[5]), (2, paths[2])
+        ]  # fmt: skip
+        (limited,) = search_codes(index_path, [centre], 2, limit=3, method=method)
+        assert limited == found[:3]
+        (exact,) = search_codes(index_path, [centre], 0, method=method)
+        assert [m.path for m in exact] == [paths[1], paths[4]]
+    assert search_codes(index_path, [], 2) == []
+    with pytest.raises(IndexError_, match="radius 17"):
+        search_codes(index_path, [centre], 17)
+    with pytest.raises(IndexError_, match="sql"):
+        search_codes(index_path, [centre], 5, method="sql")
+    assert len(search_codes(index_path, [centre], 16)[0]) == len(codes)  # radius n_bits: everything
+
+
+def test_faiss_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path):
+    index_path = tmp_path / "codes.sqlite"
+    make_code_index(index_path, [1, 2, 3, 7], 16)
+    faiss_path = faiss_store.faiss_path_for(index_path)
+    assert faiss_path == tmp_path / "codes.faiss"
+    expected = search_codes(index_path, [3], 1)
+    assert faiss_path.is_file()
+
+    faiss_path.unlink()
+    assert search_codes(index_path, [3], 1) == expected and faiss_path.is_file()
+
+    faiss_path.write_bytes(b"definitely not a faiss index")
+    assert search_codes(index_path, [3], 1) == expected
+    assert faiss_path.read_bytes() != b"definitely not a faiss index"
+
+    faiss_store.sidecar_path_for(faiss_path).write_text("{not json")
+    assert search_codes(index_path, [3], 1) == expected
+
+    with open_index(index_path) as db:  # a change behind the cache's back bumps the generation
+        with db.write_session() as s, s.begin():
+            new = ImageRow(path="/synthetic/new.png", content_hash="-", size=1, mtime=0.0, label=None, code=11)
+            new.indexed_at = utc_now()
+            s.add(new)
+            bump_generation(s)
+        assert not faiss_store.is_current(db)
+    (found,) = search_codes(index_path, [3], 1)
+    assert "/synthetic/new.png" in [m.path for m in found]
+    with open_index(index_path) as db:
+        assert faiss_store.is_current(db)
+
+
+# --------------------------------------------------------------------------- opening
+def test_open_index_refuses_files_it_does_not_understand(tmp_path):
+    missing = tmp_path / "missing.sqlite"
+    with pytest.raises(IndexError_, match=r"missing\.sqlite: no index here: run 'semhash index DIR' first"):
+        open_index(missing)
+    assert not missing.exists()
+
+    text = tmp_path / "notes.sqlite"
+    text.write_text("just some notes\n" * 10)
+    with pytest.raises(IndexError_, match=r"notes\.sqlite: not a semhash index \(not a SQLite database\)"):
+        open_index(text, create=True)
+    assert text.read_text() == "just some notes\n" * 10  # untouched
+
+    foreign = tmp_path / "foreign.sqlite"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE people (name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(IndexError_, match="without semhash tables"):
+        open_index(foreign, create=True)
+
+    future = tmp_path / "future.sqlite"
+    open_index(future, create=True).close()
+    con = sqlite3.connect(future)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(IndexError_, match=f"schema version {SCHEMA_VERSION + 1} is newer .* upgrade semhash"):
+        open_index(future)
+
+    with pytest.raises(IndexError_, match="is a folder"):
+        open_index(tmp_path)
+
+
+def test_an_empty_index_refuses_searches_clearly(tmp_path, ws):
+    index_path = tmp_path / "fresh.sqlite"
+    open_index(index_path, create=True).close()
+    with pytest.raises(IndexError_, match="empty.*semhash index"):
+        search_codes(index_path, [1], 1)
+    with pytest.raises(IndexError_, match="empty"):
+        query_files(index_path, ws, [])
+    assert index_info(index_path)["count"] == 0
+
+
+def test_load_index_codes_and_index_info(folder, ws, index_path):
+    run(folder, ws.model("m1"), index_path)
+    indexed = load_index_codes(index_path)
+    stored = rows(index_path)
+    assert indexed.paths == sorted(stored) and indexed.codes.dtype == np.uint64
+    assert [int(c) for c in indexed.codes] == [stored[p][5] for p in indexed.paths]
+    assert indexed.labels == [stored[p][4] for p in indexed.paths]
+    assert indexed.n_bits == 16 and indexed.model_name == "m1"
+    assert indexed.model_fingerprint == ws.model("m1").load_hasher().fingerprint
+
+    info = index_info(index_path)
+    assert info["count"] == 15 and info["model"] == "m1" and info["bits"] == 16
+    assert info["schema_version"] == SCHEMA_VERSION and info["labels"] == 3
+    assert info["index_path"] == str(index_path) and info["faiss_path"] == str(index_path.with_suffix(".faiss"))
+    assert info["faiss_current"] is True
+
+
+def test_meta_table_is_plain_key_value(index_path, folder, ws):
+    run(folder, ws.model("m1"), index_path)
+    with open_index(index_path) as db, db.session() as s:
+        keys = set(s.scalars(select(MetaRow.key)))
+    assert {"schema_version", "model_name", "model_fingerprint", "n_bits"} <= keys
+    assert {"input_shape", "created_at", "generation"} <= keys
+
+
+def test_index_and_search_never_import_tensorflow():
+    code = (
+        "import sys, semhash.index, semhash.index.search, semhash.index.indexer; "
+        "assert 'tensorflow' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
