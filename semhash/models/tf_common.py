@@ -9,6 +9,30 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide oneDNN / CUDA-stub chatter; errors still raise
 
+
+
+def _import_tensorflow_quietly():
+    """TensorFlow 2.21's C++ start-up logs (oneDNN, CUDA stub) ignore TF_CPP_MIN_LOG_LEVEL
+    and go straight to file descriptor 2: silence that descriptor while importing only.
+    Python exceptions are unaffected (they are raised after the descriptor is restored)."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            stack.callback(lambda: (os.dup2(saved, 2), os.close(saved)))
+        except OSError:  # no real stderr descriptor (some notebooks): import loudly
+            pass
+        import tensorflow  # noqa: F401
+        import keras  # noqa: F401
+
+
+_import_tensorflow_quietly()
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
