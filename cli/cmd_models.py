@@ -22,12 +22,9 @@ def models(kinds, home, as_json):
       semhash models --kinds
     """
     if kinds:
-        from semhash.models import KINDS, get_kind
+        from semhash.models import KINDS
 
-        rows = []
-        for kind in KINDS:
-            cls = get_kind(kind) if kind in ("lsh", "pcah", "itq") else None
-            rows.append((kind, (cls.description if cls else "")))
+        rows = [(kind, entry.summary) for kind, entry in KINDS.items()]
         if as_json:
             print_json([{"kind": k, "description": d} for k, d in rows])
         else:

@@ -106,17 +106,10 @@ def plot_history(history: dict[str, list[float]], out_path: Path, title: str) ->
 
 
 def load_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
-    """A config written by `semhash tune` (or by hand): {"kind": ..., "params": {...}}."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such config file") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not a readable JSON config ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("params", {}), dict):
-        raise ModelError(f'{path}: a config is {{"kind": ..., "params": {{...}}}}')
-    return data.get("kind"), dict(data.get("params", {}))
+    """A config written by `semhash tune`: {"kind": ..., "params": {...}} (checked strictly)."""
+    from semhash.tune import load_config as load_tuned_config
+
+    return load_tuned_config(path)
 
 
 def train(

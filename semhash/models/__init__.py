@@ -6,13 +6,23 @@ Kinds are imported lazily so that listing or resolving them never imports Tensor
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import Any, NamedTuple
 
 from semhash.errors import ModelError
 
-# kind -> "module:class"
-KINDS: dict[str, str] = {
-    "autoencoder": "semhash.models.autoencoder:AutoencoderHashModel",
+class KindEntry(NamedTuple):
+    target: str  # "module:Class", imported only when the kind is used
+    summary: str  # one line for `semhash models --kinds`, without importing the module
+
+
+KINDS: dict[str, KindEntry] = {
+    "autoencoder": KindEntry("semhash.models.autoencoder:AutoencoderHashModel", "stacked autoencoder, noisy sigmoid coding layer (default; --tied, --pretrain)"),
+    "vae": KindEntry("semhash.models.vae:VAEHashModel", "variational autoencoder (dense or --conv); hashes the binarised mean; generates images"),
+    "classifier-hash": KindEntry("semhash.models.classifier:ClassifierHashModel", "CNN classifier whose noisy sigmoid penultimate layer is the hash (needs labels)"),
+    "pretrained-classifier": KindEntry("semhash.models.pretrained_classifier:PretrainedClassifierHashModel", "classifier on a trained autoencoder's encoder (--encoder), few labels"),
+    "lsh": KindEntry("semhash.models.baselines:LSHHashModel", "baseline: random hyperplanes on centred pixels (NumPy)"),
+    "pcah": KindEntry("semhash.models.baselines:PCAHashModel", "baseline: signs of the top principal components (NumPy)"),
+    "itq": KindEntry("semhash.models.baselines:ITQHashModel", "baseline: PCA + iterative quantisation rotation, Gong & Lazebnik (NumPy)"),
 }
 
 DEFAULT_KIND = "autoencoder"
@@ -22,7 +32,7 @@ def get_kind(kind: str):
     """The HashModel subclass for ``kind``."""
     if kind not in KINDS:
         raise ModelError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
-    module_name, class_name = KINDS[kind].split(":")
+    module_name, class_name = KINDS[kind].target.split(":")
     return getattr(import_module(module_name), class_name)
 
 
