@@ -3,7 +3,20 @@
 input -> 500 -> 300 -> ``bits``-unit sigmoid coding layer -> 300 -> 500 -> sigmoid output,
 binary cross-entropy, Adam.  Gaussian noise of large stddev is added to the coding layer's
 inputs during training only, which pushes the sigmoid codings to saturate at 0 or 1 so that
-rounding them (the hash) loses little.  Options: tied decoder weights (``tied``).
+rounding them (the hash) loses little.
+
+Options (defaults leave the plain model unchanged):
+
+* ``tied``      decoder kernels are the transposes of the encoder kernels;
+* ``pretrain``  ``"gaussian"`` or ``"dropout"``: greedy layer-wise denoising pretraining
+  (one shallow autoencoder per hidden layer and for the coding layer, see
+  :mod:`semhash.models.pretraining`) before the whole stack is fine-tuned for ``epochs``;
+* ``sparsity``  weight of a KL-divergence penalty pulling the mean activation of each coding
+  unit towards ``sparsity_target`` (a sparse autoencoder).
+
+The module also holds small helpers the other Keras kinds share: seeded (stratified)
+hold-out splits, Keras layers -> Hasher ops, code statistics and the ``fit_state.json`` file
+that keeps fitted non-weight attributes (metrics, history, thresholds) across save/load.
 """
 
 from __future__ import annotations
@@ -11,11 +24,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from semhash.models.base import FitContext, HashModel, save_params_json
+from semhash.errors import ModelError
+from semhash.models.base import FitContext, HashModel, _jsonable, save_params_json
 from semhash.models.tf_common import (
     CodingNoise,
     EpochProgress,
@@ -47,9 +61,17 @@ class SemanticHashingAutoencoder(keras.Model):
         tied: bool = False,
         activation: str = "relu",
         seed: int | None = None,
+        sparsity: float = 0.0,
+        sparsity_target: float = 0.1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.sparsity = float(sparsity)
+        self.sparsity_target = float(sparsity_target)
+        if self.sparsity < 0:
+            raise ValueError("sparsity must be >= 0")
+        if not 0.0 < self.sparsity_target < 1.0:
+            raise ValueError("sparsity_target must be strictly between 0 and 1")
         self.image_shape = tuple(int(s) for s in image_shape)
         self.hidden = tuple(int(h) for h in hidden)
         self.bits = int(bits)
@@ -119,7 +141,10 @@ class SemanticHashingAutoencoder(keras.Model):
         return self.output_reshape(h)
 
     def call(self, x, training=False):
-        return self.decode(self.codings(x, training=training))
+        codings = self.codings(x, training=training)
+        if self.sparsity > 0:
+            self.add_loss(self.sparsity * kl_sparsity(codings, self.sparsity_target))
+        return self.decode(codings)
 
     def get_config(self):
         return {
@@ -131,7 +156,18 @@ class SemanticHashingAutoencoder(keras.Model):
             "tied": self.tied,
             "activation": self.activation,
             "seed": self.seed,
+            "sparsity": self.sparsity,
+            "sparsity_target": self.sparsity_target,
         }
+
+
+def kl_sparsity(activations, target: float):
+    """Sum over units of KL(target || mean activation over the batch) (Géron ch. 15)."""
+    eps = 1e-6
+    rho_hat = ops.clip(ops.mean(activations, axis=0), eps, 1.0 - eps)
+    rho = target
+    kl = rho * ops.log(rho / rho_hat) + (1.0 - rho) * ops.log((1.0 - rho) / (1.0 - rho_hat))
+    return ops.sum(kl)
 
 
 class AutoencoderHashModel(HashModel):
@@ -145,9 +181,15 @@ class AutoencoderHashModel(HashModel):
         input_shape: Sequence[int] = (28, 28, 1),
         bits: int = 30,
         hidden: Sequence[int] = (500, 300),
-        noise: float = 4.0,
+        noise: float = 8.0,  # chosen by scripts/noise_sweep.py (docs/BENCHMARKS.md)
         tied: bool = False,
         activation: str = "relu",
+        pretrain: str | None = None,
+        pretrain_noise: float = 0.5,
+        pretrain_keep: float = 0.8,
+        pretrain_epochs: int = 5,
+        sparsity: float = 0.0,
+        sparsity_target: float = 0.1,
         epochs: int = 30,
         batch_size: int = 64,
         learning_rate: float = 1e-3,
@@ -161,6 +203,12 @@ class AutoencoderHashModel(HashModel):
         self.noise = noise
         self.tied = tied
         self.activation = activation
+        self.pretrain = pretrain
+        self.pretrain_noise = pretrain_noise
+        self.pretrain_keep = pretrain_keep
+        self.pretrain_epochs = pretrain_epochs
+        self.sparsity = sparsity
+        self.sparsity_target = sparsity_target
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -177,23 +225,58 @@ class AutoencoderHashModel(HashModel):
             tied=self.tied,
             activation=self.activation,
             seed=self.seed,
+            sparsity=self.sparsity,
+            sparsity_target=self.sparsity_target,
         )
         net.build((None, *tuple(self.input_shape)))
         return net
 
+    def _check_options(self) -> None:
+        if self.pretrain not in (None, "", "none", "gaussian", "dropout"):
+            raise ModelError(f"pretrain must be 'gaussian', 'dropout' or none, not {self.pretrain!r}")
+        if not 0.0 < float(self.pretrain_keep) <= 1.0:
+            raise ModelError(f"pretrain_keep is a keep probability in (0, 1], not {self.pretrain_keep}")
+        if float(self.pretrain_noise) < 0:
+            raise ModelError("pretrain_noise (a stddev) must be >= 0")
+        if float(self.sparsity) < 0:
+            raise ModelError("sparsity (a loss weight) must be >= 0")
+        if not 0.0 < float(self.sparsity_target) < 1.0:
+            raise ModelError("sparsity_target (a mean activation) must be strictly between 0 and 1")
+
     def fit(self, images, labels=None, *, context: FitContext | None = None):
         context = context or FitContext()
+        self._check_options()
         set_seed(self.seed)
         images = np.asarray(images, dtype=np.float32)
         train_x, val_x = _validation_split(images, self.validation_split, self.seed)
         self.network_ = self._build_network()
+        self.device_ = device_description()
+        self.pretrain_history_ = []
+        pretrain_seconds = 0.0
+        if self.pretrain not in (None, "", "none"):
+            from semhash.models.pretraining import greedy_pretrain
+
+            started = time.time()
+            context.log(f"greedy layer-wise pretraining ({self.pretrain} corruption) on {len(train_x)} images")
+            self.pretrain_history_ = greedy_pretrain(
+                self.network_,
+                train_x,
+                corruption=self.pretrain,
+                noise_stddev=float(self.pretrain_noise),
+                keep_prob=float(self.pretrain_keep),
+                epochs=int(self.pretrain_epochs),
+                batch_size=int(self.batch_size),
+                learning_rate=float(self.learning_rate),
+                seed=self.seed,
+                verbose=context.verbose,
+            )
+            pretrain_seconds = time.time() - started
         self.network_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="binary_crossentropy")
         callbacks = [EpochProgress(self.epochs, enabled=context.verbose > 0, description=self.kind)]
         if val_x is not None and self.patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
             )
-        self.device_ = device_description()
         context.log(f"training {self.kind} on {len(train_x)} images ({self.device_})")
         started = time.time()
         history = self.network_.fit(
@@ -206,9 +289,16 @@ class AutoencoderHashModel(HashModel):
             verbose=0,
             callbacks=callbacks,
         )
-        self.train_seconds_ = time.time() - started
+        self.train_seconds_ = time.time() - started + pretrain_seconds
         self.history_ = history_dict(history)
+        self.metrics_ = {}
+        if self.history_.get("val_loss"):
+            self.metrics_["val_loss"] = float(min(self.history_["val_loss"]))
+        self.metrics_.update(code_stats(self.codings(train_x), 0.5))
         return self
+
+    def summary_metrics(self) -> dict[str, Any]:
+        return dict(getattr(self, "metrics_", {}))
 
     def codings(self, images) -> np.ndarray:
         """Sigmoid codings without noise (what the hash rounds)."""
@@ -235,7 +325,8 @@ class AutoencoderHashModel(HashModel):
         directory = Path(directory)
         path = directory / "model.keras"
         self.network_.save(path)
-        return [path, save_params_json(self, directory)]
+        state = save_fit_state(self, directory, ["metrics_", "history_", "pretrain_history_", "train_seconds_", "device_"])
+        return [path, save_params_json(self, directory), state]
 
     @classmethod
     def load(cls, directory: Path) -> "AutoencoderHashModel":
@@ -243,6 +334,7 @@ class AutoencoderHashModel(HashModel):
         params = json.loads((directory / "params.json").read_text())
         model = cls(**params)
         model.network_ = keras.models.load_model(directory / "model.keras")
+        load_fit_state(model, directory)
         return model
 
 
@@ -254,3 +346,142 @@ def _validation_split(images: np.ndarray, fraction: float, seed: int):
     order = rng.permutation(len(images))
     n_val = max(1, int(round(len(images) * fraction)))
     return images[order[n_val:]], images[order[:n_val]]
+
+
+def stratified_validation_split(labels: np.ndarray, fraction: float, seed: int):
+    """Seeded hold-out stratified by label -> (train_rows, val_rows); val_rows empty when
+    ``fraction`` is 0.  Every class keeps at least one training row."""
+    labels = np.asarray(labels)
+    rows = np.arange(len(labels))
+    if not fraction or len(labels) < 10:
+        return rows, rows[:0]
+    rng = np.random.default_rng(seed)
+    val = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val = min(int(round(len(members) * fraction)), len(members) - 1)
+        val.extend(members[:n_val])
+    val = np.sort(np.asarray(val, dtype=np.int64))
+    return np.setdiff1d(rows, val), val
+
+
+def labeled_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions of a seeded stratified ``fraction`` of ``labels`` (at least one per class)."""
+    labels = np.asarray(labels)
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ModelError(f"labeled_fraction must be in (0, 1], not {fraction}")
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed + 1)
+    keep = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        keep.extend(members[: max(1, int(round(len(members) * fraction)))])
+    return np.sort(np.asarray(keep, dtype=np.int64))
+
+
+def code_stats(values: np.ndarray, threshold) -> dict[str, float]:
+    """Headline numbers about the bits: mean fraction of ones, balance (1 = every bit is
+    1 for half the images, 0 = constant bits), and for sigmoid codings the fraction of
+    activations within 0.1 of 0 or 1 (how saturated, i.e. how little rounding loses)."""
+    values = np.asarray(values, dtype=np.float64)
+    bits = values > np.asarray(threshold)
+    ones = bits.mean(axis=0) if len(bits) else np.zeros(values.shape[1])
+    stats = {
+        "bits_mean_ones": float(ones.mean()),
+        "bits_balance": float((2.0 * np.minimum(ones, 1.0 - ones)).mean()),
+        "bits_constant": int(np.sum((ones == 0) | (ones == 1))),
+    }
+    if np.isscalar(threshold) and float(threshold) == 0.5 and values.min() >= 0 and values.max() <= 1:
+        stats["codings_saturated"] = float(np.mean((values < 0.1) | (values > 0.9)))
+    return stats
+
+
+def save_fit_state(model: HashModel, directory: Path, names: list[str], extra: dict | None = None) -> Path:
+    """Write fitted non-weight attributes (those present among ``names``) to fit_state.json."""
+    state = {name: getattr(model, name) for name in names if hasattr(model, name)}
+    state.update(extra or {})
+    path = Path(directory) / "fit_state.json"
+    path.write_text(json.dumps(state, indent=1, default=_state_jsonable))
+    return path
+
+
+def load_fit_state(model: HashModel, directory: Path) -> dict:
+    path = Path(directory) / "fit_state.json"
+    if not path.exists():
+        return {}
+    state = json.loads(path.read_text())
+    for name, value in state.items():
+        if name.endswith("_"):
+            setattr(model, name, value)
+    return state
+
+
+def _state_jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return _jsonable(value)
+
+
+def keras_layers_ops(layers, params: dict, ops_list: list) -> None:
+    """Append Hasher ops for Keras layers run in sequence (inference mode): Flatten, Dense,
+    Conv2D, MaxPooling2D, BatchNormalization, Activation; Dropout, CodingNoise and the
+    random-augmentation layers are identities at inference and are skipped."""
+    for layer in layers:
+        if isinstance(layer, _INFERENCE_IDENTITY):
+            continue
+        i = len(ops_list)
+        if isinstance(layer, keras.layers.Flatten):
+            ops_list.append({"op": "flatten"})
+            continue
+        if isinstance(layer, keras.layers.Dense):
+            dense_ops([layer], params, ops_list)
+            continue
+        if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose):
+            if tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1 or layer.data_format != "channels_last":
+                raise ModelError(f"layer {layer.name}: only plain channels-last convolutions export")
+            kernel, bias = (np.asarray(w) for w in layer.get_weights())
+            ops_list.append({"op": "conv2d", "strides": [int(s) for s in layer.strides], "padding": layer.padding})
+            params[f"op{i}.kernel"] = kernel
+            params[f"op{i}.bias"] = bias
+            _activation_op(layer.activation, ops_list)
+            continue
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            ops_list.append(
+                {
+                    "op": "maxpool2d",
+                    "pool": [int(p) for p in layer.pool_size],
+                    "strides": [int(s) for s in layer.strides],
+                    "padding": layer.padding,
+                }
+            )
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())
+            ops_list.append({"op": "batchnorm", "epsilon": float(layer.epsilon)})
+            for name, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("variance", var)):
+                params[f"op{i}.{name}"] = value
+            continue
+        if isinstance(layer, keras.layers.Activation):
+            _activation_op(layer.activation, ops_list)
+            continue
+        raise ModelError(f"layer {layer.name} ({type(layer).__name__}) cannot be exported to the NumPy hasher")
+
+
+_INFERENCE_IDENTITY = (
+    keras.layers.Dropout,
+    CodingNoise,
+    keras.layers.GaussianNoise,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+)
+
+
+def _activation_op(activation, ops_list: list) -> None:
+    fn = keras.activations.serialize(activation)
+    if isinstance(fn, dict):
+        fn = fn.get("config", {}).get("name") or fn.get("class_name")
+    if fn not in ("linear", None):
+        ops_list.append({"op": "activation", "fn": fn})

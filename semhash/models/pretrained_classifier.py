@@ -1,0 +1,339 @@
+"""Semi-supervised kind (``pretrained-classifier``): unsupervised pretraining, few labels.
+
+The lower layers of a trained autoencoder (``encoder``: the name of an ``autoencoder`` model
+in the workspace; its hidden encoder layers, weights copied) become the first layers of a
+classifier ``flatten -> encoder layers -> Dense(bits) -> CodingNoise -> sigmoid -> softmax``.
+It is trained on ``labeled_fraction`` (default 10 %) of the labels, a seeded stratified
+subset, first with the pretrained layers frozen (``epochs``), then — with ``fine_tune`` —
+all layers together at a third of the learning rate (``fine_tune_epochs``,
+``fine_tune_learning_rate``).  ``reuse_coding`` also starts the coding layer from the
+autoencoder's (when the bit counts match); off by default, because those saturated sigmoid
+units pass almost no gradient and the classifier then learns more slowly.  The
+``bits``-unit sigmoid layer is the hash (bit = pre-activation > 0), as for
+``classifier-hash``.
+
+With ``compare_baselines`` (default) ``fit`` also trains the same architecture from scratch
+on the same labelled subset and on all training labels, and ``summary_metrics`` reports the
+three test accuracies side by side.  The test set is the fit context's ``test_images`` /
+``test_labels`` when given, else the validation split (which early stopping also watches,
+so those numbers are slightly optimistic — say so in reports).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from semhash.errors import ModelError
+from semhash.models.autoencoder import (
+    code_stats,
+    labeled_subset,
+    load_fit_state,
+    save_fit_state,
+    stratified_validation_split,
+)
+from semhash.models.base import FitContext, HashModel, save_params_json
+from semhash.models.classifier import (
+    _sigmoid,
+    accuracy,
+    check_labels,
+    confusion_matrix,
+    context_test_set,
+    fit_classifier,
+    n_classes_of,
+    predict_labels,
+)
+from semhash.models.tf_common import CodingNoise, device_description, keras, ops, set_seed
+
+
+@keras.saving.register_keras_serializable(package="semhash")
+class DenseHashClassifier(keras.Model):
+    """``flatten -> hidden Dense layers -> Dense(bits) -> CodingNoise -> sigmoid -> softmax``;
+    ``frozen`` hidden layers are not trained."""
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (28, 28, 1),
+        hidden: Sequence[int] = (500, 300),
+        activation: str = "relu",
+        bits: int = 30,
+        n_classes: int = 10,
+        noise: float = 4.0,
+        frozen: bool = False,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self.bits = int(bits)
+        self.n_classes = int(n_classes)
+        self.noise = float(noise)
+        self.seed = seed
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.hidden_layers = [
+            keras.layers.Dense(h, activation=activation, name=f"encoder_{i}") for i, h in enumerate(self.hidden)
+        ]
+        self.coding_layer = keras.layers.Dense(self.bits, name="coding")
+        self.coding_noise = CodingNoise(self.noise, seed=seed, name="coding_noise")
+        self.output_layer = keras.layers.Dense(self.n_classes, activation="softmax", name="output")
+        self.frozen = bool(frozen)
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        self._frozen = bool(value)
+        for layer in self.hidden_layers:
+            layer.trainable = not self._frozen
+
+    def build(self, input_shape=None):
+        n = int(np.prod(self.image_shape))
+        self.flatten.build((None, *self.image_shape))
+        for layer in self.hidden_layers:
+            layer.build((None, n))
+            n = layer.units
+        self.coding_layer.build((None, n))
+        self.output_layer.build((None, self.bits))
+        self.built = True
+
+    def encode_preactivation(self, x, training=False):
+        h = self.flatten(x)
+        for layer in self.hidden_layers:
+            h = layer(h)
+        return self.coding_layer(h)
+
+    def call(self, x, training=False):
+        pre = self.encode_preactivation(x, training=training)
+        return self.output_layer(ops.sigmoid(self.coding_noise(pre, training=training)))
+
+    def hash_layers(self) -> list:
+        return [self.flatten, *self.hidden_layers, self.coding_layer]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "bits": self.bits,
+            "n_classes": self.n_classes,
+            "noise": self.noise,
+            "frozen": self.frozen,
+            "seed": self.seed,
+        }
+
+
+class PretrainedClassifierHashModel(HashModel):
+    kind = "pretrained-classifier"
+    description = "classifier on a trained autoencoder's encoder layers, few labels; sigmoid layer hashes"
+    needs_labels = True
+    uses_tensorflow = True
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (28, 28, 1),
+        bits: int = 30,
+        encoder: str | None = None,
+        labeled_fraction: float = 0.1,
+        noise: float = 4.0,
+        reuse_coding: bool = False,
+        fine_tune: bool = True,
+        fine_tune_epochs: int = 30,
+        fine_tune_learning_rate: float | None = None,
+        compare_baselines: bool = True,
+        epochs: int = 60,
+        batch_size: int = 32,
+        learning_rate: float = 3e-3,
+        validation_split: float = 0.1,
+        patience: int = 10,
+        seed: int = 0,
+    ):
+        self.input_shape = input_shape
+        self.bits = bits
+        self.encoder = encoder
+        self.labeled_fraction = labeled_fraction
+        self.noise = noise
+        self.reuse_coding = reuse_coding
+        self.fine_tune = fine_tune
+        self.fine_tune_epochs = fine_tune_epochs
+        self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.compare_baselines = compare_baselines
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_split = validation_split
+        self.patience = patience
+        self.seed = seed
+
+    @property
+    def fine_tune_lr(self) -> float:
+        """The fine-tuning learning rate: ``fine_tune_learning_rate``, else learning_rate / 3."""
+        if self.fine_tune_learning_rate is not None:
+            return float(self.fine_tune_learning_rate)
+        return float(self.learning_rate) / 3.0
+
+    # -- the encoder ----------------------------------------------------------------------
+    def _load_encoder(self, context: FitContext):
+        """-> (hidden sizes, activation, list of (kernel, bias)) of the named autoencoder."""
+        if not self.encoder:
+            raise ModelError(
+                f"model kind {self.kind!r} needs --encoder NAME: a trained autoencoder model in the workspace"
+            )
+        if context.workspace is None:
+            raise ModelError(f"model kind {self.kind!r} needs a workspace to find the encoder {self.encoder!r}")
+        info = context.workspace.model(self.encoder)
+        if info.kind != "autoencoder":
+            raise ModelError(
+                f"encoder {self.encoder!r} is a {info.kind!r} model; {self.kind} reuses the layers of an 'autoencoder'"
+            )
+        from semhash.models import get_kind
+
+        source = get_kind(info.kind).load(info.directory)
+        shape = tuple(int(s) for s in source.input_shape)
+        if shape != tuple(int(s) for s in self.input_shape):
+            raise ModelError(
+                f"encoder {self.encoder!r} takes {shape} images, this dataset has {tuple(self.input_shape)}"
+            )
+        net = source.network_
+        weights = [[np.asarray(w) for w in layer.get_weights()] for layer in net.encoder_layers]
+        coding = [np.asarray(w) for w in net.coding_layer.get_weights()]
+        return tuple(int(layer.units) for layer in net.encoder_layers), net.activation, weights, coding, str(info.directory)
+
+    def _network(self, hidden, activation, n_classes, frozen=False) -> DenseHashClassifier:
+        net = DenseHashClassifier(
+            image_shape=self.input_shape,
+            hidden=hidden,
+            activation=activation,
+            bits=self.bits,
+            n_classes=n_classes,
+            noise=self.noise,
+            frozen=frozen,
+            seed=self.seed,
+        )
+        net.build((None, *tuple(self.input_shape)))
+        return net
+
+    # -- learning -------------------------------------------------------------------------
+    def fit(self, images, labels=None, *, context: FitContext | None = None):
+        context = context or FitContext()
+        images = np.asarray(images, dtype=np.float32)
+        labels = check_labels(self.kind, images, labels)
+        hidden, activation, weights, coding, encoder_dir = self._load_encoder(context)
+        set_seed(self.seed)
+        train_rows, val_rows = stratified_validation_split(labels, self.validation_split, self.seed)
+        subset_rows = train_rows[labeled_subset(labels[train_rows], self.labeled_fraction, self.seed)]
+        n_classes = n_classes_of(labels, context)
+        self.class_names_ = list(context.class_names or [str(i) for i in range(n_classes)])
+        self.encoder_info_ = {"name": self.encoder, "directory": encoder_dir, "hidden": list(hidden), "activation": activation}
+        val = (images[val_rows], labels[val_rows]) if len(val_rows) else None
+        test_x, test_y = context_test_set(context)
+        test_name = "test"
+        if test_x is None:
+            test_x, test_y, test_name = images[val_rows], labels[val_rows], "validation"
+        self.device_ = device_description()
+        common = dict(batch_size=self.batch_size, patience=self.patience, verbose=context.verbose)
+        subset = (images[subset_rows], labels[subset_rows])
+        context.log(
+            f"training {self.kind} on {len(subset_rows)} labelled images ({self.labeled_fraction:g} of "
+            f"{len(train_rows)}) over the frozen layers of {self.encoder!r} ({self.device_})"
+        )
+        started = time.time()
+        # 1. pretrained layers frozen
+        self.network_ = self._network(hidden, activation, n_classes, frozen=True)
+        for layer, w in zip(self.network_.hidden_layers, weights):
+            layer.set_weights(w)
+        self.reused_coding_ = bool(self.reuse_coding and coding[0].shape[1] == int(self.bits))
+        if self.reused_coding_:
+            self.network_.coding_layer.set_weights(coding)
+        self.history_ = fit_classifier(
+            self.network_, subset, val, epochs=self.epochs, learning_rate=self.learning_rate,
+            description=f"{self.kind} (frozen)", **common,
+        )  # fmt: skip
+        self.metrics_ = {"labeled_images": int(len(subset_rows)), "test_set": test_name}
+        self.metrics_["accuracy_frozen"] = accuracy(self.network_, test_x, test_y)
+        # 2. fine-tune everything at a lower learning rate
+        if self.fine_tune and self.fine_tune_epochs:
+            self.network_.frozen = False
+            tuned = fit_classifier(
+                self.network_, subset, val, epochs=self.fine_tune_epochs, learning_rate=self.fine_tune_lr,
+                description=f"{self.kind} (fine-tune)", **common,
+            )  # fmt: skip
+            self.history_ = {k: v + tuned.get(k, []) for k, v in self.history_.items()}
+            self.metrics_["accuracy_fine_tuned"] = accuracy(self.network_, test_x, test_y)
+        self.train_seconds_ = time.time() - started
+        self.metrics_["accuracy"] = accuracy(self.network_, test_x, test_y)
+        self.confusion_ = confusion_matrix(test_y, predict_labels(self.network_, test_x), n_classes).tolist()
+        self.confusion_of_ = test_name
+        # 3. the same architecture from scratch: same labelled subset, then every label
+        if self.compare_baselines:
+            for key, rows in (("accuracy_scratch_same_labels", subset_rows), ("accuracy_scratch_all_labels", train_rows)):
+                set_seed(self.seed)
+                baseline = self._network(hidden, activation, n_classes, frozen=False)
+                fit_classifier(
+                    baseline, (images[rows], labels[rows]), val, learning_rate=self.learning_rate,
+                    epochs=self.epochs + (self.fine_tune_epochs if self.fine_tune else 0),
+                    description=f"baseline {key.rsplit('_', 2)[1]} labels", **common,
+                )  # fmt: skip
+                self.metrics_[key] = accuracy(baseline, test_x, test_y)
+                context.log(f"{key}: {self.metrics_[key]:.4f}")
+            self.baseline_seconds_ = time.time() - started - self.train_seconds_
+        self.metrics_.update(code_stats(_sigmoid(self.preactivations(images[train_rows])), 0.5))
+        return self
+
+    # -- use ------------------------------------------------------------------------------
+    def preactivations(self, images) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        out = [np.asarray(self.network_.encode_preactivation(images[s : s + 1024])) for s in range(0, len(images), 1024)]
+        return np.concatenate(out) if out else np.zeros((0, self.bits), np.float32)
+
+    def codings(self, images) -> np.ndarray:
+        return np.asarray(ops.sigmoid(self.preactivations(images)))
+
+    def hash_bits_keras(self, images) -> np.ndarray:
+        return np.asarray(ops.round(ops.sigmoid(self.preactivations(images)))).astype(np.uint8)
+
+    def predict(self, images) -> np.ndarray:
+        return predict_labels(self.network_, images)
+
+    def export_hasher(self):
+        from semhash.inference import Hasher
+        from semhash.models.autoencoder import keras_layers_ops
+
+        ops_list: list[dict] = []
+        params: dict[str, np.ndarray] = {}
+        keras_layers_ops(self.network_.hash_layers(), params, ops_list)
+        info = {"kind": self.kind, "coding": "sigmoid", "encoder": self.encoder}
+        return Hasher(ops_list, params, int(self.bits), tuple(self.input_shape), 0.0, info=info)
+
+    def summary_metrics(self) -> dict[str, Any]:
+        return dict(getattr(self, "metrics_", {}))
+
+    # -- persistence ----------------------------------------------------------------------
+    STATE = [
+        "metrics_", "confusion_", "confusion_of_", "class_names_", "encoder_info_", "reused_coding_",
+        "history_", "train_seconds_", "baseline_seconds_", "device_",
+    ]  # fmt: skip
+
+    def save(self, directory: Path) -> list[Path]:
+        directory = Path(directory)
+        path = directory / "model.keras"
+        self.network_.save(path)
+        state = save_fit_state(self, directory, self.STATE)
+        return [path, save_params_json(self, directory), state]
+
+    @classmethod
+    def load(cls, directory: Path):
+        directory = Path(directory)
+        params = json.loads((directory / "params.json").read_text())
+        model = cls(**params)
+        model.network_ = keras.models.load_model(directory / "model.keras")
+        load_fit_state(model, directory)
+        return model
