@@ -7,25 +7,6 @@ import click
 from semhash.cli.common import echo_err, home_option, json_option, library_errors, print_json, print_paths
 
 
-def _parse_value(text: str):
-    """'4' -> 4, '0.5' -> 0.5, 'true' -> True, '500x300' -> (500, 300), else the string."""
-    lowered = text.lower()
-    if lowered in ("true", "yes"):
-        return True
-    if lowered in ("false", "no"):
-        return False
-    if lowered in ("none", "null"):
-        return None
-    if "x" in lowered and all(p.isdigit() for p in lowered.split("x")):
-        return tuple(int(p) for p in lowered.split("x"))
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _hidden(ctx, param, value):
     if value is None:
         return None
@@ -77,6 +58,7 @@ def train(data, kind, name, config_path, extra, data_dir, image_size, channels, 
       semhash train --config best.json                # from 'semhash tune'
     """
     from semhash.train import load_config, train as train_model
+    from semhash.tune import parse_value
     from semhash.workspace import Workspace
 
     params: dict = {}
@@ -87,7 +69,7 @@ def train(data, kind, name, config_path, extra, data_dir, image_size, channels, 
         if "=" not in item:
             raise click.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--param")
         key, value = item.split("=", 1)
-        params[key.strip().replace("-", "_")] = _parse_value(value.strip())
+        params[key.strip().replace("-", "_")] = parse_value(value.strip())
     params.update({k: v for k, v in options.items() if v is not None})
     kind = kind or config_kind or "autoencoder"
     shape = None

@@ -18,6 +18,7 @@ import numpy as np
 
 from semhash.data import Dataset, load_data
 from semhash.errors import ModelError
+from semhash.evaluate import jsonable
 from semhash.models import DEFAULT_KIND, build_model, get_kind
 from semhash.models.base import FitContext
 from semhash.workspace import ModelInfo, Workspace, check_name
@@ -29,22 +30,6 @@ class TrainResult:
     paths: list[Path] = field(default_factory=list)
     headline: dict[str, Any] = field(default_factory=dict)
     fitted: Any = None  # the HashModel instance, for callers that keep working with it
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    return value
 
 
 def coding_statistics(hasher, images: np.ndarray) -> dict[str, Any]:
@@ -194,6 +179,6 @@ def train(
         "metrics": model.summary_metrics(),
     }
     meta_path = directory / "meta.json"
-    meta_path.write_text(json.dumps(_jsonable(meta), indent=2))
+    meta_path.write_text(json.dumps(jsonable(meta), indent=2))
     paths.append(meta_path)
     return TrainResult(ModelInfo(name, directory, json.loads(meta_path.read_text())), paths, headline, model)

@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from semhash.evaluate import jsonable
+
 from semhash.errors import ModelError, SemhashError
 
 METRICS = {
@@ -84,7 +86,7 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "mean": _finite(self.mean),
             "std": _finite(self.std),
             "fold_scores": [_finite(s) for s in self.fold_scores],
@@ -144,8 +146,8 @@ class TuneResult:
             "n_images": self.n_images,
             "seed": self.seed,
             "seconds": round(float(self.seconds), 3),
-            "base_params": _jsonable({k: v for k, v in self.base_params.items() if k not in self.auto_params}),
-            "best_params": _jsonable(self.best_params) if self.trials and self.trials[0].error is None else None,
+            "base_params": jsonable({k: v for k, v in self.base_params.items() if k not in self.auto_params}),
+            "best_params": jsonable(self.best_params) if self.trials and self.trials[0].error is None else None,
             "trials": [dict(rank=i + 1, **t.to_dict()) for i, t in enumerate(self.trials)],
         }
 
@@ -472,7 +474,7 @@ def write_best_config(result: TuneResult, path: str | Path) -> Path:
     best = result.best
     config = {
         "kind": result.kind,
-        "params": _jsonable(result.best_params),
+        "params": jsonable(result.best_params),
         "metric": result.metric,
         "score": _finite(best.mean),
         "std": _finite(best.std),
@@ -542,19 +544,3 @@ def _untuple(value):
 def _finite(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return _finite(value)
-    if isinstance(value, float):
-        return _finite(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    return value
