@@ -82,8 +82,18 @@ def _conv2d(x, kernel, bias, strides, padding):
     if padding == "same":
         x = _pad_same(x, kh, kw, sh, sw)
     windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
-    windows = windows[:, ::sh, ::sw]  # (N, OH, OW, Cin, kh, kw)
-    out = np.einsum("nhwcij,ijco->nhwo", windows, kernel, optimize=True)
+    windows = windows[:, ::sh, ::sw]  # (N, OH, OW, Cin, kh, kw), a strided view
+    n, oh, ow, cin = windows.shape[:4]
+    flat_kernel = kernel.reshape(kh * kw * cin, -1)
+    # im2col in slices of images: a contiguous (rows, kh*kw*Cin) matrix of at most ~32 MB,
+    # then one BLAS matmul per slice (einsum over the strided view is slower and a whole
+    # batch's matrix would take gigabytes)
+    step = max(1, (8 << 20) // (oh * ow * kh * kw * cin))
+    out = np.empty((n, oh, ow, flat_kernel.shape[1]), dtype=np.result_type(x, kernel))
+    for s in range(0, n, step):
+        part = windows[s : s + step].transpose(0, 1, 2, 4, 5, 3)
+        columns = np.ascontiguousarray(part).reshape(-1, kh * kw * cin)
+        out[s : s + step] = (columns @ flat_kernel).reshape(-1, oh, ow, flat_kernel.shape[1])
     return out + bias
 
 
