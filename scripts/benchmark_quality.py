@@ -117,7 +117,7 @@ def kind_params(cls, image_shape, bits: int, epochs_scale: float, seed: int) -> 
             params[name] = int(bits)
         elif name == "seed":
             params[name] = int(seed)
-        elif (name == "epochs" or name.endswith("_epochs")) and isinstance(p.default, int) and epochs_scale != 1:
+        elif (name in ("epochs", "train_steps") or name.endswith("_epochs")) and isinstance(p.default, int) and epochs_scale != 1:
             params[name] = max(1, int(round(p.default * epochs_scale)))
     for name, value in OVERRIDES.get(cls.kind, {}).items():
         if name in signature.parameters:

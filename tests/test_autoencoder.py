@@ -14,7 +14,10 @@ def _fit(digits, **params):
 
 @pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
 def fitted(request, digits):
-    return _fit(digits, tied=request.param)
+    # 8 epochs: trained enough that codings saturate, as real models do. After 2 epochs one
+    # pre-activation of 28,752 sat at 5e-9, where float32 rounding order (oneDNN vs NumPy)
+    # decides the bit; no pair of implementations agrees bit-for-bit there.
+    return _fit(digits, tied=request.param, epochs=8)
 
 
 def test_numpy_hasher_matches_keras_on_all_digits(fitted, digits):
