@@ -78,6 +78,8 @@ def index(folder, model_name, rebuild, batch_size, quiet, index_path, home, as_j
     }
     if as_json:
         print_json(data)
+        if summary.skipped and not (summary.added or summary.updated or summary.unchanged):
+            raise click.ClickException(f"{folder}: none of its {summary.skipped} image files could be read")
         return
     click.echo(
         f"indexed {folder} with model {model.name}: {summary.added} added, {summary.updated} updated, "
@@ -85,6 +87,9 @@ def index(folder, model_name, rebuild, batch_size, quiet, index_path, home, as_j
         f"{summary.total} images in the index"
     )
     print_paths("wrote", [summary.index_path, summary.faiss_path])
+    if summary.skipped and not (summary.added or summary.updated or summary.unchanged):
+        # every file was unreadable: the run as a whole failed (the index is untouched)
+        raise click.ClickException(f"{folder}: none of its {summary.skipped} image files could be read")
 
 
 @click.command()

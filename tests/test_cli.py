@@ -97,6 +97,12 @@ def test_clear_errors(home, tmp_path, odd_files):
     assert no_model.exit_code == 1 and "semhash train" in no_model.output
     no_index = run("query", str(odd_files["rgba"]), home=home, ok=False)
     assert no_index.exit_code == 1 and "semhash index" in no_index.output
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    for name in ("corrupt", "text", "empty"):
+        shutil.copy(odd_files[name], only_bad / odd_files[name].name)
+    failed = run("index", str(only_bad), home=home, ok=False)
+    assert failed.exit_code == 1 and "none of its 3 image files could be read" in failed.output
 
 
 def test_unreadable_query_and_no_match(home, digit_folder, odd_files):
