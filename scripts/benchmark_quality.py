@@ -298,6 +298,30 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def merge_runs(paths: list[str], out: Path, md: str | None) -> int:
+    """One document from several runs: results and skips concatenated, every command kept."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    datasets: list[str] = []
+    for doc in docs:
+        datasets += [d for d in doc["settings"]["datasets"] if d not in datasets]
+    merged = {
+        **docs[0],
+        "command": " ; ".join(doc["command"] for doc in docs),
+        "merged_from": [str(p) for p in paths],
+        "settings": {**docs[0]["settings"], "datasets": datasets},
+        "results": [row for doc in docs for row in doc["results"]],
+        "skipped": [row for doc in docs for row in doc["skipped"]],
+        "seconds": sum(doc.get("seconds") or 0 for doc in docs),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+    text = markdown(merged)
+    print(text)
+    if md:
+        Path(md).write_text(text + "\n")
+    return 0
+
+
 def _f(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -332,6 +356,8 @@ def parse_args(argv=None):
     parser.add_argument("--md", default=None, help="also write the markdown table here")
     parser.add_argument("--home", default=None, help="workspace for models reused by other kinds [default: a temporary folder]")
     parser.add_argument("--data-dir", default=None, help="where the fashion-mnist IDX files live")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="only combine the results of earlier runs (e.g. one per dataset) into --out and one table")
     args = parser.parse_args(argv)
 
     def csv(text, default):
@@ -359,6 +385,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        return merge_runs(args.merge, Path(args.out), args.md)
     from semhash.workspace import Workspace
 
     tmp = None
