@@ -202,7 +202,7 @@ def test_classifier_needs_labels(digits):
 
 
 def test_labeled_subset_is_stratified_and_seeded():
-    from semhash.models.autoencoder import labeled_subset
+    from semhash.models.keras_common import labeled_subset
 
     labels = np.repeat(np.arange(5), 40)
     rows = labeled_subset(labels, 0.1, seed=0)

@@ -14,32 +14,28 @@ Options (defaults leave the plain model unchanged):
 * ``sparsity``  weight of a KL-divergence penalty pulling the mean activation of each coding
   unit towards ``sparsity_target`` (a sparse autoencoder).
 
-The module also holds small helpers the other Keras kinds share: seeded (stratified)
-hold-out splits, Keras layers -> Hasher ops, code statistics and the ``fit_state.json`` file
-that keeps fitted non-weight attributes (metrics, history, thresholds) across save/load.
+What the Keras kinds share (save/load, fit scaffolding, hold-out splits, Hasher export
+helpers) lives in :mod:`semhash.models.keras_common`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from semhash.errors import ModelError
-from semhash.models.base import FitContext, HashModel, _jsonable, save_params_json
-from semhash.models.tf_common import (
-    CodingNoise,
-    EpochProgress,
-    dense_ops,
-    device_description,
-    history_dict,
-    keras,
-    ops,
-    set_seed,
+from semhash.models.base import FitContext
+from semhash.models.keras_common import (
+    KerasHashModel,
+    _validation_split,
+    code_stats,
+    fit_network,
+    stratified_validation_split,
+    training_callbacks,
 )
+from semhash.models.tf_common import CodingNoise, dense_ops, device_description, keras, ops, set_seed
 
 
 @keras.saving.register_keras_serializable(package="semhash")
@@ -232,11 +228,11 @@ class ValidationRetrieval(keras.callbacks.Callback):
         self.snapshots = []
 
 
-class AutoencoderHashModel(HashModel):
+class AutoencoderHashModel(KerasHashModel):
     kind = "autoencoder"
     description = "stacked autoencoder with a noisy sigmoid coding layer (semantic hashing)"
     needs_labels = False
-    uses_tensorflow = True
+    STATE = ["metrics_", "history_", "pretrain_history_", "train_seconds_", "device_"]
 
     def __init__(
         self,
@@ -368,7 +364,8 @@ class AutoencoderHashModel(HashModel):
             )
             pretrain_seconds = time.time() - started
         self.network_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="binary_crossentropy")
-        callbacks = [EpochProgress(epochs, enabled=context.verbose > 0, description=self.kind)]
+        early_stopping = self.patience if not use_val_map and val_x is not None else 0
+        callbacks = training_callbacks(epochs, context.verbose, self.kind, early_stopping)
         selector = None
         if use_val_map:
             rng = np.random.default_rng(self.seed)
@@ -377,25 +374,19 @@ class AutoencoderHashModel(HashModel):
                 val_x, labels[val_rows], train_x[db], labels[train_rows][db], self.bits, float(self.select_tolerance)
             )
             callbacks.insert(0, selector)  # first, so the progress bar shows val_map
-        elif val_x is not None and self.patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
-            )
         how = "checkpoint by validation mAP" if selector else "early stopping on validation loss"
         context.log(f"training {self.kind} on {len(train_x)} images for {epochs} epochs, {how} ({self.device_})")
         started = time.time()
-        history = self.network_.fit(
+        self.history_ = fit_network(
+            self.network_,
             train_x,
             train_x,
-            validation_data=None if val_x is None else (val_x, val_x),
+            None if val_x is None else (val_x, val_x),
             epochs=epochs,
             batch_size=self.batch_size,
-            shuffle=True,
-            verbose=0,
             callbacks=callbacks,
         )
         self.train_seconds_ = time.time() - started + pretrain_seconds
-        self.history_ = history_dict(history)
         self.metrics_ = {}
         if self.history_.get("val_loss"):
             self.metrics_["val_loss"] = float(min(self.history_["val_loss"]))
@@ -404,9 +395,6 @@ class AutoencoderHashModel(HashModel):
             self.metrics_["val_map"] = selector.maps[selector.best_epoch]
         self.metrics_.update(code_stats(self.codings(train_x), 0.5))
         return self
-
-    def summary_metrics(self) -> dict[str, Any]:
-        return dict(getattr(self, "metrics_", {}))
 
     def codings(self, images) -> np.ndarray:
         """Sigmoid codings without noise (what the hash rounds)."""
@@ -428,168 +416,3 @@ class AutoencoderHashModel(HashModel):
         dense_ops(net.encoder_layers, params, ops_list)
         dense_ops([net.coding_layer], params, ops_list)
         return Hasher(ops_list, params, self.bits, tuple(self.input_shape), 0.0, info={"kind": self.kind, "coding": "sigmoid"})
-
-    def save(self, directory: Path) -> list[Path]:
-        directory = Path(directory)
-        path = directory / "model.keras"
-        self.network_.save(path)
-        state = save_fit_state(self, directory, ["metrics_", "history_", "pretrain_history_", "train_seconds_", "device_"])
-        return [path, save_params_json(self, directory), state]
-
-    @classmethod
-    def load(cls, directory: Path) -> "AutoencoderHashModel":
-        directory = Path(directory)
-        params = json.loads((directory / "params.json").read_text())
-        model = cls(**params)
-        model.network_ = keras.models.load_model(directory / "model.keras")
-        load_fit_state(model, directory)
-        return model
-
-
-def _validation_split(images: np.ndarray, fraction: float, seed: int):
-    """Seeded random hold-out for early stopping; (train, None) when fraction is 0."""
-    if not fraction or len(images) < 10:
-        return images, None
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
-    n_val = max(1, int(round(len(images) * fraction)))
-    return images[order[n_val:]], images[order[:n_val]]
-
-
-def stratified_validation_split(labels: np.ndarray, fraction: float, seed: int):
-    """Seeded hold-out stratified by label -> (train_rows, val_rows); val_rows empty when
-    ``fraction`` is 0.  Every class keeps at least one training row."""
-    labels = np.asarray(labels)
-    rows = np.arange(len(labels))
-    if not fraction or len(labels) < 10:
-        return rows, rows[:0]
-    rng = np.random.default_rng(seed)
-    val = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_val = min(int(round(len(members) * fraction)), len(members) - 1)
-        val.extend(members[:n_val])
-    val = np.sort(np.asarray(val, dtype=np.int64))
-    return np.setdiff1d(rows, val), val
-
-
-def labeled_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Positions of a seeded stratified ``fraction`` of ``labels`` (at least one per class)."""
-    labels = np.asarray(labels)
-    fraction = float(fraction)
-    if not 0.0 < fraction <= 1.0:
-        raise ModelError(f"labeled_fraction must be in (0, 1], not {fraction}")
-    if fraction >= 1.0:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed + 1)
-    keep = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        keep.extend(members[: max(1, int(round(len(members) * fraction)))])
-    return np.sort(np.asarray(keep, dtype=np.int64))
-
-
-def code_stats(values: np.ndarray, threshold) -> dict[str, float]:
-    """Headline numbers about the bits: mean fraction of ones, balance (1 = every bit is
-    1 for half the images, 0 = constant bits), and for sigmoid codings the fraction of
-    activations within 0.1 of 0 or 1 (how saturated, i.e. how little rounding loses)."""
-    values = np.asarray(values, dtype=np.float64)
-    bits = values > np.asarray(threshold)
-    ones = bits.mean(axis=0) if len(bits) else np.zeros(values.shape[1])
-    stats = {
-        "bits_mean_ones": float(ones.mean()),
-        "bits_balance": float((2.0 * np.minimum(ones, 1.0 - ones)).mean()),
-        "bits_constant": int(np.sum((ones == 0) | (ones == 1))),
-    }
-    if np.isscalar(threshold) and float(threshold) == 0.5 and values.min() >= 0 and values.max() <= 1:
-        stats["codings_saturated"] = float(np.mean((values < 0.1) | (values > 0.9)))
-    return stats
-
-
-def save_fit_state(model: HashModel, directory: Path, names: list[str], extra: dict | None = None) -> Path:
-    """Write fitted non-weight attributes (those present among ``names``) to fit_state.json."""
-    state = {name: getattr(model, name) for name in names if hasattr(model, name)}
-    state.update(extra or {})
-    path = Path(directory) / "fit_state.json"
-    path.write_text(json.dumps(state, indent=1, default=_state_jsonable))
-    return path
-
-
-def load_fit_state(model: HashModel, directory: Path) -> dict:
-    path = Path(directory) / "fit_state.json"
-    if not path.exists():
-        return {}
-    state = json.loads(path.read_text())
-    for name, value in state.items():
-        if name.endswith("_"):
-            setattr(model, name, value)
-    return state
-
-
-def _state_jsonable(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return _jsonable(value)
-
-
-def keras_layers_ops(layers, params: dict, ops_list: list) -> None:
-    """Append Hasher ops for Keras layers run in sequence (inference mode): Flatten, Dense,
-    Conv2D, MaxPooling2D, BatchNormalization, Activation; Dropout, CodingNoise and the
-    random-augmentation layers are identities at inference and are skipped."""
-    for layer in layers:
-        if isinstance(layer, _INFERENCE_IDENTITY):
-            continue
-        i = len(ops_list)
-        if isinstance(layer, keras.layers.Flatten):
-            ops_list.append({"op": "flatten"})
-            continue
-        if isinstance(layer, keras.layers.Dense):
-            dense_ops([layer], params, ops_list)
-            continue
-        if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose):
-            if tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1 or layer.data_format != "channels_last":
-                raise ModelError(f"layer {layer.name}: only plain channels-last convolutions export")
-            kernel, bias = (np.asarray(w) for w in layer.get_weights())
-            ops_list.append({"op": "conv2d", "strides": [int(s) for s in layer.strides], "padding": layer.padding})
-            params[f"op{i}.kernel"] = kernel
-            params[f"op{i}.bias"] = bias
-            _activation_op(layer.activation, ops_list)
-            continue
-        if isinstance(layer, keras.layers.MaxPooling2D):
-            ops_list.append(
-                {
-                    "op": "maxpool2d",
-                    "pool": [int(p) for p in layer.pool_size],
-                    "strides": [int(s) for s in layer.strides],
-                    "padding": layer.padding,
-                }
-            )
-            continue
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())
-            ops_list.append({"op": "batchnorm", "epsilon": float(layer.epsilon)})
-            for name, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("variance", var)):
-                params[f"op{i}.{name}"] = value
-            continue
-        if isinstance(layer, keras.layers.Activation):
-            _activation_op(layer.activation, ops_list)
-            continue
-        raise ModelError(f"layer {layer.name} ({type(layer).__name__}) cannot be exported to the NumPy hasher")
-
-
-_INFERENCE_IDENTITY = (
-    keras.layers.Dropout,
-    CodingNoise,
-    keras.layers.GaussianNoise,
-    keras.layers.RandomTranslation,
-    keras.layers.RandomRotation,
-    keras.layers.RandomZoom,
-)
-
-
-def _activation_op(activation, ops_list: list) -> None:
-    fn = keras.activations.serialize(activation)
-    if isinstance(fn, dict):
-        fn = fn.get("config", {}).get("name") or fn.get("class_name")
-    if fn not in ("linear", None):
-        ops_list.append({"op": "activation", "fn": fn})

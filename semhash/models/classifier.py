@@ -16,29 +16,30 @@ the fit context carries ``test_images``/``test_labels`` their accuracy is ``test
 in the model (``confusion_``) for ``semhash inspect``.
 
 The module also holds what the two classifier kinds share: fitting a classification network
-with early stopping, accuracy / confusion matrix, and the sizing of the class count.
+with early stopping, accuracy / confusion matrix, the sizing of the class count, and
+:class:`SigmoidClassifierHashModel` (hashing, prediction, export and persistence of a
+classifier whose sigmoid layer is the hash).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from semhash.errors import ModelError
-from semhash.models.autoencoder import (
+from semhash.models.base import FitContext
+from semhash.models.keras_common import (
+    KerasHashModel,
     code_stats,
+    fit_network,
     keras_layers_ops,
     labeled_subset,
-    load_fit_state,
-    save_fit_state,
     stratified_validation_split,
+    training_callbacks,
 )
-from semhash.models.base import FitContext, HashModel, save_params_json
-from semhash.models.tf_common import CodingNoise, EpochProgress, device_description, history_dict, keras, ops, set_seed
+from semhash.models.tf_common import CodingNoise, device_description, keras, ops, set_seed
 
 
 @keras.saving.register_keras_serializable(package="semhash")
@@ -183,20 +184,11 @@ def fit_classifier(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks = [EpochProgress(epochs, enabled=verbose > 0, description=description)]
-    if val is not None and len(val[0]) and patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
-    history = net.fit(
-        train[0],
-        train[1],
-        validation_data=val if val is not None and len(val[0]) else None,
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=callbacks,
+    has_val = val is not None and len(val[0]) > 0
+    callbacks = training_callbacks(epochs, verbose, description, patience if has_val else 0)
+    return fit_network(
+        net, train[0], train[1], val if has_val else None, epochs=epochs, batch_size=batch_size, callbacks=callbacks
     )
-    return history_dict(history)
 
 
 def predict_labels(net, images: np.ndarray) -> np.ndarray:
@@ -216,12 +208,45 @@ def accuracy(net, images, labels) -> float:
     return float(np.mean(predict_labels(net, images) == labels)) if len(labels) else float("nan")
 
 
+class SigmoidClassifierHashModel(KerasHashModel):
+    """What the two classifier kinds share: ``network_`` is a classifier with
+    ``encode_preactivation`` and ``hash_layers``; its ``bits``-unit sigmoid layer is the hash
+    (bit = pre-activation > 0), exported as a Hasher with threshold 0."""
+
+    needs_labels = True
+    STATE = ["metrics_", "confusion_", "confusion_of_", "class_names_", "history_", "train_seconds_", "device_"]
+
+    def preactivations(self, images) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        out = [np.asarray(self.network_.encode_preactivation(images[s : s + 1024])) for s in range(0, len(images), 1024)]
+        return np.concatenate(out) if out else np.zeros((0, self.bits), np.float32)
+
+    def codings(self, images) -> np.ndarray:
+        return np.asarray(ops.sigmoid(self.preactivations(images)))
+
+    def hash_bits_keras(self, images) -> np.ndarray:
+        """Bits computed by Keras: round(sigmoid(pre-activation)), no noise."""
+        return np.asarray(ops.round(ops.sigmoid(self.preactivations(images)))).astype(np.uint8)
+
+    def predict(self, images) -> np.ndarray:
+        return predict_labels(self.network_, images)
+
+    def hasher_info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "coding": "sigmoid"}
+
+    def export_hasher(self):
+        from semhash.inference import Hasher
+
+        ops_list: list[dict] = []
+        params: dict[str, np.ndarray] = {}
+        keras_layers_ops(self.network_.hash_layers(), params, ops_list)
+        return Hasher(ops_list, params, int(self.bits), tuple(self.input_shape), 0.0, info=self.hasher_info())
+
+
 # --------------------------------------------------------------------------- the kind
-class ClassifierHashModel(HashModel):
+class ClassifierHashModel(SigmoidClassifierHashModel):
     kind = "classifier-hash"
     description = "CNN classifier whose noisy sigmoid penultimate layer is the hash (supervised)"
-    needs_labels = True
-    uses_tensorflow = True
 
     def __init__(
         self,
@@ -318,52 +343,6 @@ class ClassifierHashModel(HashModel):
         pre = self.preactivations(images[train_rows])
         self.metrics_.update(code_stats(_sigmoid(pre), 0.5))
         return self
-
-    # -- use ------------------------------------------------------------------------------
-    def preactivations(self, images) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32)
-        out = [np.asarray(self.network_.encode_preactivation(images[s : s + 1024])) for s in range(0, len(images), 1024)]
-        return np.concatenate(out) if out else np.zeros((0, self.bits), np.float32)
-
-    def codings(self, images) -> np.ndarray:
-        return np.asarray(ops.sigmoid(self.preactivations(images)))
-
-    def hash_bits_keras(self, images) -> np.ndarray:
-        """Bits computed by Keras: round(sigmoid(pre-activation)), no noise."""
-        return np.asarray(ops.round(ops.sigmoid(self.preactivations(images)))).astype(np.uint8)
-
-    def predict(self, images) -> np.ndarray:
-        return predict_labels(self.network_, images)
-
-    def export_hasher(self):
-        from semhash.inference import Hasher
-
-        ops_list: list[dict] = []
-        params: dict[str, np.ndarray] = {}
-        keras_layers_ops(self.network_.hash_layers(), params, ops_list)
-        return Hasher(ops_list, params, int(self.bits), tuple(self.input_shape), 0.0, info={"kind": self.kind, "coding": "sigmoid"})
-
-    def summary_metrics(self) -> dict[str, Any]:
-        return dict(getattr(self, "metrics_", {}))
-
-    # -- persistence ----------------------------------------------------------------------
-    STATE = ["metrics_", "confusion_", "confusion_of_", "class_names_", "history_", "train_seconds_", "device_"]
-
-    def save(self, directory: Path) -> list[Path]:
-        directory = Path(directory)
-        path = directory / "model.keras"
-        self.network_.save(path)
-        state = save_fit_state(self, directory, self.STATE)
-        return [path, save_params_json(self, directory), state]
-
-    @classmethod
-    def load(cls, directory: Path):
-        directory = Path(directory)
-        params = json.loads((directory / "params.json").read_text())
-        model = cls(**params)
-        model.network_ = keras.models.load_model(directory / "model.keras")
-        load_fit_state(model, directory)
-        return model
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

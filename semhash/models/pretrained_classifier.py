@@ -21,23 +21,15 @@ so those numbers are slightly optimistic — say so in reports).
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from semhash.errors import ModelError
-from semhash.models.autoencoder import (
-    code_stats,
-    labeled_subset,
-    load_fit_state,
-    save_fit_state,
-    stratified_validation_split,
-)
-from semhash.models.base import FitContext, HashModel, save_params_json
+from semhash.models.base import FitContext
 from semhash.models.classifier import (
+    SigmoidClassifierHashModel,
     _sigmoid,
     accuracy,
     check_labels,
@@ -47,6 +39,7 @@ from semhash.models.classifier import (
     n_classes_of,
     predict_labels,
 )
+from semhash.models.keras_common import code_stats, labeled_subset, stratified_validation_split
 from semhash.models.tf_common import CodingNoise, device_description, keras, ops, set_seed
 
 
@@ -131,11 +124,13 @@ class DenseHashClassifier(keras.Model):
         }
 
 
-class PretrainedClassifierHashModel(HashModel):
+class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
     kind = "pretrained-classifier"
     description = "classifier on a trained autoencoder's encoder layers, few labels; sigmoid layer hashes"
-    needs_labels = True
-    uses_tensorflow = True
+    STATE = [
+        "metrics_", "confusion_", "confusion_of_", "class_names_", "encoder_info_", "reused_coding_",
+        "history_", "train_seconds_", "baseline_seconds_", "device_",
+    ]  # fmt: skip
 
     def __init__(
         self,
@@ -289,51 +284,5 @@ class PretrainedClassifierHashModel(HashModel):
         return self
 
     # -- use ------------------------------------------------------------------------------
-    def preactivations(self, images) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32)
-        out = [np.asarray(self.network_.encode_preactivation(images[s : s + 1024])) for s in range(0, len(images), 1024)]
-        return np.concatenate(out) if out else np.zeros((0, self.bits), np.float32)
-
-    def codings(self, images) -> np.ndarray:
-        return np.asarray(ops.sigmoid(self.preactivations(images)))
-
-    def hash_bits_keras(self, images) -> np.ndarray:
-        return np.asarray(ops.round(ops.sigmoid(self.preactivations(images)))).astype(np.uint8)
-
-    def predict(self, images) -> np.ndarray:
-        return predict_labels(self.network_, images)
-
-    def export_hasher(self):
-        from semhash.inference import Hasher
-        from semhash.models.autoencoder import keras_layers_ops
-
-        ops_list: list[dict] = []
-        params: dict[str, np.ndarray] = {}
-        keras_layers_ops(self.network_.hash_layers(), params, ops_list)
-        info = {"kind": self.kind, "coding": "sigmoid", "encoder": self.encoder}
-        return Hasher(ops_list, params, int(self.bits), tuple(self.input_shape), 0.0, info=info)
-
-    def summary_metrics(self) -> dict[str, Any]:
-        return dict(getattr(self, "metrics_", {}))
-
-    # -- persistence ----------------------------------------------------------------------
-    STATE = [
-        "metrics_", "confusion_", "confusion_of_", "class_names_", "encoder_info_", "reused_coding_",
-        "history_", "train_seconds_", "baseline_seconds_", "device_",
-    ]  # fmt: skip
-
-    def save(self, directory: Path) -> list[Path]:
-        directory = Path(directory)
-        path = directory / "model.keras"
-        self.network_.save(path)
-        state = save_fit_state(self, directory, self.STATE)
-        return [path, save_params_json(self, directory), state]
-
-    @classmethod
-    def load(cls, directory: Path):
-        directory = Path(directory)
-        params = json.loads((directory / "params.json").read_text())
-        model = cls(**params)
-        model.network_ = keras.models.load_model(directory / "model.keras")
-        load_fit_state(model, directory)
-        return model
+    def hasher_info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "coding": "sigmoid", "encoder": self.encoder}

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from semhash.models.tf_common import CodingNoise, EpochProgress, history_dict, keras, ops
+from semhash.models.keras_common import fit_network, training_callbacks
+from semhash.models.tf_common import CodingNoise, keras, ops
 
 
 @keras.saving.register_keras_serializable(package="semhash")
@@ -145,16 +146,8 @@ def greedy_pretrain(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss="binary_crossentropy" if first else "mse",
         )
-        history = shallow.fit(
-            x,
-            x,
-            epochs=epochs,
-            batch_size=batch_size,
-            shuffle=True,
-            verbose=0,
-            callbacks=[EpochProgress(epochs, enabled=verbose > 0, description=f"pretrain layer {i + 1}/{n_layers}")],
-        )
-        histories.append(history_dict(history))
+        callbacks = training_callbacks(epochs, verbose, f"pretrain layer {i + 1}/{n_layers}")
+        histories.append(fit_network(shallow, x, x, None, epochs=epochs, batch_size=batch_size, callbacks=callbacks))
         # copy into the stack: encoder layer i and its mirror decoder layer (n_layers - 1 - i)
         layer.set_weights(shallow.encoder.get_weights())
         mirror = n_layers - 1 - i

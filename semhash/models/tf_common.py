@@ -134,8 +134,17 @@ def dense_ops(layers, params: dict, ops_list: list, activation_of=None) -> None:
         ops_list.append({"op": "dense"})
         params[f"op{i}.kernel"] = kernel
         params[f"op{i}.bias"] = bias
-        fn = activation_of(layer) if activation_of else keras.activations.serialize(layer.activation)
-        if isinstance(fn, dict):
-            fn = fn.get("config", {}).get("name") or fn.get("class_name")
-        if fn not in ("linear", None):
-            ops_list.append({"op": "activation", "fn": fn})
+        _append_activation(activation_of(layer) if activation_of else keras.activations.serialize(layer.activation), ops_list)
+
+
+def activation_op(activation, ops_list: list) -> None:
+    """Append the NumPy-inference op of a Keras activation (nothing for a linear one)."""
+    _append_activation(keras.activations.serialize(activation), ops_list)
+
+
+def _append_activation(fn, ops_list: list) -> None:
+    """``fn``: a serialized activation (its name, or Keras' dict form)."""
+    if isinstance(fn, dict):
+        fn = fn.get("config", {}).get("name") or fn.get("class_name")
+    if fn not in ("linear", None):
+        ops_list.append({"op": "activation", "fn": fn})

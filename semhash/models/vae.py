@@ -25,23 +25,23 @@ exported Hasher is the encoder's μ path (no sampling) with these medians as thr
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from semhash.errors import ModelError
-from semhash.models.autoencoder import (
+from semhash.models.base import FitContext
+from semhash.models.keras_common import (
+    KerasHashModel,
     _validation_split,
     code_stats,
+    fit_network,
     keras_layers_ops,
-    load_fit_state,
-    save_fit_state,
+    training_callbacks,
 )
-from semhash.models.base import FitContext, HashModel, save_params_json
-from semhash.models.tf_common import EpochProgress, device_description, history_dict, keras, ops, set_seed
+from semhash.models.tf_common import device_description, keras, ops, set_seed
 
 
 @keras.saving.register_keras_serializable(package="semhash")
@@ -196,11 +196,11 @@ class VariationalAutoencoder(keras.Model):
         }
 
 
-class VAEHashModel(HashModel):
+class VAEHashModel(KerasHashModel):
     kind = "vae"
     description = "variational autoencoder; bits = μ above its per-dimension median (balanced bits)"
     needs_labels = False
-    uses_tensorflow = True
+    STATE = ["threshold_", "metrics_", "history_", "train_seconds_", "device_"]
 
     def __init__(
         self,
@@ -271,26 +271,20 @@ class VAEHashModel(HashModel):
         train_x, val_x = _validation_split(images, self.validation_split, self.seed)
         self.network_ = self._build_network()
         self.network_.compile(optimizer=keras.optimizers.Adam(self.learning_rate))
-        callbacks = [EpochProgress(self.epochs, enabled=context.verbose > 0, description=self.kind)]
-        if val_x is not None and self.patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
-            )
+        callbacks = training_callbacks(self.epochs, context.verbose, self.kind, self.patience if val_x is not None else 0)
         self.device_ = device_description()
         context.log(f"training {self.kind} on {len(train_x)} images ({self.device_})")
         started = time.time()
-        history = self.network_.fit(
+        self.history_ = fit_network(
+            self.network_,
             train_x,
             train_x,
-            validation_data=None if val_x is None else (val_x, val_x),
+            None if val_x is None else (val_x, val_x),
             epochs=self.epochs,
             batch_size=self.batch_size,
-            shuffle=True,
-            verbose=0,
             callbacks=callbacks,
         )
         self.train_seconds_ = time.time() - started
-        self.history_ = history_dict(history)
         mu = self.encode_mean(train_x)
         self.threshold_ = median_thresholds(mu)
         self.metrics_ = {}
@@ -340,24 +334,10 @@ class VAEHashModel(HashModel):
         info = {"kind": self.kind, "coding": "vae-mu-median", "conv": bool(self.conv)}
         return Hasher(ops_list, params, self.bits, tuple(self.input_shape), np.asarray(self.threshold_), info=info)
 
-    def summary_metrics(self) -> dict[str, Any]:
-        return dict(getattr(self, "metrics_", {}))
-
     # -- persistence ----------------------------------------------------------------------
-    def save(self, directory: Path) -> list[Path]:
-        directory = Path(directory)
-        path = directory / "model.keras"
-        self.network_.save(path)
-        state = save_fit_state(self, directory, ["threshold_", "metrics_", "history_", "train_seconds_", "device_"])
-        return [path, save_params_json(self, directory), state]
-
     @classmethod
     def load(cls, directory: Path) -> "VAEHashModel":
-        directory = Path(directory)
-        params = json.loads((directory / "params.json").read_text())
-        model = cls(**params)
-        model.network_ = keras.models.load_model(directory / "model.keras")
-        load_fit_state(model, directory)
+        model = super().load(directory)
         if hasattr(model, "threshold_"):
             model.threshold_ = np.asarray(model.threshold_, dtype=np.float32)
         return model

@@ -1,0 +1,222 @@
+"""What the Keras model kinds share (importing this module imports TensorFlow).
+
+* :class:`KerasHashModel`: a :class:`~semhash.models.base.HashModel` whose ``network_`` is a
+  Keras model, saved as ``model.keras`` + ``params.json`` + ``fit_state.json`` (the fitted
+  non-weight attributes named in ``STATE``: metrics, history, thresholds...);
+* the fit scaffolding: progress bar + early stopping callbacks, and ``network.fit`` with the
+  options every kind uses (shuffled, silent) -> history dict;
+* seeded (stratified) hold-out splits and labelled subsets;
+* Keras layers -> :class:`semhash.inference.Hasher` ops, and statistics of the codes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from semhash.errors import ModelError
+from semhash.models.base import HashModel, _jsonable, save_params_json
+from semhash.models.tf_common import CodingNoise, EpochProgress, activation_op, dense_ops, history_dict, keras
+
+
+class KerasHashModel(HashModel):
+    """A kind whose fitted model is a Keras network in ``network_``.
+
+    ``save`` writes ``model.keras``, ``params.json`` and ``fit_state.json`` (the attributes
+    named in ``STATE`` that the model has); ``load`` rebuilds the kind from ``params.json``,
+    loads the network and restores the fitted attributes.
+    """
+
+    uses_tensorflow = True
+    STATE: ClassVar[list[str]] = []
+
+    def summary_metrics(self) -> dict[str, Any]:
+        return dict(getattr(self, "metrics_", {}))
+
+    def save(self, directory: Path) -> list[Path]:
+        directory = Path(directory)
+        path = directory / "model.keras"
+        self.network_.save(path)
+        state = save_fit_state(self, directory, self.STATE)
+        return [path, save_params_json(self, directory), state]
+
+    @classmethod
+    def load(cls, directory: Path):
+        directory = Path(directory)
+        params = json.loads((directory / "params.json").read_text())
+        model = cls(**params)
+        model.network_ = keras.models.load_model(directory / "model.keras")
+        load_fit_state(model, directory)
+        return model
+
+
+# --------------------------------------------------------------------------- fitting
+def training_callbacks(epochs: int, verbose: int, description: str, early_stopping: int = 0) -> list:
+    """The progress bar, then (``early_stopping`` = patience > 0) early stopping on the
+    validation loss with the best weights restored."""
+    callbacks = [EpochProgress(epochs, enabled=verbose > 0, description=description)]
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=early_stopping, restore_best_weights=True))
+    return callbacks
+
+
+def fit_network(net, x, y, validation_data, *, epochs: int, batch_size: int, callbacks: list) -> dict[str, list[float]]:
+    """``net.fit`` shuffled and silent (progress goes through the callbacks) -> history dict."""
+    history = net.fit(
+        x,
+        y,
+        validation_data=validation_data,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    return history_dict(history)
+
+
+# --------------------------------------------------------------------------- splits
+def _validation_split(images: np.ndarray, fraction: float, seed: int):
+    """Seeded random hold-out for early stopping; (train, None) when fraction is 0."""
+    if not fraction or len(images) < 10:
+        return images, None
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    n_val = max(1, int(round(len(images) * fraction)))
+    return images[order[n_val:]], images[order[:n_val]]
+
+
+def stratified_validation_split(labels: np.ndarray, fraction: float, seed: int):
+    """Seeded hold-out stratified by label -> (train_rows, val_rows); val_rows empty when
+    ``fraction`` is 0.  Every class keeps at least one training row."""
+    labels = np.asarray(labels)
+    rows = np.arange(len(labels))
+    if not fraction or len(labels) < 10:
+        return rows, rows[:0]
+    rng = np.random.default_rng(seed)
+    val = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val = min(int(round(len(members) * fraction)), len(members) - 1)
+        val.extend(members[:n_val])
+    val = np.sort(np.asarray(val, dtype=np.int64))
+    return np.setdiff1d(rows, val), val
+
+
+def labeled_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions of a seeded stratified ``fraction`` of ``labels`` (at least one per class)."""
+    labels = np.asarray(labels)
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ModelError(f"labeled_fraction must be in (0, 1], not {fraction}")
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed + 1)
+    keep = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        keep.extend(members[: max(1, int(round(len(members) * fraction)))])
+    return np.sort(np.asarray(keep, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- fitted state and codes
+def code_stats(values: np.ndarray, threshold) -> dict[str, float]:
+    """Headline numbers about the bits: mean fraction of ones, balance (1 = every bit is
+    1 for half the images, 0 = constant bits), and for sigmoid codings the fraction of
+    activations within 0.1 of 0 or 1 (how saturated, i.e. how little rounding loses)."""
+    values = np.asarray(values, dtype=np.float64)
+    bits = values > np.asarray(threshold)
+    ones = bits.mean(axis=0) if len(bits) else np.zeros(values.shape[1])
+    stats = {
+        "bits_mean_ones": float(ones.mean()),
+        "bits_balance": float((2.0 * np.minimum(ones, 1.0 - ones)).mean()),
+        "bits_constant": int(np.sum((ones == 0) | (ones == 1))),
+    }
+    if np.isscalar(threshold) and float(threshold) == 0.5 and values.min() >= 0 and values.max() <= 1:
+        stats["codings_saturated"] = float(np.mean((values < 0.1) | (values > 0.9)))
+    return stats
+
+
+def save_fit_state(model: HashModel, directory: Path, names: list[str], extra: dict | None = None) -> Path:
+    """Write fitted non-weight attributes (those present among ``names``) to fit_state.json."""
+    state = {name: getattr(model, name) for name in names if hasattr(model, name)}
+    state.update(extra or {})
+    path = Path(directory) / "fit_state.json"
+    path.write_text(json.dumps(state, indent=1, default=_state_jsonable))
+    return path
+
+
+def load_fit_state(model: HashModel, directory: Path) -> dict:
+    path = Path(directory) / "fit_state.json"
+    if not path.exists():
+        return {}
+    state = json.loads(path.read_text())
+    for name, value in state.items():
+        if name.endswith("_"):
+            setattr(model, name, value)
+    return state
+
+
+def _state_jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return _jsonable(value)
+
+
+# --------------------------------------------------------------------------- export
+def keras_layers_ops(layers, params: dict, ops_list: list) -> None:
+    """Append Hasher ops for Keras layers run in sequence (inference mode): Flatten, Dense,
+    Conv2D, MaxPooling2D, BatchNormalization, Activation; Dropout, CodingNoise and the
+    random-augmentation layers are identities at inference and are skipped."""
+    for layer in layers:
+        if isinstance(layer, _INFERENCE_IDENTITY):
+            continue
+        i = len(ops_list)
+        if isinstance(layer, keras.layers.Flatten):
+            ops_list.append({"op": "flatten"})
+            continue
+        if isinstance(layer, keras.layers.Dense):
+            dense_ops([layer], params, ops_list)
+            continue
+        if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose):
+            if tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1 or layer.data_format != "channels_last":
+                raise ModelError(f"layer {layer.name}: only plain channels-last convolutions export")
+            kernel, bias = (np.asarray(w) for w in layer.get_weights())
+            ops_list.append({"op": "conv2d", "strides": [int(s) for s in layer.strides], "padding": layer.padding})
+            params[f"op{i}.kernel"] = kernel
+            params[f"op{i}.bias"] = bias
+            activation_op(layer.activation, ops_list)
+            continue
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            ops_list.append(
+                {
+                    "op": "maxpool2d",
+                    "pool": [int(p) for p in layer.pool_size],
+                    "strides": [int(s) for s in layer.strides],
+                    "padding": layer.padding,
+                }
+            )
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())
+            ops_list.append({"op": "batchnorm", "epsilon": float(layer.epsilon)})
+            for name, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("variance", var)):
+                params[f"op{i}.{name}"] = value
+            continue
+        if isinstance(layer, keras.layers.Activation):
+            activation_op(layer.activation, ops_list)
+            continue
+        raise ModelError(f"layer {layer.name} ({type(layer).__name__}) cannot be exported to the NumPy hasher")
+
+
+_INFERENCE_IDENTITY = (
+    keras.layers.Dropout,
+    CodingNoise,
+    keras.layers.GaussianNoise,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+)
