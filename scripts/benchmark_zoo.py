@@ -23,16 +23,16 @@ import time
 from pathlib import Path
 
 ROWS: dict[str, list[str]] = {
-    "ae": ["--model", "autoencoder"],
-    "ae-tied": ["--model", "autoencoder", "--tied"],
+    "ae": ["--model", "autoencoder"],  # the default: tied weights
+    "ae-untied": ["--model", "autoencoder", "--untied"],
     "ae-pretrain-gaussian": ["--model", "autoencoder", "--pretrain", "gaussian"],
     "ae-pretrain-dropout": ["--model", "autoencoder", "--pretrain", "dropout"],
-    "ae-tied-pretrain-gaussian": ["--model", "autoencoder", "--tied", "--pretrain", "gaussian"],
+    "ae-untied-pretrain-gaussian": ["--model", "autoencoder", "--untied", "--pretrain", "gaussian"],
     "vae": ["--model", "vae"],
     "vae-conv": ["--model", "vae", "--conv"],
     "classifier-hash": ["--model", "classifier-hash"],
-    "classifier-hash-10%": ["--model", "classifier-hash", "--labeled-fraction", "0.1"],
-    "pretrained-classifier-10%": ["--model", "pretrained-classifier", "--labeled-fraction", "0.1", "--encoder", "{encoder}"],
+    "classifier-hash-10pct": ["--model", "classifier-hash", "--labeled-fraction", "0.1"],
+    "pretrained-classifier-10pct": ["--model", "pretrained-classifier", "--labeled-fraction", "0.1", "--encoder", "{encoder}"],
     "itq": ["--model", "itq"],
 }
 
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--bits", type=int, default=30)
     parser.add_argument("--home", default=None, help="workspace [default: a temporary folder]")
     parser.add_argument("--out", default="docs/benchmarks/zoo.json")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out and run only the missing ones")
     args = parser.parse_args()
 
     home = Path(args.home or tempfile.mkdtemp(prefix="semhash-zoo-"))
@@ -61,8 +62,13 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "semhash", "export-dataset", "mnist-5k", str(home / "queries"), "--part", "query"], check=True, capture_output=True)
     query_image = sorted((home / "queries" / "4").iterdir())[0]
     results = []
+    if args.resume and Path(args.out).exists():
+        results = [r for r in json.loads(Path(args.out).read_text())["rows"] if "error" not in r and r["row"] in ROWS]
+    done = {(r["row"], r["seed"]) for r in results}
     for seed in args.seeds:
         for row in args.rows.split(","):
+            if (row, seed) in done:
+                continue
             name = f"{row}-s{seed}"
             train_args = [a.replace("{encoder}", f"ae-s{seed}") for a in ROWS[row]]
             if row != "itq":
