@@ -28,7 +28,7 @@ def _hidden(ctx, param, value):
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed reproduces the same model.")
 @click.option("--validation-split", type=click.FloatRange(0, 0.9), default=None, help="Share held out for early stopping.")
 @click.option("--patience", type=click.IntRange(0), default=None, help="Early-stopping patience in epochs (0: off).")
-@click.option("--hidden", callback=_hidden, default=None, help="Hidden layer sizes, e.g. 500,300.")
+@click.option("--hidden", callback=_hidden, default=None, help="Hidden layer sizes [autoencoder default: 1000,500].")
 @click.option("--tied/--untied", default=None, help="Autoencoder: decoder uses the transposed encoder kernels.")
 @click.option("--pretrain", type=click.Choice(["gaussian", "dropout"]), default=None, help="Autoencoder: greedy layer-wise denoising pretraining.")
 @click.option("--conv/--dense", default=None, help="VAE: convolutional encoder/decoder.")
@@ -107,6 +107,6 @@ def train(data, kind, name, config_path, extra, data_dir, image_size, channels, 
             f"at coverage {head['bucket_coverage']:.1%}"
         )
     for key, value in (meta.get("metrics") or {}).items():
-        if isinstance(value, (int, float)):
-            click.echo(f"{key}: {value:.4f}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            click.echo(f"{key}: {int(value)}" if float(value).is_integer() else f"{key}: {value:.4f}")
     print_paths("wrote", result.paths)
