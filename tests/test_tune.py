@@ -240,11 +240,7 @@ def test_load_config_hand_written(tmp_path):
 
 # --------------------------------------------------------------------------- command
 def test_cli_tune(tmp_path):
-    pytest.importorskip("click")
-    try:
-        from semhash.cli.cmd_tune import tune as tune_command
-    except ImportError as exc:  # the CLI package is assembled elsewhere
-        pytest.skip(f"semhash.cli not importable: {exc}")
+    from semhash.cli.cmd_tune import tune as tune_command
     from click.testing import CliRunner
 
     out = tmp_path / "best.json"

@@ -8,6 +8,7 @@ turns the learned encoder into a TensorFlow-free :class:`semhash.inference.Hashe
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 
-class HashModel:
+class HashModel(ABC):
     kind: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
@@ -31,25 +32,27 @@ class HashModel:
         return {name: getattr(self, name) for name in self.param_names()}
 
     # -- learning -------------------------------------------------------------------------
+    @abstractmethod
     def fit(self, images: np.ndarray, labels: np.ndarray | None = None, *, context: "FitContext | None" = None):
-        raise NotImplementedError
+        """Learn from ``images`` (and ``labels`` where the kind uses them); return self."""
 
+    @abstractmethod
     def export_hasher(self):
         """-> semhash.inference.Hasher with the same codes as the trained model."""
-        raise NotImplementedError
 
     def summary_metrics(self) -> dict[str, Any]:
         """Headline numbers specific to the kind (e.g. test accuracy) for meta.json."""
         return {}
 
     # -- persistence ----------------------------------------------------------------------
+    @abstractmethod
     def save(self, directory: Path) -> list[Path]:
         """Write the model's own files into ``directory``; return their paths."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def load(cls, directory: Path) -> "HashModel":
-        raise NotImplementedError
+        """Read back what ``save`` wrote."""
 
 
 class FitContext:

@@ -24,6 +24,7 @@ Files written by :meth:`save`: ``params.json`` (the constructor arguments) and
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -80,8 +81,9 @@ class LinearHashModel(HashModel):
             raise ModelError(f"{self.kind}: {exc}") from None
 
     # -- learning ----------------------------------------------------------------------
+    @abstractmethod
     def _learn_projection(self, centred: np.ndarray, context: FitContext) -> np.ndarray:
-        raise NotImplementedError
+        """(N, D) centred pixels -> (D, bits) projection whose signs are the bits."""
 
     def fit(self, images, labels=None, *, context: FitContext | None = None):
         """Learn ``mean_`` and ``projection_`` from ``images`` (labels are ignored)."""
