@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from semhash.cli import cmd_data, cmd_demo, cmd_evaluate, cmd_index, cmd_models, cmd_train
+    from semhash.cli import cmd_data, cmd_demo, cmd_evaluate, cmd_index, cmd_models, cmd_train, cmd_tune, cmd_zoo
 
     for command in (
         cmd_train.train,
@@ -39,18 +39,11 @@ def _register() -> None:
         cmd_models.models,
         cmd_data.export_dataset,
         cmd_demo.demo,
+        cmd_zoo.generate,
+        cmd_zoo.inspect,
+        cmd_tune.tune,
     ):
         main.add_command(command)
-    # commands contributed by the model zoo and tuning modules
-    for module_name, names in (("cmd_zoo", ("generate", "inspect")), ("cmd_tune", ("tune",))):
-        try:
-            module = __import__(f"semhash.cli.{module_name}", fromlist=list(names))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"semhash.cli.{module_name}":
-                raise
-            continue
-        for name in names:
-            main.add_command(getattr(module, name))
 
 
 _register()
