@@ -28,6 +28,12 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 
 
 @pytest.fixture(scope="session")
+def png_writer():
+    """write_png as a fixture: pytest's own runner does not put the tests folder on sys.path."""
+    return write_png
+
+
+@pytest.fixture(scope="session")
 def digit_folder(tmp_path_factory, digits) -> Path:
     """60 labelled 8x8 digit PNGs in label subfolders (6 per class)."""
     root = tmp_path_factory.mktemp("digit_folder")

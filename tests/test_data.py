@@ -81,9 +81,8 @@ def test_rgba_alpha_composited_on_black(odd_files):
     assert arr[8, 8, 0] > 0.95  # opaque red centre
 
 
-def test_folder_labels_from_first_level(tmp_path, digits):
-    from tests.conftest import write_png
-
+def test_folder_labels_from_first_level(tmp_path, digits, png_writer):
+    write_png = png_writer
     write_png(tmp_path / "a" / "deep" / "x.png", digits.images[0])
     write_png(tmp_path / "b" / "y.png", digits.images[1])
     write_png(tmp_path / "root.png", digits.images[2])
