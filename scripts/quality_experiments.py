@@ -51,6 +51,7 @@ from semhash.evaluate import evaluate_codes  # noqa: E402
 from semhash.hashing import bits_to_codes  # noqa: E402
 from semhash.metrics import retrieval_metrics  # noqa: E402
 from semhash.models.autoencoder import (  # noqa: E402
+    code_regularisers,  # the library's loss terms: experiment and default share one definition
     AutoencoderHashModel,
     SemanticHashingAutoencoder,
     stratified_validation_split,
@@ -75,17 +76,6 @@ class BalancedAutoencoder(SemanticHashingAutoencoder):
         if training:
             self.add_loss(code_regularisers(codings, self.balance, self.decorrelation))
         return self.decode(codings)
-
-
-def code_regularisers(codings, balance: float, decorrelation: float):
-    """balance * mean_j (mean_batch c_j - 0.5)^2 + decorrelation * mean off-diagonal cov^2."""
-    bits = codings.shape[-1]
-    mean = ops.mean(codings, axis=0)
-    loss = balance * ops.mean((mean - 0.5) ** 2)
-    centred = codings - mean
-    cov = ops.matmul(ops.transpose(centred), centred) / ops.cast(ops.shape(codings)[0], codings.dtype)
-    off = cov * (1.0 - ops.eye(bits, dtype=codings.dtype))
-    return loss + decorrelation * ops.sum(off**2) / (bits * (bits - 1))
 
 
 class ValidationRetrieval(keras.callbacks.Callback):
