@@ -22,6 +22,8 @@ dependency, no GPU-only feature, ...) is skipped with its reason logged and reco
     python scripts/benchmark_quality.py --quick          # smoke run: a few minutes on 2 CPU cores
     python scripts/benchmark_quality.py                  # the full run (see below)
     python scripts/benchmark_quality.py --datasets mnist-5k --bits 30 --kinds itq,lsh,pcah
+    python scripts/benchmark_quality.py --datasets fashion-mnist --bits 30 --kinds classifier-hash \
+        --param classifier-hash:flip=true        # a kind's hyperparameter, as `semhash train --param`
 
 Expected duration of the full run (2 datasets x 3 code lengths x every kind, default
 epochs): the baselines take seconds per row (PCA of 60,000 x 784 about 5-10 s); the
@@ -104,8 +106,10 @@ def order_kinds(kinds: list[str]) -> list[str]:
     return plain + dependent
 
 
-def kind_params(cls, image_shape, bits: int, epochs_scale: float, seed: int) -> dict:
-    """Defaults of the kind, with the code length, input shape, seed and scaled epochs."""
+def kind_params(cls, image_shape, bits: int, epochs_scale: float, seed: int, overrides: dict | None = None) -> dict:
+    """Defaults of the kind, with the code length, input shape, seed and scaled epochs, then
+    ``overrides`` (``{kind: {name: value}}``, from ``--param``)."""
+    overrides = overrides or {}
     signature = inspect.signature(cls.__init__)
     params = {}
     for name, p in signature.parameters.items():
@@ -122,7 +126,30 @@ def kind_params(cls, image_shape, bits: int, epochs_scale: float, seed: int) -> 
     for name, value in OVERRIDES.get(cls.kind, {}).items():
         if name in signature.parameters:
             params[name] = value
+    params.update(overrides.get(cls.kind, {}))
     return params
+
+
+def parse_overrides(parser, items: list[str]) -> dict[str, dict]:
+    """``["classifier-hash:filters=32x64x128", ...]`` -> ``{"classifier-hash": {"filters": (32, 64, 128)}}``
+    (values parsed and checked against the kind like `semhash tune --param`)."""
+    from semhash.errors import SemhashError
+    from semhash.tune import parse_param_grid
+
+    out: dict[str, dict] = {}
+    for item in items:
+        kind, sep, setting = item.partition(":")
+        if not sep or kind not in KINDS:
+            parser.error(f"--param {item!r}: use KIND:KEY=VALUE with KIND one of {', '.join(KINDS)}")
+        try:
+            grid = parse_param_grid([setting], kind)
+        except SemhashError as exc:
+            parser.error(f"--param {item!r}: {exc}")
+        for name, values in grid.items():
+            if len(values) != 1:
+                parser.error(f"--param {item!r}: one value per parameter")
+            out.setdefault(kind, {})[name] = values[0]
+    return out
 
 
 def save_for_reuse(model, hasher, workspace, name: str, dataset: str, image_shape) -> None:
@@ -180,7 +207,7 @@ def run_row(kind, dataset, db, queries, bits, args, workspace, reuse_names) -> d
     cls = get_kind(kind)
     db_x, db_y = db
     q_x, q_y = queries
-    params = kind_params(cls, dataset.image_shape, bits, args.epochs_scale, args.seed)
+    params = kind_params(cls, dataset.image_shape, bits, args.epochs_scale, args.seed, args.overrides)
     dep = dependency_param(cls)
     if dep is not None:
         key = (dataset.name, bits)
@@ -356,6 +383,8 @@ def parse_args(argv=None):
     parser.add_argument("--md", default=None, help="also write the markdown table here")
     parser.add_argument("--home", default=None, help="workspace for models reused by other kinds [default: a temporary folder]")
     parser.add_argument("--data-dir", default=None, help="where the fashion-mnist IDX files live")
+    parser.add_argument("--param", action="append", default=[], metavar="KIND:KEY=VALUE",
+                        help="override one hyperparameter of one kind (repeatable), e.g. classifier-hash:filters=32x64x128")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="only combine the results of earlier runs (e.g. one per dataset) into --out and one table")
     args = parser.parse_args(argv)
@@ -378,6 +407,7 @@ def parse_args(argv=None):
         args.epochs_scale = QUICK_EPOCHS_SCALE if args.quick else 1.0
     if args.epochs_scale <= 0:
         parser.error("--epochs-scale must be > 0")
+    args.overrides = parse_overrides(parser, args.param)
     if args.out is None:
         args.out = str(ROOT / "docs" / "benchmarks" / ("quality-quick.json" if args.quick else "quality.json"))
     return args
@@ -411,6 +441,7 @@ def main(argv=None) -> int:
             "epochs_scale": args.epochs_scale,
             "seed": args.seed,
             "quick": args.quick,
+            "overrides": args.overrides,
         },
         "results": [],
         "skipped": [],

@@ -177,7 +177,7 @@ def test_vae_generates_and_decodes(conv_vae2):
 # --------------------------------------------------------------------------- classifier-hash
 @pytest.fixture(scope="module")
 def classifier(digits):
-    params = dict(bits=12, filters=(4, 8), dense_units=16, epochs=1, labeled_fraction=0.5)
+    params = dict(bits=12, filters=(4, 8), dense_units=16, epochs=1, labeled_fraction=0.5, validation_split=0.1)
     return _fit("classifier-hash", digits, params)
 
 
@@ -193,6 +193,27 @@ def test_classifier_hash_exports_reloads_and_reports(classifier, digits, tmp_pat
     assert confusion.shape == (10, 10) and confusion.sum() == len(digits.part("query")[0])
     again = _assert_reload_same(classifier, tmp_path, digits.images)
     assert again.confusion_ == classifier.confusion_
+
+
+def test_classifier_augmentation_and_cosine_schedule(digits, tmp_path):
+    # flip and shifts are training-only: skipped by the export, so NumPy == Keras still holds
+    params = dict(bits=12, filters=(4,), dense_units=0, epochs=2, patience=5, flip=True, augment=0.1, lr_schedule="cosine")
+    model = _fit("classifier-hash", digits, params)
+    names = [layer.name for layer in model.network_.feature_layers]
+    assert names[:2] == ["flip", "augment"]
+    _assert_hasher_matches(model, digits.images)
+    assert float(model.network_.optimizer.learning_rate) < 1e-6  # decayed to 0 over the planned steps
+    # the default: no validation hold-out, every labelled image trains, accuracy from the test set
+    metrics = model.summary_metrics()
+    assert metrics["labeled_images"] == len(digits.images) and "val_accuracy" not in metrics
+    assert metrics["accuracy"] == metrics["test_accuracy"]
+    _assert_reload_same(model, tmp_path, digits.images)
+
+
+def test_unknown_learning_rate_schedule_is_refused(digits):
+    model = build_model("classifier-hash", {"input_shape": digits.image_shape, "epochs": 1, "lr_schedule": "warm"})
+    with pytest.raises(ModelError, match="unknown learning-rate schedule 'warm'"):
+        model.fit(digits.images, digits.labels)
 
 
 def test_classifier_needs_labels(digits):

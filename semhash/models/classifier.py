@@ -1,13 +1,26 @@
 """Supervised kind (``classifier-hash``): a CNN classifier whose penultimate layer is the hash.
 
-``[Conv2D 3x3 'same' ReLU -> MaxPool 2x2] per entry of filters (32, 64) -> flatten ->
-dropout -> Dense(dense_units) ReLU -> dropout -> Dense(bits) -> CodingNoise -> sigmoid ->
-Dense(n_classes) softmax``, sparse categorical cross-entropy, Adam.
+``[Conv2D 3x3 'same' -> BatchNorm -> ReLU -> MaxPool 2x2] per entry of filters (32, 64, 128)
+-> flatten -> dropout -> Dense(dense_units=512) ReLU -> dropout (0.1) -> Dense(bits) ->
+CodingNoise -> sigmoid -> Dense(n_classes) softmax``, sparse categorical cross-entropy, Adam
+with a cosine-decayed learning rate, 30 epochs of batch 128.
+
+Why these defaults (docs/BENCHMARKS.md, "classifier-hash on Fashion-MNIST"): the retrieval
+database is the training set, so mAP ~ (query accuracy) x (how well the database images
+themselves are fitted).  Light regularisation (dropout 0.1, no validation hold-out:
+``validation_split=0`` trains on every labelled image, accuracy is reported on the query
+split) fits the database to 99% and raised Fashion-MNIST mAP from 0.916 to 0.939 while
+test accuracy moved from 0.933 to 0.929.
 
 The large Gaussian noise on the inputs of the ``bits``-unit sigmoid layer (training only, the
 same :class:`CodingNoise` as the autoencoder) forces the classifier to pass the label
 through nearly binary codings, so images of one class share (nearly) one code.  The hash is
 the rounded sigmoid layer: bit = pre-activation > 0.
+
+Training-only augmentation: ``augment`` (random shifts, a fraction of the image size) and
+``flip`` (left-right mirror: right for clothing, wrong for digits); both are identities at
+inference and are not exported.  ``lr_schedule="cosine"`` decays Adam's learning rate to 0
+over the planned epochs.
 
 ``labeled_fraction`` trains on a seeded stratified subset of the labelled training rows.
 The validation split (stratified, seeded) serves early stopping and ``val_accuracy``; when
@@ -51,18 +64,20 @@ class ConvHashClassifier(keras.Model):
         image_shape: Sequence[int] = (28, 28, 1),
         n_classes: int = 10,
         bits: int = 30,
-        filters: Sequence[int] = (32, 64),
-        dense_units: int = 128,
-        dropout: float = 0.3,
+        filters: Sequence[int] = (32, 64, 128),
+        dense_units: int = 512,
+        dropout: float = 0.1,
         noise: float = 4.0,
         seed: int | None = None,
         batch_norm: bool = True,
         augment: float = 0.0,
+        flip: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.batch_norm = bool(batch_norm)
         self.augment = float(augment)
+        self.flip = bool(flip)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.n_classes = int(n_classes)
         self.bits = int(bits)
@@ -72,6 +87,8 @@ class ConvHashClassifier(keras.Model):
         self.noise = float(noise)
         self.seed = seed
         self.feature_layers: list = []
+        if self.flip:  # training-only left-right mirror (clothing, not digits); identity at inference
+            self.feature_layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="flip"))
         if self.augment > 0:  # training-only random shifts; identity at inference (not exported)
             self.feature_layers.append(
                 keras.layers.RandomTranslation(self.augment, self.augment, fill_mode="constant", seed=seed, name="augment")
@@ -132,10 +149,16 @@ class ConvHashClassifier(keras.Model):
             "seed": self.seed,
             "batch_norm": self.batch_norm,
             "augment": self.augment,
+            "flip": self.flip,
         }
 
 
-_TRAINING_LAYERS = (keras.layers.Dropout, keras.layers.BatchNormalization, keras.layers.RandomTranslation)
+_TRAINING_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.BatchNormalization,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomFlip,
+)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -165,6 +188,19 @@ def context_test_set(context: FitContext):
     return np.asarray(images, dtype=np.float32), np.asarray(labels).astype(np.int64)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int):
+    """``constant``: the rate itself; ``cosine``: cosine decay from it to 0 over ``total_steps``
+    (the planned epochs; early stopping may end sooner)."""
+    if schedule == "constant":
+        return float(learning_rate)
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(float(learning_rate), max(1, int(total_steps)), alpha=0.0)
+    raise ModelError(f"unknown learning-rate schedule {schedule!r} (choose from {', '.join(LR_SCHEDULES)})")
+
+
 def fit_classifier(
     net,
     train: tuple[np.ndarray, np.ndarray],
@@ -176,11 +212,13 @@ def fit_classifier(
     patience: int,
     verbose: int,
     description: str,
+    lr_schedule: str = "constant",
 ) -> dict[str, list[float]]:
     """Compile (Adam, sparse categorical cross-entropy, accuracy) and fit with early stopping
     on the validation loss (best weights restored)."""
+    steps = epochs * int(np.ceil(len(train[0]) / max(1, batch_size)))
     net.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(learning_rate, lr_schedule, steps)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -252,17 +290,19 @@ class ClassifierHashModel(SigmoidClassifierHashModel):
         self,
         input_shape: Sequence[int] = (28, 28, 1),
         bits: int = 30,
-        filters: Sequence[int] = (32, 64),
-        dense_units: int = 128,
-        dropout: float = 0.3,
+        filters: Sequence[int] = (32, 64, 128),
+        dense_units: int = 512,
+        dropout: float = 0.1,
         noise: float = 4.0,
         batch_norm: bool = True,
         augment: float = 0.0,
+        flip: bool = False,
         labeled_fraction: float = 1.0,
-        epochs: int = 20,
-        batch_size: int = 64,
+        epochs: int = 30,
+        batch_size: int = 128,
         learning_rate: float = 1e-3,
-        validation_split: float = 0.1,
+        lr_schedule: str = "cosine",
+        validation_split: float = 0.0,
         patience: int = 5,
         seed: int = 0,
     ):
@@ -274,10 +314,12 @@ class ClassifierHashModel(SigmoidClassifierHashModel):
         self.noise = noise
         self.batch_norm = batch_norm
         self.augment = augment
+        self.flip = flip
         self.labeled_fraction = labeled_fraction
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
         self.validation_split = validation_split
         self.patience = patience
         self.seed = seed
@@ -294,6 +336,7 @@ class ClassifierHashModel(SigmoidClassifierHashModel):
             seed=self.seed,
             batch_norm=bool(self.batch_norm),
             augment=float(self.augment),
+            flip=bool(self.flip),
         )
         net.build((None, *tuple(self.input_shape)))
         return net
@@ -324,6 +367,7 @@ class ClassifierHashModel(SigmoidClassifierHashModel):
             patience=self.patience,
             verbose=context.verbose,
             description=self.kind,
+            lr_schedule=self.lr_schedule,
         )
         self.train_seconds_ = time.time() - started
         self.metrics_ = {"labeled_images": int(len(train_rows))}

@@ -217,6 +217,7 @@ _INFERENCE_IDENTITY = (
     CodingNoise,
     keras.layers.GaussianNoise,
     keras.layers.RandomTranslation,
+    keras.layers.RandomFlip,
     keras.layers.RandomRotation,
     keras.layers.RandomZoom,
 )
