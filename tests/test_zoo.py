@@ -177,7 +177,7 @@ def test_vae_generates_and_decodes(conv_vae2):
 # --------------------------------------------------------------------------- classifier-hash
 @pytest.fixture(scope="module")
 def classifier(digits):
-    params = dict(bits=12, filters=(4, 8), dense_units=16, epochs=1, labeled_fraction=0.5, validation_split=0.1)
+    params = dict(bits=12, filters=(4, 8), dense_units=16, epochs=1, min_steps=0, labeled_fraction=0.5, validation_split=0.1)
     return _fit("classifier-hash", digits, params)
 
 
@@ -197,7 +197,7 @@ def test_classifier_hash_exports_reloads_and_reports(classifier, digits, tmp_pat
 
 def test_classifier_augmentation_and_cosine_schedule(digits, tmp_path):
     # flip and shifts are training-only: skipped by the export, so NumPy == Keras still holds
-    params = dict(bits=12, filters=(4,), dense_units=0, epochs=2, patience=5, flip=True, augment=0.1, lr_schedule="cosine")
+    params = dict(bits=12, filters=(4,), dense_units=0, epochs=2, min_steps=0, flip=True, augment=0.1, lr_schedule="cosine")
     model = _fit("classifier-hash", digits, params)
     names = [layer.name for layer in model.network_.feature_layers]
     assert names[:2] == ["flip", "augment"]
@@ -208,6 +208,14 @@ def test_classifier_augmentation_and_cosine_schedule(digits, tmp_path):
     assert metrics["labeled_images"] == len(digits.images) and "val_accuracy" not in metrics
     assert metrics["accuracy"] == metrics["test_accuracy"]
     _assert_reload_same(model, tmp_path, digits.images)
+
+
+def test_few_labels_train_for_at_least_min_steps():
+    from semhash.models.classifier import epochs_for
+
+    assert epochs_for(60_000, 30, 128, 1000) == 30  # 469 steps an epoch: the epochs rule
+    assert epochs_for(360, 30, 128, 1000) == 334  # 3 steps an epoch: 1,002 steps
+    assert epochs_for(360, 30, 128, 0) == 30
 
 
 def test_unknown_learning_rate_schedule_is_refused(digits):

@@ -23,6 +23,8 @@ inference and are not exported.  ``lr_schedule="cosine"`` decays Adam's learning
 over the planned epochs.
 
 ``labeled_fraction`` trains on a seeded stratified subset of the labelled training rows.
+Training runs ``epochs`` epochs, or more when that is fewer than ``min_steps`` optimizer
+steps (few labels).
 The validation split (stratified, seeded) serves early stopping and ``val_accuracy``; when
 the fit context carries ``test_images``/``test_labels`` their accuracy is ``test_accuracy``.
 ``accuracy`` is the test accuracy when there is a test set, else the validation accuracy.  The confusion matrix (of the test set if given, else of the validation split) is kept
@@ -229,6 +231,14 @@ def fit_classifier(
     )
 
 
+def epochs_for(n_train: int, epochs: int, batch_size: int, min_steps: int) -> int:
+    """``epochs``, raised so that training takes at least ``min_steps`` optimizer steps: with
+    few labels (``labeled_fraction=0.1`` of 4,000 images is 3 batches an epoch) the epoch
+    count alone would stop training after a few dozen steps."""
+    steps_per_epoch = max(1, -(-int(n_train) // max(1, int(batch_size))))
+    return max(int(epochs), -(-int(min_steps) // steps_per_epoch))
+
+
 def predict_labels(net, images: np.ndarray) -> np.ndarray:
     """Argmax of the softmax (eager calls in batches: no tf.function retracing per network)."""
     images = np.asarray(images, dtype=np.float32)
@@ -304,6 +314,7 @@ class ClassifierHashModel(SigmoidClassifierHashModel):
         lr_schedule: str = "cosine",
         validation_split: float = 0.0,
         patience: int = 5,
+        min_steps: int = 1000,
         seed: int = 0,
     ):
         self.input_shape = input_shape
@@ -322,6 +333,7 @@ class ClassifierHashModel(SigmoidClassifierHashModel):
         self.lr_schedule = lr_schedule
         self.validation_split = validation_split
         self.patience = patience
+        self.min_steps = min_steps
         self.seed = seed
 
     def _build_network(self, n_classes: int) -> ConvHashClassifier:
@@ -361,7 +373,7 @@ class ClassifierHashModel(SigmoidClassifierHashModel):
             self.network_,
             (images[train_rows], labels[train_rows]),
             (images[val_rows], labels[val_rows]) if len(val_rows) else None,
-            epochs=self.epochs,
+            epochs=epochs_for(len(train_rows), self.epochs, self.batch_size, self.min_steps),
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             patience=self.patience,
