@@ -326,8 +326,14 @@ def markdown(doc: dict) -> str:
 
 
 def merge_runs(paths: list[str], out: Path, md: str | None) -> int:
-    """One document from several runs: results and skips concatenated, every command kept."""
+    """One document from several runs: results and skips concatenated, every command kept.
+    A row measured again (same dataset, bits and kind) in a later file replaces the earlier
+    one, so a re-run after a change of defaults supersedes the old figures."""
     docs = [json.loads(Path(p).read_text()) for p in paths]
+    latest: dict[tuple, dict] = {}
+    for doc in docs:
+        for row in doc["results"]:
+            latest[(row["dataset"], row["bits"], row["kind"])] = row
     datasets: list[str] = []
     for doc in docs:
         datasets += [d for d in doc["settings"]["datasets"] if d not in datasets]
@@ -336,7 +342,7 @@ def merge_runs(paths: list[str], out: Path, md: str | None) -> int:
         "command": " ; ".join(doc["command"] for doc in docs),
         "merged_from": [str(p) for p in paths],
         "settings": {**docs[0]["settings"], "datasets": datasets},
-        "results": [row for doc in docs for row in doc["results"]],
+        "results": list(latest.values()),
         "skipped": [row for doc in docs for row in doc["skipped"]],
         "seconds": sum(doc.get("seconds") or 0 for doc in docs),
     }

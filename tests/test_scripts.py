@@ -37,3 +37,37 @@ def test_benchmark_quality_refuses_bad_params(item, capsys):
         bench.parse_args(["--param", item])
     assert exit_info.value.code == 2
     assert "--param" in capsys.readouterr().err
+
+
+def _run_doc(command: str, rows: list[tuple[str, int, str, float]]) -> dict:
+    keys = ["precision_r2", "precision_r2_hits", "hit_rate_r2", "bucket_purity", "bucket_coverage"]
+    return {
+        "benchmark": "quality",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "command": command,
+        "environment": {"machine": "test"},
+        "settings": {"datasets": sorted({r[0] for r in rows}), "epochs_scale": 1.0},
+        "results": [
+            {"dataset": d, "bits": b, "kind": k, "map": m, "baseline": False, "n_database": 10, "n_queries": 2,
+             "train_seconds": 1.0, "encode_images_per_s": 1.0, **{key: 0.5 for key in keys}}
+            for d, b, k, m in rows
+        ],
+        "skipped": [],
+        "seconds": 1.0,
+    }
+
+
+def test_benchmark_quality_merge_replaces_rows_measured_again(tmp_path, capsys):
+    import json
+
+    bench = _script("benchmark_quality")
+    old = tmp_path / "old.json"
+    new = tmp_path / "new.json"
+    old.write_text(json.dumps(_run_doc("old", [("mnist-5k", 30, "itq", 0.4), ("mnist-5k", 30, "classifier-hash", 0.97)])))
+    new.write_text(json.dumps(_run_doc("new", [("mnist-5k", 30, "classifier-hash", 0.99)])))
+    out = tmp_path / "merged.json"
+    assert bench.merge_runs([str(old), str(new)], out, None) == 0
+    merged = json.loads(out.read_text())
+    assert sorted((r["kind"], r["map"]) for r in merged["results"]) == [("classifier-hash", 0.99), ("itq", 0.4)]
+    assert merged["command"] == "old ; new"
+    assert "| 30 | classifier-hash | 0.9900 |" in capsys.readouterr().out
