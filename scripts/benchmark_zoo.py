@@ -2,8 +2,8 @@
 """The model zoo through the CLI, as a user runs it: train each kind/option on mnist-5k,
 index the database split's PNGs, answer a radius-2 query, evaluate; one table.
 
-    python scripts/benchmark_zoo.py                       # about 20 minutes on 2 CPU cores
-    python scripts/benchmark_zoo.py --seeds 0 1 --rows ae,ae-tied
+    python scripts/benchmark_zoo.py                       # about 20 minutes on 2 CPU cores (one seed)
+    python scripts/benchmark_zoo.py --seeds 0 1 --rows ae,ae-untied
 
 Every row runs `semhash train ... --json`, `semhash index`, `semhash query --radius 2 --json`
 and `semhash evaluate --json` in a subprocess against one workspace, then reads the numbers
@@ -117,19 +117,20 @@ def main() -> None:
         return statistics.median(vals) if vals else None
 
     fmt = lambda v, spec=".3f": "–" if v is None else format(v, spec)  # noqa: E731
-    print(f"\n| row | mAP | P@r2 | hit rate r2 | bucket purity | coverage | r2 purity | accuracy | train s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| row | seeds | mAP | P@r2 | hit rate r2 | bucket purity | coverage | r2 purity | accuracy | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in args.rows.split(","):
         sel = [r for r in results if r["row"] == row and "error" not in r]
         if not sel:
-            print(f"| {row} | failed | | | | | | | |")
+            print(f"| {row} | | failed | | | | | | | |")
             continue
         print(
-            f"| {row} | {fmt(med(sel, 'map'))} | {fmt(med(sel, 'precision_r2'))} | {fmt(med(sel, 'hit_rate_r2'))} | "
+            f"| {row} | {','.join(str(r['seed']) for r in sorted(sel, key=lambda r: r['seed']))} | {fmt(med(sel, 'map'))} | {fmt(med(sel, 'precision_r2'))} | {fmt(med(sel, 'hit_rate_r2'))} | "
             f"{fmt(med(sel, 'bucket_purity'))} | {fmt(med(sel, 'bucket_coverage'))} | {fmt(med(sel, 'r2_purity'))} | "
             f"{fmt(med(sel, 'accuracy'))} | {fmt(med(sel, 'train_seconds'), '.0f')} |"
         )
-    print(f"(mnist-5k, {args.bits} bits, medians over seeds {args.seeds}; wrote {args.out})")
+    # Medians are over every seed measured for the row (with --resume, earlier runs' seeds too).
+    print(f"(mnist-5k, {args.bits} bits, medians over the seeds listed; wrote {args.out})")
 
 
 if __name__ == "__main__":
