@@ -57,12 +57,21 @@ def _save_in_workspace(workspace, name, model, digits):
     return directory
 
 
+# A pre-activation within float32 rounding of the threshold may round either way in Keras
+# (TensorFlow's conv kernels sum in another order than NumPy's matmul): only there may a
+# bit differ, and such bits must be rare.
+BORDERLINE = 1e-4
+
+
 def _assert_hasher_matches(model, images):
     assert len(images) >= 1000
     keras_bits = model.hash_bits_keras(images)
-    numpy_bits = model.export_hasher().hash_bits(images)
+    hasher = model.export_hasher()
+    numpy_bits = hasher.hash_bits(images)
     assert keras_bits.shape == numpy_bits.shape == (len(images), model.bits)
-    np.testing.assert_array_equal(numpy_bits, keras_bits)
+    borderline = np.abs(hasher.transform(images) - hasher.threshold) < BORDERLINE
+    assert borderline.mean() < 1e-3, f"{borderline.sum()} bits within {BORDERLINE} of the threshold"
+    np.testing.assert_array_equal(numpy_bits[~borderline], keras_bits[~borderline])
 
 
 def _assert_reload_same(model, tmp_path, images):
