@@ -59,7 +59,8 @@ def _save_in_workspace(workspace, name, model, digits):
 
 # A pre-activation within float32 rounding of the threshold may round either way in Keras
 # (TensorFlow's conv kernels sum in another order than NumPy's matmul): only there may a
-# bit differ, and such bits must be rare.
+# bit differ, and such bits must be rare.  (Many codings may sit near a threshold, e.g. a
+# collapsed VAE dimension at its median: they must still agree almost everywhere.)
 BORDERLINE = 1e-4
 
 
@@ -70,8 +71,9 @@ def _assert_hasher_matches(model, images):
     numpy_bits = hasher.hash_bits(images)
     assert keras_bits.shape == numpy_bits.shape == (len(images), model.bits)
     borderline = np.abs(hasher.transform(images) - hasher.threshold) < BORDERLINE
-    assert borderline.mean() < 1e-3, f"{borderline.sum()} bits within {BORDERLINE} of the threshold"
     np.testing.assert_array_equal(numpy_bits[~borderline], keras_bits[~borderline])
+    differ = int((numpy_bits != keras_bits).sum())
+    assert differ <= max(1, numpy_bits.size // 1000), f"{differ} of {numpy_bits.size} bits differ"
 
 
 def _assert_reload_same(model, tmp_path, images):
