@@ -33,7 +33,7 @@ def _index_path(home, index_path):
 
 
 @click.command()
-@click.argument("folder", type=click.Path())
+@click.argument("folder", type=click.Path(readable=False))  # an unreadable folder: the library's one line
 @click.option("--model", "model_name", default=None, help="Model to hash with [default: the latest trained].")
 @click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model (a damaged index file is kept aside as *.damaged).")
 @click.option("--relabel", is_flag=True, help="Give rows under FOLDER the label FOLDER gives them, even where they were first indexed with another.")
@@ -127,7 +127,7 @@ def _count(n: int, one: str, many: str) -> str:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))
 @click.option("--missing", is_flag=True, help="Only rows whose file is gone, under PATHS or (without PATHS) anywhere in the index. Stats every row it looks at.")
 @index_option
 @home_option

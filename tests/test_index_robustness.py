@@ -289,9 +289,12 @@ def test_an_unreadable_subfolder_is_a_warning_and_its_rows_stay(folder, ws, home
     locked = folder / "1"
     locked.chmod(0)
     try:
-        (result,) = cli_unprivileged(["index", folder, "--quiet", "--json", "--home", home])
+        result, itself = cli_unprivileged(
+            ["index", folder, "--quiet", "--json", "--home", home], ["index", locked, "--quiet", "--home", home]
+        )
     finally:
         locked.chmod(0o755)
+    assert itself["exit_code"] == 1 and "cannot read the folder (permission denied)" in itself["stderr"], itself
     assert result["exit_code"] == 0, result
     data = json.loads(result["stdout"])
     assert (data["removed"], data["unreadable_folders"], data["total"]) == (0, 1, 15)
