@@ -35,6 +35,7 @@ def _register() -> None:
         cmd_index.index,
         cmd_index.query,
         cmd_index.status,
+        cmd_index.remove,
         cmd_evaluate.evaluate,
         cmd_models.models,
         cmd_data.export_dataset,

@@ -33,25 +33,35 @@ def _index_path(home, index_path):
 
 
 @click.command()
-@click.argument("folder", type=click.Path())
+@click.argument("folder", type=click.Path(readable=False))  # an unreadable folder: the library's one line
 @click.option("--model", "model_name", default=None, help="Model to hash with [default: the latest trained].")
-@click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model.")
+@click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model (a damaged index file is kept aside as *.damaged).")
+@click.option("--relabel", is_flag=True, help="Give rows under FOLDER the label FOLDER gives them, even where they were first indexed with another.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @index_option
 @home_option
 @json_option
 @library_errors
-def index(folder, model_name, rebuild, batch_size, quiet, index_path, home, as_json):
+def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, home, as_json):
     """Hash every image under FOLDER into the index (incremental: new files are added,
     changed ones rehashed, unchanged ones left alone, deleted ones removed).
+
+    A file's label is the name of its first-level subfolder under FOLDER (none for files
+    directly in FOLDER), set when the file is first indexed.  Indexing a subfolder or a
+    parent later keeps the labels rows already have and says how many FOLDER would label
+    differently; --relabel changes them.  Hidden files and folders, files without an image
+    extension and links to folders are not indexed (counted in the summary); a folder that
+    cannot be read is a warning and its rows stay.  To drop the rows of a folder that is
+    gone or empty: semhash remove FOLDER.
 
     \b
     Examples:
       semhash index images/
       semhash index images/ --model ae30 --rebuild
+      semhash index images/cats --relabel
     """
-    from semhash.index import index_folder
+    from semhash.index import index_folder, printable
 
     workspace, path = _index_path(home, index_path)
     model = workspace.model(model_name)
@@ -60,12 +70,14 @@ def index(folder, model_name, rebuild, batch_size, quiet, index_path, home, as_j
         model,
         path,
         rebuild=rebuild,
+        relabel=relabel,
         batch_size=batch_size,
         progress=not quiet,
         on_warning=lambda message: echo_err(f"warning: {message}"),
     )
+    shown = printable(str(folder))
     data = {
-        "folder": str(folder),
+        "folder": shown,
         "model": model.name,
         "added": summary.added,
         "updated": summary.updated,
@@ -73,23 +85,81 @@ def index(folder, model_name, rebuild, batch_size, quiet, index_path, home, as_j
         "removed": summary.removed,
         "skipped": summary.skipped,
         "total": summary.total,
+        "hidden": summary.hidden,
+        "other_files": summary.other_files,
+        "symlinked_folders": summary.symlinked_folders,
+        "unreadable_folders": summary.unreadable_folders,
+        "labels_kept": summary.labels_kept,
+        "relabelled": summary.relabelled,
         "index": str(summary.index_path),
         "faiss": str(summary.faiss_path),
+        "damaged_index_moved_to": str(summary.damaged_index_moved_to) if summary.damaged_index_moved_to else None,
     }
+    failed = summary.skipped and not (summary.added or summary.updated or summary.unchanged)
     if as_json:
         print_json(data)
-        if summary.skipped and not (summary.added or summary.updated or summary.unchanged):
-            raise click.ClickException(f"{folder}: none of its {summary.skipped} image files could be read")
-        return
-    click.echo(
-        f"indexed {folder} with model {model.name}: {summary.added} added, {summary.updated} updated, "
-        f"{summary.unchanged} unchanged, {summary.removed} removed, {summary.skipped} skipped; "
-        f"{summary.total} images in the index"
-    )
-    print_paths("wrote", [summary.index_path, summary.faiss_path])
-    if summary.skipped and not (summary.added or summary.updated or summary.unchanged):
+    else:
+        click.echo(
+            f"indexed {shown} with model {model.name}: {summary.added} added, {summary.updated} updated, "
+            f"{summary.unchanged} unchanged, {summary.removed} removed, {summary.skipped} skipped; "
+            f"{summary.total} images in the index"
+        )
+        left_out = [
+            _count(summary.hidden, "hidden", "hidden"),
+            _count(summary.other_files, "other file", "other files"),
+            _count(summary.symlinked_folders, "symlinked folder (not followed)", "symlinked folders (not followed)"),
+            _count(summary.unreadable_folders, "unreadable folder (its images kept)", "unreadable folders (their images kept)"),
+        ]
+        if any(left_out):
+            click.echo("not indexed: " + ", ".join(part for part in left_out if part))
+        if summary.labels_kept:
+            click.echo(f"labels: {summary.labels_kept} kept their label from an earlier run (--relabel changes them)")
+        if summary.relabelled:
+            click.echo(f"labels: {summary.relabelled} relabelled from {shown}")
+        print_paths("wrote", [summary.index_path, summary.faiss_path])
+    if failed:
         # every file was unreadable: the run as a whole failed (the index is untouched)
-        raise click.ClickException(f"{folder}: none of its {summary.skipped} image files could be read")
+        raise click.ClickException(f"{shown}: none of its {summary.skipped} image files could be read")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return "" if not n else f"{n} {one if n == 1 else many}"
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))
+@click.option("--missing", is_flag=True, help="Only rows whose file is gone, under PATHS or (without PATHS) anywhere in the index. Stats every row it looks at.")
+@index_option
+@home_option
+@json_option
+@library_errors
+def remove(paths, missing, index_path, home, as_json):
+    """Drop rows from the index: everything indexed under each PATH (a file or a folder,
+    whether or not it still exists), or with --missing the rows whose file is gone.
+    Files on disk are never touched.  A PATH with nothing indexed under it is an error,
+    and then nothing is removed.
+
+    \b
+    Examples:
+      semhash remove images/old-holiday/
+      semhash remove images/3/img-0042.png
+      semhash remove --missing
+    """
+    from semhash.index import printable, remove_paths
+
+    if not paths and not missing:
+        raise click.UsageError("give the PATHs to remove, or --missing")
+    _, path = _index_path(home, index_path)
+    result = remove_paths(path, list(paths), missing=missing)
+    if as_json:
+        print_json({"removed": result.removed, "total": result.total, "by_path": result.by_path, "index": str(result.index_path)})
+        return
+    detail = ", ".join(f"{key}: {n}" for key, n in result.by_path.items())
+    click.echo(
+        f"removed {result.removed} row{'s' if result.removed != 1 else ''}"
+        + (f" ({printable(detail)})" if detail else "")
+        + f"; {result.total} images in the index"
+    )
 
 
 @click.command()
@@ -145,23 +215,32 @@ def query(images, radius, limit, show, index_path, home, as_json):
 
 
 @click.command()
+@click.option("--check", is_flag=True, help="Also run SQLite's integrity check and look for indexed files that are gone (one stat per row: slow on large indexes).")
 @index_option
 @home_option
 @json_option
 @library_errors
-def status(index_path, home, as_json):
+def status(check, index_path, home, as_json):
     """What the index holds: image count, the model it is bound to, bits, files.
+    With --check, also whether the file is intact and how many indexed files are gone.
 
     \b
-    Example:
+    Examples:
       semhash status
+      semhash status --check --json
     """
-    from semhash.index import index_info
+    from semhash.index import check_index, index_info
 
     _, path = _index_path(home, index_path)
-    info = index_info(path)
+    checked = check_index(path) if check else {}  # first: a damaged file is named by the check
+    info = {**index_info(path), **checked}
     if as_json:
         print_json(info)
         return
+    examples = info.pop("missing_examples", [])
     for key, value in info.items():
         click.echo(f"{key}: {value}")
+    if info.get("missing"):
+        click.echo("  `semhash remove --missing` drops their rows; for example:")
+        for example in examples:
+            click.echo(f"  {example}")

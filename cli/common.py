@@ -35,7 +35,11 @@ def library_errors(func: Callable) -> Callable:
 
 
 def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    """A line on stderr.  Through tqdm's writer, which clears any progress bar on stderr first
+    and redraws it after, so a warning never lands in the middle of a bar."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def print_json(data: Any) -> None:

@@ -2,26 +2,36 @@
 
 Two tables (SQLAlchemy 2.0 typed ORM):
 
-* ``images``  one row per image file: absolute path, sha256 of its bytes, size, mtime,
-  label (first-level subfolder) and the uint64 code stored as a *signed* 64-bit integer
-  (:func:`semhash.hashing.to_signed64`) because SQLite integers are signed.
+* ``images``  one row per image file: the path's key (:mod:`semhash.index.pathkeys`: the
+  path as text, undecodable bytes written ``\\xNN``), sha256 of its bytes, size, mtime,
+  label (first-level subfolder's name, same scheme) and the uint64 code stored as a *signed*
+  64-bit integer (:func:`semhash.hashing.to_signed64`) because SQLite integers are signed.
 * ``meta``    key/value strings: schema_version, the model the index is bound to (name,
   fingerprint, bits, input shape), created_at and ``generation``, a counter bumped by every
   transaction that changes rows, so the faiss cache can tell whether it is current.
 
 Every transaction is a real SQLite transaction (``BEGIN`` is issued explicitly rather than
 left to the sqlite3 module), so reads see one consistent snapshot and an interrupted write
-leaves the file exactly as the last commit left it.
+leaves the file exactly as the last commit left it.  The file is in WAL mode: readers never
+block the writer nor the writer readers; two writers queue on the write lock (``BEGIN
+IMMEDIATE``) for up to ``_BUSY_TIMEOUT_S``.
+
+Schema versions: 1 stored paths as plain text (a name that is not UTF-8 could not be stored);
+2 stores path keys.  A version-1 file is upgraded in one transaction when opened; a newer
+version than this code knows is refused.  Every database error that reaches a caller becomes
+one :class:`IndexError_` line naming the file (:func:`database_errors`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import quote
 
 from sqlalchemy import (
@@ -37,6 +47,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    literal,
     select,
     update,
 )
@@ -44,9 +55,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
-from semhash.errors import IndexError_
+from semhash.errors import IndexDamagedError, IndexError_
+from semhash.index.pathkeys import printable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT_S = 30.0
 
@@ -214,13 +226,104 @@ def chunked(items: list, size: int = 500) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def key_range(key: str) -> tuple[str, str]:
+    """[low, high) string bounds of every key under the folder whose key is ``key``.  A range
+    on the UNIQUE path index rather than LIKE, which would treat '_' and '%' in folder names
+    as wildcards.  Keys keep folder prefixes (see pathkeys), SQLite compares TEXT bytewise,
+    which orders UTF-8 like Python orders code points, and '0' follows '/'."""
+    low = key if key.endswith("/") else key + "/"
+    return low, low[:-1] + chr(ord("/") + 1)
+
+
+def upsert_images(session: Session, rows: Sequence[dict], update_columns: Sequence[str]) -> None:
+    """Insert image rows; where a row with the same path is already there (another indexer
+    got there first), set only ``update_columns`` on it.  Keyed on the UNIQUE path, inside
+    the caller's transaction, so concurrent indexers never fail on or duplicate a path.
+    ON CONFLICT ... DO UPDATE exists in SQLite and PostgreSQL alike."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    table = ImageRow.__table__
+    stmt = dialect_insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.path], set_={name: stmt.excluded[name] for name in update_columns}
+    )
+    session.connection().execute(stmt, list(rows))
+
+
+# --------------------------------------------------------------------------- errors
+# SQLite primary result codes (extended codes keep these in their low byte)
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+DAMAGED_HINT = "restore a backup, or rebuild it with `semhash index DIR --rebuild`"
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether a database error means the file itself is damaged."""
+    return isinstance(exc, IndexDamagedError) or _sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def index_error(path: Path | str, exc: BaseException) -> IndexError_:
+    """One line naming the index file, the cause, and what to do about it."""
+    path = printable(str(path))
+    orig = getattr(exc, "orig", None) or exc
+    cause = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    code = _sqlite_code(exc)
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return IndexDamagedError(f"{path}: the index is damaged ({cause}): {DAMAGED_HINT}")
+    if code == _SQLITE_READONLY:
+        return IndexError_(
+            f"{path}: cannot write to the index: it is read-only ({cause}); "
+            "check the permissions of the file and of its folder"
+        )
+    if code == _SQLITE_FULL:
+        return IndexError_(
+            f"{path}: cannot write to the index: the disk is full ({cause}); "
+            "everything committed before is kept: free some space and run again"
+        )
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return IndexError_(
+            f"{path}: the index is locked by another process ({cause}; waited {_BUSY_TIMEOUT_S:g} s): "
+            "try again when it has finished"
+        )
+    if code == _SQLITE_CANTOPEN:
+        return IndexError_(f"{path}: cannot open the index ({cause})")
+    if code == _SQLITE_IOERR:
+        return IndexError_(f"{path}: input/output error on the index ({cause})")
+    return IndexError_(f"{path}: index database error ({cause})")
+
+
+@contextmanager
+def database_errors(path: Path | str) -> Iterator[None]:
+    """Turn any database error inside the block into one :class:`IndexError_` line.  Library
+    entry points that touch the index wrap their work in this; nothing else catches them."""
+    try:
+        yield
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise index_error(path, exc) from None
+
+
 # --------------------------------------------------------------------------- opening
-def _make_engine(path: Path, create: bool) -> Engine:
-    # A creator (not a URL) so that any character in the path works, and mode=rw so that a
-    # file deleted between our checks and the connect is not silently re-created empty.
-    uri = f"file:{quote(str(path))}?mode={'rwc' if create else 'rw'}"
+def _make_engine(path: Path, create: bool, immutable: bool = False) -> Engine:
+    # A creator (not a URL) so that any byte in the path works, and mode=rw so that a file
+    # deleted between our checks and the connect is not silently re-created empty.
+    # immutable=1 (read-only, no locks, no WAL) is only for a WAL index in a folder we
+    # cannot write, where SQLite could not create the -shm file a WAL reader needs.
+    params = "mode=ro&immutable=1" if immutable else f"mode={'rwc' if create else 'rw'}"
+    uri = f"file:{quote(os.fsencode(path))}?{params}"
 
     def connect() -> sqlite3.Connection:
+        # the timeout is read at each connect, so tests can shorten it
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
 
     engine = create_engine("sqlite://", creator=connect, poolclass=NullPool)
@@ -232,9 +335,20 @@ def _make_engine(path: Path, create: bool) -> Engine:
     return engine
 
 
+def _writer(engine: Engine) -> Engine:
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
+def _read_version(engine: Engine) -> Any:
+    with Session(engine) as s, s.begin():
+        return s.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
+
+
 def _initialise(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
-    with Session(engine.execution_options(sqlite_begin="IMMEDIATE")) as s, s.begin():
+    """Create the tables and meta of a new index.  Inside the write lock, so two processes
+    creating the same new index at once do it exactly once."""
+    with Session(_writer(engine)) as s, s.begin():
+        Base.metadata.create_all(s.connection())
         if s.get(MetaRow, "schema_version") is None:
             set_meta(
                 s,
@@ -244,12 +358,68 @@ def _initialise(engine: Engine) -> None:
             )
 
 
+def _ensure_wal(engine: Engine) -> None:
+    """Switch the file to WAL (persistent; a no-op once done).  Not possible inside a
+    transaction, on a read-only file, or while another process holds it: then it stays as
+    it is and the next writer that opens it tries again."""
+    raw = engine.raw_connection()
+    try:
+        con = raw.driver_connection
+        if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:
+        pass
+    finally:
+        raw.close()
+
+
+# Rows whose text changes under the version-2 key scheme: version 1 stored paths as they
+# were, and only a backslash (doubled in keys) reads differently.  replace() is portable SQL.
+def _escaped(column):
+    return func.replace(column, "\\", "\\\\", type_=Text)
+
+
+def _v1_rows_to_rewrite(session: Session) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(ImageRow).where(
+                (_escaped(ImageRow.path) != ImageRow.path) | (_escaped(ImageRow.label) != ImageRow.label)
+            )
+        )
+        or 0
+    )
+
+
+def _upgrade(engine: Engine) -> None:
+    """Version 1 -> 2 in one transaction: rewrite the few paths and labels whose text differs
+    as keys (those with a backslash), set schema_version, bump the generation."""
+    with Session(_writer(engine)) as s, s.begin():
+        version = int(s.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version")))
+        if version != 1:
+            return  # another process upgraded it while we waited for the lock
+        changed = _escaped(ImageRow.path) != ImageRow.path
+        # two steps so that no intermediate path collides with another row's (UNIQUE): first
+        # every changed path gets a '?' prefix (version-1 paths are absolute, so none starts
+        # with '?'), then the prefix goes.
+        s.execute(update(ImageRow).where(changed).values(path=literal("?", Text).concat(_escaped(ImageRow.path))))
+        s.execute(
+            update(ImageRow)
+            .where(func.substr(ImageRow.path, 1, 1) == "?")
+            .values(path=func.substr(ImageRow.path, 2, type_=Text))
+        )
+        s.execute(update(ImageRow).where(_escaped(ImageRow.label) != ImageRow.label).values(label=_escaped(ImageRow.label)))
+        s.execute(update(MetaRow).where(MetaRow.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        bump_generation(s)
+
+
 def open_index(path: str | Path, create: bool = False) -> IndexDB:
     """Open (or with ``create=True`` create) a semhash index file.
 
     Refuses, with one-line :class:`IndexError_` naming the file and the cause, anything that
     is not a SQLite file, a SQLite file without semhash tables, and a schema version newer
-    than this code understands: guessing at such a file could corrupt someone's data.
+    than this code understands: guessing at such a file could corrupt someone's data.  An
+    older version is upgraded in place (one transaction).  A read-only WAL index in a folder
+    that cannot be written is opened immutable (read-only).
     """
     path = Path(path).expanduser().absolute()
     if path.is_dir():
@@ -257,7 +427,10 @@ def open_index(path: str | Path, create: bool = False) -> IndexDB:
     if not path.exists():
         if not create:
             raise IndexError_(f"{path}: no index here: run 'semhash index DIR' first")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexError_(f"{path}: cannot create the index folder ({exc.strerror or exc})") from None
     else:
         try:
             with open(path, "rb") as fh:
@@ -270,31 +443,56 @@ def open_index(path: str | Path, create: bool = False) -> IndexDB:
             raise IndexError_(f"{path}: not a semhash index (empty file)")
 
     engine = _make_engine(path, create)
+    immutable = False
     try:
-        tables = set(inspect(engine).get_table_names())
-        if not tables and create:
-            _initialise(engine)
-            tables = set(inspect(engine).get_table_names())
-        if not {"images", "meta"} <= tables:
-            raise IndexError_(f"{path}: not a semhash index (SQLite file without semhash tables)")
-        with Session(engine) as s, s.begin():
-            raw = s.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
-        try:
-            version = int(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise IndexError_(f"{path}: damaged semhash index (schema_version {raw!r})") from None
-        if version > SCHEMA_VERSION:
-            raise IndexError_(
-                f"{path}: index schema version {version} is newer than this semhash supports "
-                f"({SCHEMA_VERSION}): upgrade semhash"
-            )
-        if version < 1:
-            raise IndexError_(f"{path}: unknown index schema version {version}")
-    except IndexError_:
+        with database_errors(path):
+            try:
+                tables = set(inspect(engine).get_table_names())
+            except DBAPIError as exc:
+                wal = Path(f"{path}-wal")
+                if _sqlite_code(exc) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN) or wal.exists() or not path.exists():
+                    raise
+                engine.dispose()  # a WAL file in a read-only folder: read it as it is
+                engine, immutable = _make_engine(path, False, immutable=True), True
+                tables = set(inspect(engine).get_table_names())
+            if not tables and create:
+                _initialise(engine)
+                tables = set(inspect(engine).get_table_names())
+            if not {"images", "meta"} <= tables:
+                raise IndexError_(f"{path}: not a semhash index (SQLite file without semhash tables)")
+            raw = _read_version(engine)
+            try:
+                version = int(raw)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise IndexError_(f"{path}: damaged semhash index (schema_version {raw!r})") from None
+            if version > SCHEMA_VERSION:
+                raise IndexError_(
+                    f"{path}: index schema version {version} is newer than this semhash supports "
+                    f"({SCHEMA_VERSION}): upgrade semhash"
+                )
+            if version < 1:
+                raise IndexError_(f"{path}: unknown index schema version {version}")
+            if version < SCHEMA_VERSION:
+                _upgrade_or_read_as_is(engine, path, version)
+            if not immutable:
+                _ensure_wal(engine)
+    except BaseException:
         engine.dispose()
         raise
-    except (DBAPIError, SQLAlchemyError, sqlite3.Error) as exc:
-        engine.dispose()
-        cause = getattr(exc, "orig", None) or exc
-        raise IndexError_(f"{path}: cannot open index ({cause})") from None
     return IndexDB(path, engine)
+
+
+def _upgrade_or_read_as_is(engine: Engine, path: Path, version: int) -> None:
+    try:
+        _upgrade(engine)
+    except DBAPIError as exc:
+        if _sqlite_code(exc) != _SQLITE_READONLY:
+            raise
+        with Session(engine) as s, s.begin():
+            if _v1_rows_to_rewrite(s) == 0:
+                return  # read-only, and its version-1 paths already are version-2 keys
+        raise IndexError_(
+            f"{path}: index schema version {version} must be upgraded to {SCHEMA_VERSION}, which needs "
+            "write access to the file and its folder: open it once with write access "
+            f"(for example `semhash status --index {path}`)"
+        ) from None

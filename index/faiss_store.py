@@ -3,9 +3,13 @@
 SQLite is the record; this file is only ever derived from it.  ``index.sqlite`` gets
 ``index.faiss`` (any other name gets ``<name>.faiss``) plus a sidecar ``index.faiss.json``
 recording which index state (created_at, generation, model fingerprint, bits, row count) the
-cache was built from.  :func:`load_or_build` returns the cached index when the sidecar
-matches the database and rebuilds (and rewrites) it when the cache is missing, unreadable or
-stale, so deleting the cache is always safe.
+cache was built from.  The same key is also written at the head of ``index.faiss`` itself, so
+the two files cannot be paired wrongly (two writers interleaving their index and sidecar
+renames): the cache is used only when the record's meta, the sidecar and the file's own
+header all agree.  :func:`load_or_build` returns the cached index when they do and rebuilds
+(and rewrites) it when the cache is missing, unreadable or stale, so deleting the cache is
+always safe.  A search also reads back every row it reports from the record
+(:mod:`semhash.index.search`), so a cache never answers for a row the record cannot give.
 
 Codes are packed little-endian into ``ceil(n_bits / 8)`` bytes (padding bits are zero for
 every code, so they never add distance) and stored in
@@ -24,8 +28,11 @@ from typing import Any
 import faiss
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from semhash.index.db import ImageRow, IndexDB, read_meta
+from semhash.index.db import ImageRow, IndexDB, IndexMeta, read_meta
+
+_HEADER_MAGIC = b"semhash-faiss-cache\x00"
 
 
 def faiss_path_for(db_path: str | Path) -> Path:
@@ -76,11 +83,14 @@ def range_search(index: faiss.IndexBinary, queries: np.ndarray, radius: int) -> 
 
 
 # --------------------------------------------------------------------------- the cache file
-def _snapshot(db: IndexDB) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """(cache key, ids, uint64 codes) read in one transaction, so they agree."""
-    with db.session() as s, s.begin():
-        meta = read_meta(s, db.path)
-        rows = s.execute(select(ImageRow.id, ImageRow.code).order_by(ImageRow.id)).tuples().all()
+def _snapshot(db: IndexDB, session: Session | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """(cache key, ids, uint64 codes) read in one transaction (the caller's, when given), so
+    they agree."""
+    if session is None:
+        with db.session() as s, s.begin():
+            return _snapshot(db, s)
+    meta = read_meta(session, db.path)
+    rows = session.execute(select(ImageRow.id, ImageRow.code).order_by(ImageRow.id)).tuples().all()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     codes = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)).view(np.uint64)
     return _key(meta, len(rows)), ids, codes
@@ -115,25 +125,63 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _encode_key(key: dict[str, Any]) -> bytes:
+    return json.dumps(key, sort_keys=True).encode()
+
+
 def write_cache(db: IndexDB, index: faiss.IndexBinary, key: dict[str, Any]) -> None:
-    """Index first, sidecar second, each via tmp file + os.replace.  If a crash falls in
-    between, the old sidecar describes either an older state (so the next search rebuilds)
-    or the very state the new file was built from: a stale cache is never trusted."""
+    """Index first (its key in its header), sidecar second, each via tmp file + os.replace."""
     path = db.faiss_path
     mode = stat.S_IMODE(db.path.stat().st_mode)
-    _atomic_write(path, faiss.serialize_index_binary(index).tobytes(), mode)
-    _atomic_write(sidecar_path_for(path), json.dumps(key, sort_keys=True).encode(), mode)
+    header = _encode_key(key)
+    body = faiss.serialize_index_binary(index).tobytes()
+    _atomic_write(path, _HEADER_MAGIC + len(header).to_bytes(4, "little") + header + body, mode)
+    _atomic_write(sidecar_path_for(path), header, mode)
 
 
-def load_cached(db: IndexDB) -> faiss.IndexBinary | None:
-    """The cached index if it exists, reads back and matches the database; else None."""
+def _parse_header(head: bytes) -> tuple[dict[str, Any], int]:
+    """(key, offset of the faiss bytes) from the start of a cache file."""
+    start = len(_HEADER_MAGIC)
+    if head[:start] != _HEADER_MAGIC or len(head) < start + 4:
+        raise ValueError("no semhash cache header")
+    size = int.from_bytes(head[start : start + 4], "little")
+    if len(head) < start + 4 + size:
+        raise ValueError("truncated semhash cache header")
+    return json.loads(head[start + 4 : start + 4 + size]), start + 4 + size
+
+
+def _read_cache_file(path: Path) -> tuple[dict[str, Any], np.ndarray]:
+    data = np.fromfile(path, dtype=np.uint8)
+    key, offset = _parse_header(data[:65536].tobytes())
+    return key, data[offset:]
+
+
+def _header_matches(db: IndexDB, meta: IndexMeta | None = None) -> bool:
+    """Sidecar and cache header agree with the record, reading only their first bytes."""
     path = db.faiss_path
     try:
         recorded = json.loads(sidecar_path_for(path).read_text())
-        current = _key(db.meta(), None)
+        current = _key(meta if meta is not None else db.meta(), None)
+        with open(path, "rb") as fh:
+            header, _ = _parse_header(fh.read(65536))
+    except (OSError, ValueError, TypeError):
+        return False
+    return isinstance(recorded, dict) and header == recorded and all(recorded.get(k) == v for k, v in current.items())
+
+
+def load_cached(db: IndexDB, meta: IndexMeta | None = None) -> faiss.IndexBinary | None:
+    """The cached index if it exists, reads back and matches the record (``meta``, read by
+    the caller in the snapshot it searches; else read here); else None."""
+    path = db.faiss_path
+    try:
+        recorded = json.loads(sidecar_path_for(path).read_text())
+        current = _key(meta if meta is not None else db.meta(), None)
         if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in current.items()):
             return None
-        index = faiss.deserialize_index_binary(np.fromfile(path, dtype=np.uint8))
+        header, body = _read_cache_file(path)
+        if header != recorded:
+            return None  # this file was written for another state than its sidecar names
+        index = faiss.deserialize_index_binary(body)
     except (OSError, ValueError, RuntimeError, TypeError):
         return None  # missing, unreadable or not a faiss file: the caller rebuilds
     if index.ntotal != recorded.get("count") or current["n_bits"] is None or index.d != 8 * n_bytes(current["n_bits"]):
@@ -141,15 +189,17 @@ def load_cached(db: IndexDB) -> faiss.IndexBinary | None:
     return index
 
 
-def is_current(db: IndexDB) -> bool:
-    """Whether the cache file on disk is up to date (for status displays)."""
-    return load_cached(db) is not None
+def is_current(db: IndexDB, meta: IndexMeta | None = None) -> bool:
+    """Whether the cache file on disk is up to date (for status displays; reads only the
+    sidecar and the cache file's header, not the whole cache)."""
+    return _header_matches(db, meta)
 
 
-def rebuild(db: IndexDB) -> faiss.IndexBinary:
-    """Build from SQLite and write the cache.  A cache that cannot be written (read-only
-    folder, full disk) is not an error: the in-memory index still answers this search."""
-    key, ids, codes = _snapshot(db)
+def rebuild(db: IndexDB, session: Session | None = None) -> faiss.IndexBinary:
+    """Build from SQLite (in ``session``'s snapshot when given) and write the cache.  A
+    cache that cannot be written (read-only folder, full disk) is not an error: the
+    in-memory index still answers this search."""
+    key, ids, codes = _snapshot(db, session)
     index = build_index(ids, codes, key["n_bits"] or 8)
     try:
         write_cache(db, index, key)

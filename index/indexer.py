@@ -1,27 +1,37 @@
-"""Image folder -> rows in the index: incremental, batched, crash-safe.
+"""Image folder -> rows in the index: incremental, batched, crash-safe, safe to run twice at once.
 
 A run walks the folder, compares each file's size and mtime with its row, and only reads
 what is new or changed (a changed file whose bytes hash the same just gets its mtime
 refreshed).  Work is decoded, hashed and committed ``batch_size`` files at a time, each batch
 one SQLite transaction, so memory stays flat on large folders and an interrupted run keeps
-everything committed before it.  Rows of files that vanished from *this* folder are removed
-at the end; rows from other folders are never touched.  Finally the faiss cache is refreshed.
+everything committed before it.  Rows are written as upserts keyed on the path, so two runs
+over the same or overlapping folders both finish, with every file once.  At the end, rows
+under *this* folder whose file is gone are removed (a row whose file still exists but was not
+walked, e.g. in a folder that could not be read, stays); rows from other folders are never
+touched.  Finally the faiss cache is refreshed.
+
+Paths and labels are stored as keys (:mod:`semhash.index.pathkeys`), so any file name works.
+A row's label is set when its file is first indexed: the name of the first-level subfolder of
+the folder given to that run.  Indexing from another root (a subfolder, a parent) leaves
+existing labels as they are and counts the rows whose label it would have set differently;
+``relabel=True`` sets them from this root instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, select, update
 from tqdm import tqdm
 
-from semhash.data import check_folder, decode_image, iter_image_files
+from semhash.data import WalkReport, check_folder, decode_image, iter_image_files
 from semhash.errors import DatasetError, ImageError, IndexError_
 from semhash.hashing import to_signed64
 from semhash.index import faiss_store
@@ -31,12 +41,20 @@ from semhash.index.db import (
     bind_model,
     bump_generation,
     chunked,
+    database_errors,
     delete_all_rows,
+    is_damage,
+    key_range,
     open_index,
     read_meta,
+    upsert_images,
     utc_now,
 )
+from semhash.index.pathkeys import key_path, path_key, printable
 from semhash.workspace import ModelInfo
+
+# columns a run sets on a row another run inserted first (never its label: first indexed wins)
+_CONTENT_COLUMNS = ("content_hash", "size", "mtime", "code", "indexed_at")
 
 
 @dataclass
@@ -46,11 +64,18 @@ class IndexSummary:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
-    skipped: int = 0
+    skipped: int = 0  # image files that could not be read or decoded
     removed: int = 0
     total: int = 0
+    hidden: int = 0  # hidden files and folders not walked
+    other_files: int = 0  # files without an image extension
+    symlinked_folders: int = 0  # links to folders, not followed
+    unreadable_folders: int = 0  # folders that could not be listed (their rows are kept)
+    labels_kept: int = 0  # rows whose label differs from what this root gives, left as they were
+    relabelled: int = 0  # rows given this root's label (relabel=True)
     index_path: Path | None = None
     faiss_path: Path | None = None
+    damaged_index_moved_to: Path | None = None  # rebuild set a damaged index file aside here
     skipped_files: list[str] = field(default_factory=list)
 
 
@@ -65,10 +90,11 @@ class _Row(NamedTuple):
 class _Work(NamedTuple):
     path: Path
     key: str
-    label: str | None
+    label: str | None  # the label to store (the row's own unless relabelling)
+    relabels: bool  # storing it changes the row's label
     size: int
     mtime: float
-    row: _Row | None  # None for a new file
+    row: _Row | None  # None for a file with no row in this run's snapshot
 
 
 def _os_cause(exc: OSError) -> str:
@@ -79,23 +105,33 @@ def _os_cause(exc: OSError) -> str:
     return f"cannot read ({exc.strerror or exc})"
 
 
-def _folder_prefix(root: Path) -> tuple[str, str]:
-    """[low, high) string bounds of every path under ``root``.  A range on the UNIQUE
-    path index rather than LIKE, which would treat '_' and '%' in folder names as wildcards
-    (SQLite compares TEXT bytewise, which orders UTF-8 like Python orders code points)."""
-    text = str(root)
-    low = text if text.endswith(os.sep) else text + os.sep
-    return low, low[:-1] + chr(ord(os.sep) + 1)
+def _image_message(path: Path, exc: ImageError) -> str:
+    """ImageError says "<path>: <cause>"; print the path as its key (escaped bytes)."""
+    text, prefix = str(exc), f"{path}: "
+    cause = text[len(prefix) :] if text.startswith(prefix) else printable(text)
+    return f"{path_key(path)}: {cause}"
+
+
+def file_is_gone(key: str) -> bool:
+    """Whether the file a row names no longer exists (as a regular file).  A file that cannot
+    be checked (permission denied on a folder above it) is not gone."""
+    try:
+        st = os.stat(key_path(key))
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISREG(st.st_mode)
 
 
 class _Run:
     """State of one indexing run (kept off the public function to keep it readable)."""
 
-    def __init__(self, db: IndexDB, hasher, summary: IndexSummary, on_warning, bar):
+    def __init__(self, db: IndexDB, hasher, summary: IndexSummary, warn, bar):
         self.db = db
         self.hasher = hasher
         self.summary = summary
-        self.on_warning = on_warning
+        self.warn = warn
         self.bar = bar
         self.work: list[_Work] = []
         self.relabel: list[dict] = []
@@ -103,8 +139,7 @@ class _Run:
     def skip(self, message: str) -> None:
         self.summary.skipped += 1
         self.summary.skipped_files.append(message)
-        if self.on_warning is not None:
-            self.on_warning(message)
+        self.warn(message)
 
     def flush(self) -> None:
         """Read, decode and hash the pending files, then commit them in one transaction."""
@@ -115,11 +150,12 @@ class _Run:
         refresh: list[dict] = []  # same bytes, new stat: keep the code
         drop: list[int] = []  # indexed before, unreadable now: the old code is stale
         skipped_msgs: list[str] = []
+        relabelled = len(relabel)
         for w in work:
             try:
                 data = w.path.read_bytes()
             except OSError as exc:
-                skipped_msgs.append(f"{w.path}: {_os_cause(exc)}")
+                skipped_msgs.append(f"{w.key}: {_os_cause(exc)}")
                 if w.row is not None:
                     drop.append(w.row.id)
                 continue
@@ -127,11 +163,12 @@ class _Run:
             del data
             if w.row is not None and digest == w.row.content_hash:
                 refresh.append({"id": w.row.id, "size": w.size, "mtime": w.mtime, "label": w.label})
+                relabelled += w.relabels
                 continue
             try:
                 images.append(decode_image(w.path, self.hasher.input_shape))
             except ImageError as exc:
-                skipped_msgs.append(str(exc))
+                skipped_msgs.append(_image_message(w.path, exc))
                 if w.row is not None:
                     drop.append(w.row.id)
                 continue
@@ -150,17 +187,14 @@ class _Run:
                 "code": to_signed64(int(code)),
                 "indexed_at": now,
             }
-            if w.row is None:
-                new_rows.append(values)
-            else:
-                changed_rows.append({"id": w.row.id, **values})
+            (new_rows if w.row is None else changed_rows).append(values)
+            relabelled += w.relabels
 
         if new_rows or changed_rows or refresh or relabel or drop:
             with self.db.write_session() as s, s.begin():
-                if new_rows:
-                    s.execute(insert(ImageRow), new_rows)
-                if changed_rows:
-                    s.execute(update(ImageRow), changed_rows)
+                # upserts on the path: a row another run added meanwhile is updated, not doubled
+                upsert_images(s, new_rows, _CONTENT_COLUMNS)
+                upsert_images(s, changed_rows, (*_CONTENT_COLUMNS, "label"))
                 if refresh:
                     s.execute(update(ImageRow), refresh)
                 if relabel:
@@ -172,6 +206,7 @@ class _Run:
         self.summary.added += len(new_rows)
         self.summary.updated += len(changed_rows)
         self.summary.unchanged += len(refresh)
+        self.summary.relabelled += relabelled
         for message in skipped_msgs:
             self.skip(message)
         self.bar.update(len(work))
@@ -182,9 +217,18 @@ def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool) -> int:
 
     An index never mixes encoders: codes from two models are not comparable, so a different
     fingerprint or bit width is refused unless the caller asks to rebuild, which deletes
-    every row and re-binds in the same transaction.
+    every row and re-binds in the same transaction.  Nothing is written (so no write lock is
+    needed, and a read-only index can still be brought up to date when nothing changed) when
+    the index is already bound to this encoder.
     """
     fingerprint = hasher.fingerprint
+    if not rebuild:
+        meta = db.meta()
+        if meta.bound and meta.model_name == model.name and (meta.model_fingerprint, meta.n_bits) == (
+            fingerprint,
+            hasher.n_bits,
+        ):
+            return 0
     with db.write_session() as s, s.begin():
         meta = read_meta(s, db.path)
         removed = 0
@@ -197,15 +241,15 @@ def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool) -> int:
                 f"fingerprint {fingerprint}): use --rebuild to re-index everything with {model.name!r}"
             )
         elif meta.bound and meta.model_name == model.name:
-            return 0  # already bound to this exact encoder: nothing to write
+            return 0  # bound by another run while we waited for the lock
         # new index, rebuild, or the same encoder saved under another name (codes identical)
         bind_model(s, name=model.name, fingerprint=fingerprint, n_bits=hasher.n_bits, input_shape=hasher.input_shape)
         bump_generation(s)
         return removed
 
 
-def _existing(db: IndexDB, root: Path) -> dict[str, _Row]:
-    low, high = _folder_prefix(root)
+def _existing(db: IndexDB, root_key: str) -> dict[str, _Row]:
+    low, high = key_range(root_key)
     stmt = select(
         ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime, ImageRow.content_hash, ImageRow.label
     ).where(ImageRow.path >= low, ImageRow.path < high)
@@ -222,66 +266,169 @@ def _remove(db: IndexDB, ids: list[int]) -> None:
         bump_generation(s)
 
 
+def rows_under(index_path: str | Path, folder: str | Path) -> int:
+    """How many rows the index holds under ``folder`` (0 when there is no readable index):
+    for hints in error messages only."""
+    if not Path(index_path).is_file():
+        return 0
+    low, high = key_range(path_key(Path(folder).expanduser().resolve()))
+    try:
+        with open_index(index_path) as db, database_errors(db.path), db.session() as s, s.begin():
+            stmt = select(func.count()).select_from(ImageRow).where(ImageRow.path >= low, ImageRow.path < high)
+            return int(s.scalar(stmt) or 0)
+    except IndexError_:
+        return 0
+
+
+def _kept_rows_hint(index_path: str | Path, folder: str | Path) -> str:
+    n = rows_under(index_path, folder)
+    if not n:
+        return ""
+    shown = printable(str(folder))
+    return f" ({n} indexed images under it stay in the index: `semhash remove {shown}` drops them)"
+
+
+def _set_aside(path: Path) -> Path:
+    """Move a damaged index (and its WAL) out of the way, never overwriting anything."""
+    target = path.with_name(path.name + ".damaged")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.damaged-{n}")
+        n += 1
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        extra = Path(f"{path}{suffix}")
+        if extra.exists():
+            if suffix == "-wal":
+                os.replace(extra, Path(f"{target}{suffix}"))
+            else:
+                extra.unlink()
+    return target
+
+
+def _open_for_indexing(index_path: str | Path, rebuild: bool, summary: IndexSummary, warn) -> IndexDB:
+    """Open (or create) the index.  With ``rebuild``, a damaged file is set aside (kept,
+    renamed ``*.damaged``) and a new one started: rebuild drops every row anyway."""
+    try:
+        db = open_index(index_path, create=True)
+        if not rebuild or db.engine.dialect.name != "sqlite":
+            return db
+        try:
+            with database_errors(db.path), db.session() as s, s.begin():
+                result = [r[0] for r in s.connection().exec_driver_sql("PRAGMA quick_check(1)")]
+        finally:
+            db.close()
+        if result == ["ok"]:
+            return open_index(index_path)
+        cause = f"quick_check: {result[0]}"
+    except IndexError_ as exc:
+        if not (rebuild and is_damage(exc)):
+            raise
+        cause = str(exc)
+    path = Path(index_path).expanduser().absolute()
+    moved = _set_aside(path)
+    summary.damaged_index_moved_to = moved
+    warn(f"{path}: the index was damaged ({cause}); kept it as {moved} and started a new one")
+    return open_index(path, create=True)
+
+
 def index_folder(
     folder: str | Path,
     model: ModelInfo,
     index_path: str | Path,
     *,
     rebuild: bool = False,
+    relabel: bool = False,
     batch_size: int = 256,
     progress: bool = True,
     on_warning: Callable[[str], None] | None = None,
 ) -> IndexSummary:
     """Bring the index up to date with every image file under ``folder``.
 
-    Unreadable files are skipped with ``on_warning("<path>: <cause>")`` and the run goes on.
-    Raises DatasetError for a missing folder or one without image files, and IndexError_
-    when the index belongs to another model (unless ``rebuild``).
+    Unreadable files are skipped with ``on_warning("<path key>: <cause>")`` and the run goes
+    on; so are folders that cannot be listed (their rows stay).  Raises DatasetError for a
+    missing folder or one without image files (saying how many rows the index still holds
+    under it), and IndexError_ (one line naming the index file) when the index belongs to
+    another model (unless ``rebuild``) or cannot be read or written.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    root = check_folder(folder).resolve()
-    files = list(iter_image_files(root))
-    if not files:
-        raise DatasetError(f"{folder}: no image files found")
-    hasher = model.load_hasher()
 
-    with open_index(index_path, create=True) as db:
-        summary = IndexSummary(index_path=db.path, faiss_path=db.faiss_path)
+    def warn(message: str) -> None:
+        if on_warning is not None:
+            on_warning(message)
+
+    if not Path(folder).exists():
+        raise DatasetError(f"{printable(str(folder))}: no such folder{_kept_rows_hint(index_path, folder)}")
+    root = check_folder(folder).resolve()
+    walk = WalkReport()
+    files = list(iter_image_files(root, walk))
+    for unreadable, exc in walk.unreadable_folders:
+        if unreadable == root:
+            raise DatasetError(f"{printable(str(folder))}: cannot read the folder ({_os_cause(exc)})")
+    if not files:
+        raise DatasetError(f"{printable(str(folder))}: no image files found{_kept_rows_hint(index_path, root)}")
+    hasher = model.load_hasher()
+    summary = IndexSummary(
+        hidden=walk.hidden,
+        other_files=walk.other_files,
+        symlinked_folders=walk.symlinked_folders,
+        unreadable_folders=len(walk.unreadable_folders),
+    )
+    for unreadable, exc in walk.unreadable_folders:
+        warn(f"{path_key(unreadable)}: cannot read the folder ({_os_cause(exc)}): its indexed images are kept")
+
+    with _open_for_indexing(index_path, rebuild, summary, warn) as db, database_errors(db.path):
+        summary.index_path, summary.faiss_path = db.path, db.faiss_path
         summary.removed += _bind(db, model, hasher, rebuild)
-        existing = _existing(db, root)
+        existing = _existing(db, path_key(root))
         seen: set[str] = set()
         with tqdm(
             total=len(files), desc="indexing", unit="img", file=sys.stderr, disable=not progress, leave=False
         ) as bar:
-            run = _Run(db, hasher, summary, on_warning, bar)
+            run = _Run(db, hasher, summary, warn, bar)
             relabel_limit = max(batch_size, 1000)
-            for path, label in files:
-                key = str(path)
+            for path, folder_label in files:
+                key = path_key(path)
+                label = None if folder_label is None else path_key(folder_label)
                 seen.add(key)
                 try:
                     st = path.stat()
                 except OSError as exc:
-                    run.skip(f"{path}: {_os_cause(exc)}")
+                    run.skip(f"{key}: {_os_cause(exc)}")
                     bar.update(1)
                     continue
                 row = existing.get(key)
+                relabels = False
+                if row is not None and row.label != label:
+                    if relabel:
+                        relabels = True
+                    else:  # first indexed from another root: its label stays, and is counted
+                        summary.labels_kept += 1
+                        label = row.label
                 if row is not None and row.size == st.st_size and row.mtime == st.st_mtime:
                     summary.unchanged += 1
                     bar.update(1)
-                    if row.label != label:  # same file reached from another root: its label follows
+                    if relabels:
                         run.relabel.append({"id": row.id, "label": label})
                         if len(run.relabel) >= relabel_limit:
                             run.flush()
                     continue
-                run.work.append(_Work(path, key, label, st.st_size, st.st_mtime, row))
+                run.work.append(_Work(path, key, label, relabels, st.st_size, st.st_mtime, row))
                 if len(run.work) >= batch_size:
                     run.flush()
             run.flush()
 
-        gone = [row.id for key, row in existing.items() if key not in seen]
+        # only rows whose file is really gone: one not walked (unreadable or hidden folder,
+        # another extension) but still there keeps its row
+        gone = [row.id for key, row in existing.items() if key not in seen and file_is_gone(key)]
         _remove(db, gone)
         summary.removed += len(gone)
         summary.total = db.count()
         faiss_store.load_or_build(db)
+    if summary.labels_kept:
+        warn(
+            f"{summary.labels_kept} indexed images kept the label they were first indexed with, which differs "
+            f"from the first-level folder under {path_key(root)}: pass --relabel to relabel them from this folder"
+        )
     return summary

@@ -8,7 +8,15 @@ Two interchangeable methods, which must always agree (the tests check it):
   number of neighbours grows as C(n_bits, r), so it is only allowed up to radius 4; it is
   the plain-SQLite reference the faiss path is checked against.
 
-Results are nearest first, ties broken by path, so output is deterministic.
+Results are nearest first, ties broken by path, so output is deterministic.  Paths are the
+stored keys (:mod:`semhash.index.pathkeys`): printable text; ``key_path`` gives the file.
+
+The faiss cache never answers on its own: a search reads the record's meta, checks the cache
+against it, and reads back every row it reports, all in one read transaction.  A reported
+row must exist in the record with a code at the distance the cache gave; if not (the record
+was changed behind semhash's back) the cache is rebuilt from that same snapshot, and if the
+record still disagrees with itself it is reported damaged.  That costs O(matches), not O(N).
+Every database error becomes one line naming the index file.
 """
 
 from __future__ import annotations
@@ -20,12 +28,24 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import distinct, func, select
+from sqlalchemy.orm import Session
 
 from semhash.data import decode_image
-from semhash.errors import IndexError_, ModelError
+from semhash.errors import IndexDamagedError, IndexError_, ModelError
 from semhash.hashing import code_to_str, from_signed64, neighbour_codes, to_signed64
 from semhash.index import faiss_store
-from semhash.index.db import SCHEMA_VERSION, ImageRow, IndexDB, IndexMeta, chunked, open_index, read_meta
+from semhash.index.db import (
+    DAMAGED_HINT,
+    SCHEMA_VERSION,
+    ImageRow,
+    IndexDB,
+    IndexMeta,
+    chunked,
+    database_errors,
+    open_index,
+    read_meta,
+)
+from semhash.index.pathkeys import path_key
 from semhash.workspace import Workspace
 
 SQL_MAX_RADIUS = 4
@@ -36,7 +56,7 @@ METHODS = ("faiss", "sql")
 class Match:
     """One indexed image found near a query."""
 
-    path: str
+    path: str  # the stored key: the path, undecodable bytes as \xNN (pathkeys.key_path reverses it)
     distance: int
     label: str | None
     code: int
@@ -46,7 +66,7 @@ class Match:
 class QueryResult:
     """One query image, its code and what the index holds near it."""
 
-    query: str
+    query: str  # the query path as given, as a key (printable)
     code: int
     bits: str  # the code's bits, unit 0 first (hashing.code_to_str)
     matches: list[Match]
@@ -90,14 +110,13 @@ def _check_radius(radius: int, n_bits: int, method: str, path: Path) -> int:
     return radius
 
 
-def _rows_by_id(db: IndexDB, ids: Iterable[int]) -> dict[int, tuple[str, str | None, int]]:
+def _rows_by_id(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, str | None, int]]:
     ids = sorted({int(i) for i in ids})
     found: dict[int, tuple[str, str | None, int]] = {}
-    with db.session() as s, s.begin():
-        for chunk in chunked(ids):
-            stmt = select(ImageRow.id, ImageRow.path, ImageRow.label, ImageRow.code).where(ImageRow.id.in_(chunk))
-            for i, path, label, code in s.execute(stmt).tuples():
-                found[i] = (path, label, from_signed64(code))
+    for chunk in chunked(ids):
+        stmt = select(ImageRow.id, ImageRow.path, ImageRow.label, ImageRow.code).where(ImageRow.id.in_(chunk))
+        for i, path, label, code in session.execute(stmt).tuples():
+            found[i] = (path, label, from_signed64(code))
     return found
 
 
@@ -106,20 +125,38 @@ def _finish(matches: list[Match], limit: int | None) -> list[Match]:
     return matches if limit is None else matches[:limit]
 
 
+def _confirmed(hits, rows, codes: np.ndarray) -> bool:
+    """Every hit names a row the record holds, at the distance the cache gave."""
+    for (ids, distances), query in zip(hits, codes.tolist()):
+        for i, d in zip(ids.tolist(), distances.tolist()):
+            row = rows.get(i)
+            if row is None or (query ^ row[2]).bit_count() != d:
+                return False
+    return True
+
+
 def _search_faiss(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limit: int | None) -> list[list[Match]]:
-    index = faiss_store.load_or_build(db)
-    hits = faiss_store.range_search(index, faiss_store.pack_codes(codes, n_bits), radius)
-    rows = _rows_by_id(db, (i for ids, _ in hits for i in ids))
-    results = []
-    for ids, distances in hits:
-        # a row deleted since the cache was read is simply not reported
-        matches = [
-            Match(rows[i][0], int(d), rows[i][1], rows[i][2])
-            for i, d in zip(ids.tolist(), distances.tolist())
-            if i in rows
-        ]
-        results.append(_finish(matches, limit))
-    return results
+    packed = faiss_store.pack_codes(codes, n_bits)
+    with db.session() as s, s.begin():  # one snapshot: meta, cache check and every reported row
+        meta = read_meta(s, db.path)
+        index = faiss_store.load_cached(db, meta)
+        rebuilt = index is None
+        if rebuilt:
+            index = faiss_store.rebuild(db, s)
+        while True:
+            hits = faiss_store.range_search(index, packed, radius)
+            rows = _rows_by_id(s, (i for ids, _ in hits for i in ids))
+            if _confirmed(hits, rows, codes):
+                break
+            if rebuilt:  # built from this very snapshot and still at odds with it
+                raise IndexDamagedError(
+                    f"{db.path}: the index is damaged (rows read by id disagree with a full read): {DAMAGED_HINT}"
+                )
+            index, rebuilt = faiss_store.rebuild(db, s), True  # edited behind our back: trust the record
+    return [
+        _finish([Match(rows[i][0], int(d), rows[i][1], rows[i][2]) for i, d in zip(ids.tolist(), ds.tolist())], limit)
+        for ids, ds in hits
+    ]
 
 
 @lru_cache(maxsize=None)
@@ -168,7 +205,7 @@ def search_codes(
 ) -> list[list[Match]]:
     """For each query code, the indexed images within Hamming ``radius`` (inclusive),
     nearest first then by path, at most ``limit`` each."""
-    with open_index(index_path) as db:
+    with open_index(index_path) as db, database_errors(db.path):
         return _search(db, _bound_meta(db), codes, radius, limit, method)
 
 
@@ -185,7 +222,7 @@ def query_files(
     must still match: codes from a retrained or re-exported encoder are not comparable with
     the stored ones.  An unreadable query image raises ImageError.
     """
-    with open_index(index_path) as db:
+    with open_index(index_path) as db, database_errors(db.path):
         meta = _bound_meta(db)
         try:
             model = workspace.model(meta.model_name)
@@ -206,14 +243,14 @@ def query_files(
         codes = hasher.hash(images)
         found = _search(db, meta, codes, radius, limit, "faiss")
         return [
-            QueryResult(str(p), int(c), code_to_str(int(c), hasher.n_bits), m)
+            QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), m)
             for p, c, m in zip(paths, codes.tolist(), found)
         ]
 
 
 def load_index_codes(index_path: str | Path) -> IndexedCodes:
     """Every indexed row's code as arrays, read in one snapshot (for evaluation)."""
-    with open_index(index_path) as db:
+    with open_index(index_path) as db, database_errors(db.path):
         with db.session() as s, s.begin():
             meta = read_meta(s, db.path)
             if not meta.bound:
@@ -234,7 +271,7 @@ def load_index_codes(index_path: str | Path) -> IndexedCodes:
 
 def index_info(index_path: str | Path) -> dict[str, Any]:
     """A summary for ``semhash status``: what is indexed, with which model, where."""
-    with open_index(index_path) as db:
+    with open_index(index_path) as db, database_errors(db.path):
         with db.session() as s, s.begin():
             meta = read_meta(s, db.path)
             count = int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
@@ -243,7 +280,7 @@ def index_info(index_path: str | Path) -> dict[str, Any]:
         return {
             "index_path": str(db.path),
             "faiss_path": str(db.faiss_path),
-            "faiss_current": faiss_store.is_current(db),
+            "faiss_current": faiss_store.is_current(db, meta),
             "schema_version": meta.schema_version,
             "supported_schema_version": SCHEMA_VERSION,
             "count": count,

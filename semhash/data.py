@@ -214,21 +214,51 @@ def _to_mode(img, mode: str):
     return img.convert(mode)
 
 
-def iter_image_files(root: str | Path) -> Iterator[tuple[Path, str | None]]:
+@dataclass
+class WalkReport:
+    """What a folder walk left out (filled in by :func:`iter_image_files`)."""
+
+    hidden: int = 0  # files and folders whose name starts with '.' (a hidden folder counts once)
+    other_files: int = 0  # files without an image extension
+    symlinked_folders: int = 0  # links to folders: not followed (no loops, no file twice)
+    unreadable_folders: list[tuple[Path, OSError]] = field(default_factory=list)  # could not be listed
+
+
+def iter_image_files(root: str | Path, report: WalkReport | None = None) -> Iterator[tuple[Path, str | None]]:
     """Every file with an image extension under ``root`` (recursive, sorted), with its label:
     the first-level subfolder's name, or None for files directly in ``root``.
-    Hidden files and folders are skipped."""
+
+    Hidden files and folders are skipped, links to folders are not followed (a linked file
+    is read through its link), and a folder that cannot be listed is skipped; ``report``,
+    when given, counts each of these and names the unreadable folders.
+    """
     root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    report = report if report is not None else WalkReport()
+
+    def unreadable(exc: OSError) -> None:
+        report.unreadable_folders.append((Path(exc.filename) if exc.filename else root, exc))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                report.hidden += 1
+            elif os.path.islink(os.path.join(dirpath, d)):
+                report.symlinked_folders += 1
+            else:
+                keep.append(d)
+        dirnames[:] = keep
         rel = Path(dirpath).relative_to(root)
         label = rel.parts[0] if rel.parts else None
         for filename in sorted(filenames):
             if filename.startswith("."):
+                report.hidden += 1
                 continue
             path = Path(dirpath) / filename
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 yield path, label
+            else:
+                report.other_files += 1
 
 
 def check_folder(root: str | Path) -> Path:

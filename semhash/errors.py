@@ -19,3 +19,7 @@ class ModelError(SemhashError):
 
 class IndexError_(SemhashError):
     """The index is missing, incompatible with the model, or of an unknown schema."""
+
+
+class IndexDamagedError(IndexError_):
+    """The index file is damaged (SQLite reports a malformed database image)."""
