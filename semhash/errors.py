@@ -19,3 +19,13 @@ class ModelError(SemhashError):
 
 class IndexError_(SemhashError):
     """The index is missing, incompatible with the model, or of an unknown schema."""
+
+
+class SemhashWarning(UserWarning):
+    """Something the user should know that did not stop the work (one line naming the file).
+
+    The CLI prints these as ``warning: <message>``, one line each."""
+
+
+class OutputError(SemhashError):
+    """A file the command was asked to write cannot be written there (checked before the work)."""
