@@ -13,7 +13,6 @@ from semhash.cli.common import (
     json_option,
     library_errors,
     print_json,
-    print_paths,
 )
 
 index_option = click.option(
@@ -30,6 +29,15 @@ def _index_path(home, index_path):
 
     workspace = Workspace(home)
     return workspace, Path(index_path) if index_path else workspace.index_path
+
+
+def format_index(data: dict) -> str:
+    """The text `semhash index` prints, made from its --json document."""
+    return (
+        f"indexed {data['folder']} with model {data['model']}: {data['added']} added, {data['updated']} updated, "
+        f"{data['unchanged']} unchanged, {data['removed']} removed, {data['skipped']} skipped; "
+        f"{data['total']} images in the index\nwrote:\n  {data['index']}\n  {data['faiss']}"
+    )
 
 
 @click.command()
@@ -81,12 +89,7 @@ def index(folder, model_name, rebuild, batch_size, quiet, index_path, home, as_j
         if summary.skipped and not (summary.added or summary.updated or summary.unchanged):
             raise click.ClickException(f"{folder}: none of its {summary.skipped} image files could be read")
         return
-    click.echo(
-        f"indexed {folder} with model {model.name}: {summary.added} added, {summary.updated} updated, "
-        f"{summary.unchanged} unchanged, {summary.removed} removed, {summary.skipped} skipped; "
-        f"{summary.total} images in the index"
-    )
-    print_paths("wrote", [summary.index_path, summary.faiss_path])
+    click.echo(format_index(data))
     if summary.skipped and not (summary.added or summary.updated or summary.unchanged):
         # every file was unreadable: the run as a whole failed (the index is untouched)
         raise click.ClickException(f"{folder}: none of its {summary.skipped} image files could be read")
