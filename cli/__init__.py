@@ -46,7 +46,7 @@ def main(ctx: click.Context) -> None:
 
     \b
     Quick start:
-      semhash demo                          # everything below, on 5,000 real MNIST digits
+      semhash demo                          # everything below on 5,000 MNIST digits, in ./semhash-demo
       semhash train mnist-5k                # train the default autoencoder
       semhash index images/                 # hash every image under a folder
       semhash query img.png --radius 2      # every indexed image within Hamming radius 2
