@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from semhash.cli import main
-
-
-def run(*args, home=None, ok=True):
-    argv = [*args] + (["--home", str(home)] if home is not None else [])
-    result = CliRunner().invoke(main, argv, catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output + result.stderr
-    return result
 
 
 def one_line_error(result) -> str:
@@ -32,15 +23,13 @@ def one_line_error(result) -> str:
 
 
 @pytest.fixture()
-def home(trained_home, tmp_path):
-    target = tmp_path / "home"
-    shutil.copytree(trained_home, target)
-    return target
+def home(home_copy):
+    return home_copy
 
 
 @pytest.fixture()
-def indexed(home, digit_folder):
-    run("index", str(digit_folder), "--quiet", home=home)
+def indexed(home, digit_folder, cli):
+    cli("index", str(digit_folder), "--quiet", home=home)
     return home
 
 
@@ -49,58 +38,58 @@ def query_image(digit_folder):
 
 
 # --------------------------------------------------------------------------- item 9: --limit
-def test_limit_says_how_many_of_how_many(indexed, digit_folder):
+def test_limit_says_how_many_of_how_many(indexed, digit_folder, cli):
     # radius 16 on a 16-bit index: every one of the 60 images matches
-    out = run("query", query_image(digit_folder), "--radius", "16", "--limit", "8", home=indexed)
+    out = cli("query", query_image(digit_folder), "--radius", "16", "--limit", "8", home=indexed)
     assert "8 of 60 matches within radius 16" in out.stdout
-    full = run("query", query_image(digit_folder), "--radius", "16", home=indexed)
+    full = cli("query", query_image(digit_folder), "--radius", "16", home=indexed)
     assert "60 matches within radius 16" in full.stdout and " of 60" not in full.stdout
-    data = json.loads(run("query", query_image(digit_folder), "-r", "16", "-n", "8", "--json", home=indexed).stdout)
+    data = json.loads(cli("query", query_image(digit_folder), "-r", "16", "-n", "8", "--json", home=indexed).stdout)
     assert data[0]["total"] == 60 and len(data[0]["matches"]) == 8 and data[0]["radius"] == 16
 
 
 # --------------------------------------------------------------------------- item 7: --show
 @pytest.mark.parametrize("name", ["x.txt", "out", "picture.png.bak"])
-def test_show_with_an_unsupported_name_fails_before_searching(indexed, digit_folder, tmp_path, name):
+def test_show_with_an_unsupported_name_fails_before_searching(indexed, digit_folder, tmp_path, name, cli):
     target = tmp_path / name
-    result = run("query", query_image(digit_folder), "--show", str(target), home=indexed, ok=False)
+    result = cli("query", query_image(digit_folder), "--show", str(target), home=indexed, ok=False)
     line = one_line_error(result)
     assert str(target) in line and ".png" in line
     assert result.stdout == "", "nothing is searched or printed before the name is checked"
     assert not target.exists() and not (tmp_path / f"{name}.png").exists()
 
 
-def test_show_into_a_file_used_as_a_folder_fails_before_searching(indexed, digit_folder, tmp_path):
+def test_show_into_a_file_used_as_a_folder_fails_before_searching(indexed, digit_folder, tmp_path, cli):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = run("query", query_image(digit_folder), "--show", str(blocker / "q.png"), home=indexed, ok=False)
+    result = cli("query", query_image(digit_folder), "--show", str(blocker / "q.png"), home=indexed, ok=False)
     line = one_line_error(result)
     assert str(blocker) in line and "not a folder" in line and result.stdout == ""
 
 
-def test_show_into_a_read_only_folder_fails_before_searching(indexed, digit_folder, tmp_path):
+def test_show_into_a_read_only_folder_fails_before_searching(indexed, digit_folder, tmp_path, cli):
     if os.geteuid() == 0:
         pytest.skip("root writes into read-only folders: the refusal cannot be seen as root")
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        result = run("query", query_image(digit_folder), "--show", str(locked / "q.png"), home=indexed, ok=False)
+        result = cli("query", query_image(digit_folder), "--show", str(locked / "q.png"), home=indexed, ok=False)
         assert "not writable" in one_line_error(result) and result.stdout == ""
     finally:
         locked.chmod(0o755)
 
 
 @pytest.mark.parametrize("name", ["q.png", "sub/dir/q.jpg", "q.PDF", "q.svg"])
-def test_show_reports_the_file_it_wrote(indexed, digit_folder, tmp_path, name):
+def test_show_reports_the_file_it_wrote(indexed, digit_folder, tmp_path, name, cli):
     target = tmp_path / name
-    result = run("query", query_image(digit_folder), "--show", str(target), home=indexed)
+    result = cli("query", query_image(digit_folder), "--show", str(target), home=indexed)
     assert f"wrote {target}" in result.stderr
     assert target.is_file() and target.stat().st_size > 0
     assert list(target.parent.glob(f"{target.name}*")) == [target], "no other name (e.g. q.png.png) was written"
 
 
-def test_show_caps_the_picture_and_says_so(indexed, digit_folder, tmp_path, monkeypatch):
+def test_show_caps_the_picture_and_says_so(indexed, digit_folder, tmp_path, monkeypatch, cli):
     from PIL import Image
 
     import semhash.visualize
@@ -109,32 +98,32 @@ def test_show_caps_the_picture_and_says_so(indexed, digit_folder, tmp_path, monk
     monkeypatch.setattr(semhash.visualize, "MAX_MATCHES", 2)
     queries = [str(p) for p in sorted(digit_folder.rglob("*.png"))][:8]
     target = tmp_path / "many.png"
-    result = run("query", *queries, "--radius", "16", "--show", str(target), home=indexed)
+    result = cli("query", *queries, "--radius", "16", "--show", str(target), home=indexed)
     assert "first 3 of 8 queries, first 2 matches each" in result.stderr
     with Image.open(target) as img:
         capped = img.size
-    run("query", *queries[:3], "--radius", "16", "--show", str(tmp_path / "three.png"), home=indexed)
+    cli("query", *queries[:3], "--radius", "16", "--show", str(tmp_path / "three.png"), home=indexed)
     with Image.open(tmp_path / "three.png") as img:
         assert capped == img.size, "8 queries are drawn as 3 rows of 2 matches (+ a '+N more' column)"
 
 
 # --------------------------------------------------------------------------- item 8: query's errors and warnings
-def test_query_names_a_folder_and_a_symlink_loop(indexed, tmp_path):
+def test_query_names_a_folder_and_a_symlink_loop(indexed, tmp_path, cli):
     folder = tmp_path / "photo.png"
     folder.mkdir()
-    assert "is a folder" in one_line_error(run("query", str(folder), home=indexed, ok=False))
+    assert "is a folder" in one_line_error(cli("query", str(folder), home=indexed, ok=False))
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     os.symlink(b, a)
     os.symlink(a, b)
-    assert "symlink loop" in one_line_error(run("query", str(a), home=indexed, ok=False))
+    assert "symlink loop" in one_line_error(cli("query", str(a), home=indexed, ok=False))
 
 
-def test_decompression_bomb_is_one_warning_line(indexed, tmp_path, png_writer, monkeypatch):
+def test_decompression_bomb_is_one_warning_line(indexed, tmp_path, png_writer, monkeypatch, cli):
     from PIL import Image
 
     big = png_writer(tmp_path / "big.png", np.full((40, 40), 0.5, dtype=np.float32))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    result = run("query", str(big), home=indexed)
+    result = cli("query", str(big), home=indexed)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith(f"warning: {big}: very large image"), result.stderr
     assert "DecompressionBombWarning" not in result.stderr
@@ -152,44 +141,44 @@ def digits_pngs(tmp_path_factory):
 
 
 @pytest.fixture()
-def folder_model(tmp_path, digits_pngs):
+def folder_model(tmp_path, digits_pngs, cli):
     """A workspace whose only model was trained on an image folder (the README's order)."""
     home = tmp_path / "folder-home"
-    run("train", str(digits_pngs), "--hidden", "16", "--bits", "8", "--epochs", "1", "--name", "f8", "--quiet", home=home)
+    cli("train", str(digits_pngs), "--hidden", "16", "--bits", "8", "--epochs", "1", "--name", "f8", "--quiet", home=home)
     return home
 
 
-def test_evaluate_after_train_folder_and_index_folder_evaluates_the_index(folder_model, digits_pngs):
-    run("index", str(digits_pngs), "--quiet", home=folder_model)
-    result = run("evaluate", home=folder_model)
+def test_evaluate_after_train_folder_and_index_folder_evaluates_the_index(folder_model, digits_pngs, cli):
+    cli("index", str(digits_pngs), "--quiet", home=folder_model)
+    result = cli("evaluate", home=folder_model)
     assert "index" in result.stdout and "each querying all the others" in result.stdout
     assert "not a built-in dataset" in result.stdout  # says why it evaluated the index
     assert "coverage" in result.stdout
 
 
-def test_evaluate_after_train_folder_without_index_says_what_to_run(folder_model):
-    line = one_line_error(run("evaluate", home=folder_model, ok=False))
+def test_evaluate_after_train_folder_without_index_says_what_to_run(folder_model, cli):
+    line = one_line_error(cli("evaluate", home=folder_model, ok=False))
     assert "semhash index" in line and "f8" in line
 
 
-def test_evaluate_index_means_an_index_file(home, digit_folder, tmp_path):
+def test_evaluate_index_means_an_index_file(home, digit_folder, tmp_path, cli):
     custom = tmp_path / "elsewhere" / "mine.sqlite"
-    run("index", str(digit_folder), "--index", str(custom), "--quiet", home=home)
-    result = run("evaluate", "--index", str(custom), home=home)
+    cli("index", str(digit_folder), "--index", str(custom), "--quiet", home=home)
+    result = cli("evaluate", "--index", str(custom), home=home)
     assert str(custom) in result.stdout and "each querying all the others" in result.stdout
-    data = json.loads(run("evaluate", "--index", str(custom), "--json", home=home).stdout)
+    data = json.loads(cli("evaluate", "--index", str(custom), "--json", home=home).stdout)
     assert data["result"]["protocol"] == "leave-one-out" and str(custom) in data["source"]
 
 
-def test_evaluate_index_file_bound_to_another_model_is_refused(home, digit_folder, tmp_path):
-    run("index", str(digit_folder), "--quiet", home=home)
-    run("train", "digits", "--model", "lsh", "--bits", "24", "--name", "other", "--quiet", home=home)
-    line = one_line_error(run("evaluate", "--index", str(home / "index" / "index.sqlite"), "--model", "other", home=home, ok=False))
+def test_evaluate_index_file_bound_to_another_model_is_refused(home, digit_folder, tmp_path, cli):
+    cli("index", str(digit_folder), "--quiet", home=home)
+    cli("train", "digits", "--model", "lsh", "--bits", "24", "--name", "other", "--quiet", home=home)
+    line = one_line_error(cli("evaluate", "--index", str(home / "index" / "index.sqlite"), "--model", "other", home=home, ok=False))
     assert "tiny" in line and "other" in line
 
 
-def test_evaluate_default_is_still_the_models_dataset(indexed):
-    result = run("evaluate", home=indexed)
+def test_evaluate_default_is_still_the_models_dataset(indexed, cli):
+    result = cli("evaluate", home=indexed)
     assert "dataset digits" in result.stdout and "query split" in result.stdout
 
 

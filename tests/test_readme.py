@@ -20,9 +20,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from semhash.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 REGENERATE = "run `python scripts/readme.py --render` (or the full `nice -n 10 python scripts/readme.py`)"
@@ -97,22 +94,10 @@ def test_markers_and_blocks_must_match(readme_script):
 
 
 # --------------------------------------------------------------------------- (d)
-def _invoke(args):
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output + result.stderr
-    return result.stdout
-
-
-@pytest.fixture()
-def home(trained_home, tmp_path):
-    target = tmp_path / "home"
-    shutil.copytree(trained_home, target)
-    return target
-
-
-def test_d_text_output_is_the_formatting_of_the_json_output(readme_script, home, digit_folder, tmp_path):
+def test_d_text_output_is_the_formatting_of_the_json_output(readme_script, home_copy, digit_folder, tmp_path, cli):
+    home = home_copy
     h = ["--home", str(home)]
-    _invoke(["index", str(digit_folder), "--quiet", *h])
+    cli("index", digit_folder, "--quiet", *h)
     query = str(sorted((digit_folder / "3").iterdir())[0])
     commands = [
         ["index", str(digit_folder), "--quiet", *h],  # "60 unchanged" both times
@@ -123,6 +108,6 @@ def test_d_text_output_is_the_formatting_of_the_json_output(readme_script, home,
         ["export-dataset", "digits", str(tmp_path / "export"), "--part", "query"],
     ]
     for args in commands:
-        data = json.loads(_invoke(args + ["--json"]))
-        text = _invoke(args).rstrip("\n")
+        data = json.loads(cli(*args, "--json").stdout)
+        text = cli(*args).stdout.rstrip("\n")
         assert readme_script.formatter(["semhash", *args])(data) == text, args
