@@ -6,25 +6,53 @@ results on stdout (a table, or --json), progress and warnings on stderr.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
+
 import click
 
 from semhash import __version__
+from semhash.errors import SemhashWarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """One line on stderr per warning, through tqdm's writer so that a running progress bar
+    is redrawn below it instead of being broken."""
+    from tqdm import tqdm
+
+    text = str(message).strip().splitlines()
+    text = text[0] if text else category.__name__
+    prefix = "" if issubclass(category, SemhashWarning) else f"{category.__name__}: "
+    tqdm.write(f"warning: {prefix}{text}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """While a command runs, Python warnings print as ``warning: ...`` (one line, no source
+    line) and every SemhashWarning is shown, not only its first occurrence."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SemhashWarning)
+        warnings.showwarning = _show_warning
+        yield
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="semhash")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Semantic hashing for image retrieval: learn short binary codes for images, then find
     similar images at once by Hamming radius.
 
     \b
     Quick start:
-      semhash demo                          # everything below, on 5,000 real MNIST digits
+      semhash demo                          # everything below on 5,000 MNIST digits, in ./semhash-demo
       semhash train mnist-5k                # train the default autoencoder
       semhash index images/                 # hash every image under a folder
       semhash query img.png --radius 2      # every indexed image within Hamming radius 2
       semhash evaluate                      # purity / coverage / mAP report
     """
+    ctx.with_resource(one_line_warnings())
 
 
 def _register() -> None:

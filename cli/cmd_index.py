@@ -13,7 +13,6 @@ from semhash.cli.common import (
     json_option,
     library_errors,
     print_json,
-    print_paths,
 )
 
 index_option = click.option(
@@ -30,6 +29,32 @@ def _index_path(home, index_path):
 
     workspace = Workspace(home)
     return workspace, Path(index_path) if index_path else workspace.index_path
+
+
+def format_index(data: dict) -> str:
+    """The text `semhash index` prints, made from its --json document."""
+    lines = [
+        f"indexed {data['folder']} with model {data['model']}: {data['added']} added, {data['updated']} updated, "
+        f"{data['unchanged']} unchanged, {data['removed']} removed, {data['skipped']} skipped; "
+        f"{data['total']} images in the index"
+    ]
+    left_out = [
+        _count(data["hidden"], "hidden", "hidden"),
+        _count(data["other_files"], "other file", "other files"),
+        _count(data["symlinked_folders"], "symlinked folder (not followed)", "symlinked folders (not followed)"),
+        _count(data["unreadable_folders"], "unreadable folder (its images kept)", "unreadable folders (their images kept)"),
+    ]
+    if any(left_out):
+        lines.append("not indexed: " + ", ".join(part for part in left_out if part))
+    if data["labels_kept"]:
+        lines.append(f"labels: {data['labels_kept']} kept their label from an earlier run (--relabel changes them)")
+    if data["relabelled"]:
+        lines.append(f"labels: {data['relabelled']} relabelled from {data['folder']}")
+    lines.append(f"wrote:
+  {data['index']}
+  {data['faiss']}")
+    return "
+".join(lines)
 
 
 @click.command()
@@ -95,29 +120,11 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
         "faiss": str(summary.faiss_path),
         "damaged_index_moved_to": str(summary.damaged_index_moved_to) if summary.damaged_index_moved_to else None,
     }
-    failed = summary.skipped and not (summary.added or summary.updated or summary.unchanged)
     if as_json:
         print_json(data)
     else:
-        click.echo(
-            f"indexed {shown} with model {model.name}: {summary.added} added, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged, {summary.removed} removed, {summary.skipped} skipped; "
-            f"{summary.total} images in the index"
-        )
-        left_out = [
-            _count(summary.hidden, "hidden", "hidden"),
-            _count(summary.other_files, "other file", "other files"),
-            _count(summary.symlinked_folders, "symlinked folder (not followed)", "symlinked folders (not followed)"),
-            _count(summary.unreadable_folders, "unreadable folder (its images kept)", "unreadable folders (their images kept)"),
-        ]
-        if any(left_out):
-            click.echo("not indexed: " + ", ".join(part for part in left_out if part))
-        if summary.labels_kept:
-            click.echo(f"labels: {summary.labels_kept} kept their label from an earlier run (--relabel changes them)")
-        if summary.relabelled:
-            click.echo(f"labels: {summary.relabelled} relabelled from {shown}")
-        print_paths("wrote", [summary.index_path, summary.faiss_path])
-    if failed:
+        click.echo(format_index(data))
+    if summary.skipped and not (summary.added or summary.updated or summary.unchanged):
         # every file was unreadable: the run as a whole failed (the index is untouched)
         raise click.ClickException(f"{shown}: none of its {summary.skipped} image files could be read")
 
@@ -162,18 +169,57 @@ def remove(paths, missing, index_path, home, as_json):
     )
 
 
+def query_json(results, radius: int) -> list[dict]:
+    """What `semhash query --json` prints: one object per query image."""
+    return [
+        {
+            "query": str(r.query),
+            "code": int(r.code),
+            "bits": r.bits,
+            "radius": int(radius),
+            "total": int(r.total),
+            "matches": [{"path": m.path, "distance": int(m.distance), "label": m.label} for m in r.matches],
+        }
+        for r in results
+    ]
+
+
+def format_query(data: list[dict]) -> str:
+    """The table `semhash query` prints, made from its --json document."""
+    blocks = []
+    for r in data:
+        lines = [f"query {r['query']}  code {r['bits']}"]
+        shown, total, radius = len(r["matches"]), r["total"], r["radius"]
+        if not total:
+            lines.append(f"no indexed image within radius {radius}")
+        else:
+            lines.append(format_table(["distance", "path", "label"], [(m["distance"], m["path"], m["label"]) for m in r["matches"]]))
+            count = f"{shown} of {total}" if shown < total else f"{total}"
+            lines.append(f"{count} match{'es' if total != 1 else ''} within radius {radius}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
-@click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query.")
-@click.option("--show", type=click.Path(dir_okay=False), default=None, help="Write a picture: each query beside its matches.")
+@click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query (the count of all of them is still printed: 'N of M matches').")
+@click.option(
+    "--show",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Also draw each query beside its matches into FILE (.png, .jpg, .pdf or .svg; checked before searching). "
+    "At most 20 queries and 10 matches each are drawn; the picture and stderr say what was left out.",
+)
 @index_option
 @home_option
 @json_option
 @library_errors
 def query(images, radius, limit, show, index_path, home, as_json):
     """Every indexed image within Hamming RADIUS of each query image, nearest first
-    (ties by path).
+    (ties by path).  With --limit N the first N are printed, followed by how many there are
+    in all ("8 of 13 matches within radius 2"; "total" in --json).
 
     \b
     Examples:
@@ -183,35 +229,24 @@ def query(images, radius, limit, show, index_path, home, as_json):
     """
     from semhash.index import query_files
 
+    if show:
+        from semhash.visualize import check_picture_path
+
+        show = check_picture_path(show)  # a bad picture name fails before any work
     workspace, path = _index_path(home, index_path)
     results = query_files(path, workspace, list(images), radius=radius, limit=limit)
+    data = query_json(results, radius)
     if as_json:
-        print_json(
-            [
-                {
-                    "query": str(r.query),
-                    "code": int(r.code),
-                    "bits": r.bits,
-                    "matches": [{"path": m.path, "distance": int(m.distance), "label": m.label} for m in r.matches],
-                }
-                for r in results
-            ]
-        )
+        print_json(data)
     else:
-        for i, r in enumerate(results):
-            if i:
-                click.echo()
-            click.echo(f"query {r.query}  code {r.bits}")
-            if not r.matches:
-                click.echo(f"no indexed image within radius {radius}")
-                continue
-            click.echo(format_table(["distance", "path", "label"], [(m.distance, m.path, m.label) for m in r.matches]))
-            click.echo(f"{len(r.matches)} match{'es' if len(r.matches) != 1 else ''} within radius {radius}")
+        click.echo(format_query(data))
     if show:
-        from semhash.visualize import query_montage
+        from semhash.visualize import montage_note, query_montage
 
-        out = query_montage(results, show)
-        echo_err(f"wrote {out}")
+        note = montage_note(results)
+        if note:
+            echo_err(f"--show: {note} in the picture")
+        echo_err(f"wrote {query_montage(results, show, radius)}")
 
 
 @click.command()

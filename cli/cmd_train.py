@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from semhash.cli.common import echo_err, home_option, json_option, library_errors, print_json, print_paths
+from semhash.cli.common import echo_err, home_option, json_option, library_errors, print_json
 
 
 def _hidden(ctx, param, value):
@@ -14,6 +14,34 @@ def _hidden(ctx, param, value):
         return tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
     except ValueError:
         raise click.BadParameter("use sizes like 500,300") from None
+
+
+def format_train(data: dict) -> str:
+    """The text `semhash train` prints, made from its --json document."""
+    meta = data["meta"]
+    coding = meta["coding"]
+    lines = [
+        f"trained {meta['name']} ({meta['kind']}, {meta['bits']} bits) on {meta['dataset']}: "
+        f"{meta['n_train_images']} images in {meta['train_seconds']:.1f} s on {meta['device']}"
+    ]
+    sat = coding.get("saturation")
+    lines.append(
+        f"codings: {coding['distinct_codes']} distinct codes, {coding['constant_bits']} constant bits"
+        + (f", {sat:.1%} saturated (<0.1 or >0.9)" if sat is not None else "")
+    )
+    head = meta.get("headline") or {}
+    if head:
+        lines.append(
+            f"query split vs database split: mAP {head['map']:.4f}, P@r2 {head['precision_r2']:.4f} "
+            f"(queries with a hit {head['hit_rate_r2']:.1%}), bucket purity {head['bucket_purity']:.4f} "
+            f"at coverage {head['bucket_coverage']:.1%}"
+        )
+    for key, value in (meta.get("metrics") or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lines.append(f"{key}: {int(value)}" if float(value).is_integer() else f"{key}: {value:.4f}")
+    lines.append("wrote:")
+    lines += [f"  {p}" for p in data["paths"]]
+    return "\n".join(lines)
 
 
 @click.command()
@@ -87,26 +115,5 @@ def train(data, kind, name, config_path, extra, data_dir, image_size, channels, 
         verbose=0 if quiet else 1,
         log=echo_err,
     )
-    meta = result.model.meta
-    if as_json:
-        print_json({"name": meta["name"], "directory": str(result.model.directory), "meta": meta, "paths": [str(p) for p in result.paths]})
-        return
-    coding = meta["coding"]
-    click.echo(f"trained {meta['name']} ({meta['kind']}, {meta['bits']} bits) on {meta['dataset']}: "
-               f"{meta['n_train_images']} images in {meta['train_seconds']:.1f} s on {meta['device']}")
-    sat = coding.get("saturation")
-    click.echo(
-        f"codings: {coding['distinct_codes']} distinct codes, {coding['constant_bits']} constant bits"
-        + (f", {sat:.1%} saturated (<0.1 or >0.9)" if sat is not None else "")
-    )
-    head = meta.get("headline") or {}
-    if head:
-        click.echo(
-            f"query split vs database split: mAP {head['map']:.4f}, P@r2 {head['precision_r2']:.4f} "
-            f"(queries with a hit {head['hit_rate_r2']:.1%}), bucket purity {head['bucket_purity']:.4f} "
-            f"at coverage {head['bucket_coverage']:.1%}"
-        )
-    for key, value in (meta.get("metrics") or {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            click.echo(f"{key}: {int(value)}" if float(value).is_integer() else f"{key}: {value:.4f}")
-    print_paths("wrote", result.paths)
+    data = {"name": result.model.name, "directory": str(result.model.directory), "meta": result.model.meta, "paths": [str(p) for p in result.paths]}
+    print_json(data) if as_json else click.echo(format_train(data))

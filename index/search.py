@@ -70,6 +70,11 @@ class QueryResult:
     code: int
     bits: str  # the code's bits, unit 0 first (hashing.code_to_str)
     matches: list[Match]
+    total: int | None = None  # matches within the radius before the limit (None: len(matches))
+
+    def __post_init__(self) -> None:
+        if self.total is None:
+            self.total = len(self.matches)
 
 
 @dataclass
@@ -241,9 +246,11 @@ def query_files(
             return []
         images = np.stack([decode_image(p, hasher.input_shape) for p in paths])
         codes = hasher.hash(images)
-        found = _search(db, meta, codes, radius, limit, "faiss")
+        if limit is not None and int(limit) < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        found = _search(db, meta, codes, radius, None, "faiss")  # all of them: the total is reported
         return [
-            QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), m)
+            QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), m if limit is None else m[: int(limit)], len(m))
             for p, c, m in zip(paths, codes.tolist(), found)
         ]
 

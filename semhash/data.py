@@ -5,16 +5,19 @@ Everything returned is float32 in [0, 1] with shape (N, H, W, C).
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
+import stat
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from semhash.errors import DatasetError, ImageError
+from semhash.errors import DatasetError, ImageError, SemhashWarning
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 DEBIAN_DATA_DIRS = {
@@ -157,27 +160,41 @@ def load_builtin(name: str, data_dir: str | Path | None = None) -> Dataset:
 
 
 # --------------------------------------------------------------------------- images
+# Pillow's EXIF orientation values -> the transpose that shows the image upright.
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATION_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
+# Large images are shrunk to at least this many times the target size before the final
+# Lanczos resize (box-averaged, so the result matches a full-size Lanczos resize closely).
+_REDUCE_MARGIN = 8
+_STRIP_PIXELS = 1 << 22  # full-size pixels converted at a time while reducing
+
+
 def decode_image(path: str | Path, shape: Sequence[int]) -> np.ndarray:
     """Read one image file -> (H, W, C) float32 in [0, 1].
 
     EXIF orientation applied; any mode (P, LA, RGBA, I;16, CMYK, ...) converted to L or RGB
     (transparent pixels composited on black, the background of MNIST-like data);
     resized to (H, W) with Lanczos.  Raises ImageError("<path>: <cause>").
+
+    Large images are decoded reduced: JPEG at 1/2, 1/4 or 1/8 scale by the decoder itself
+    (``Image.draft``); other formats are decoded at full size once, then converted and
+    box-reduced a strip at a time, so no second full-size copy is ever made.  An image over
+    Pillow's decompression-bomb limit (but under twice it, which is an error) is decoded
+    with a :class:`~semhash.errors.SemhashWarning` naming the file; any other warning Pillow
+    gives while decoding is passed on the same way.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     height, width, channels = (int(s) for s in shape)
     path = Path(path)
+    _check_image_file(path)
     try:
-        if path.stat().st_size == 0:
-            raise ImageError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = _to_mode(img, "L" if channels == 1 else "RGB")
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.LANCZOS)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(path) as img:
+                size = img.size
+                img = _decode_reduced(img, (width, height), "L" if channels == 1 else "RGB")
+                arr = np.asarray(img, dtype=np.float32) / 255.0
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -188,25 +205,118 @@ def decode_image(path: str | Path, shape: Sequence[int]) -> np.ndarray:
         raise ImageError(f"{path}: no such file") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image too large ({exc})") from None
+    except MemoryError:
+        raise ImageError(f"{path}: image too large to decode in the memory available") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    for record in caught:
+        warnings.warn(_image_warning(path, size, record), SemhashWarning, stacklevel=2)
     if channels == 1:
         arr = arr[..., None]
     return np.clip(arr, 0.0, 1.0)
 
 
-def _to_mode(img, mode: str):
-    """Convert any Pillow mode to L or RGB, handling 16-bit and alpha properly."""
+def _check_image_file(path: Path) -> None:
+    """Name what a path is when it is not a readable regular file (before opening it: a FIFO
+    would block the reader for ever)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageError(f"{path}: broken symlink (its target {os.readlink(path)} does not exist)") from None
+        raise ImageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"{path}: symlink loop (the links point back at each other)") from None
+        if exc.errno == errno.ENOTDIR:
+            raise ImageError(f"{path}: no such file (a part of the path is a file, not a folder)") from None
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{path}: is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
+        raise ImageError(f"{path}: not a regular file (a {kind})")
+    if st.st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+
+
+def _image_warning(path: Path, size: tuple[int, int], record: warnings.WarningMessage) -> str:
     from PIL import Image
 
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
-    elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if arr.max() <= 1.0 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if issubclass(record.category, Image.DecompressionBombWarning):
+        w, h = size
+        return (
+            f"{path}: very large image ({w}x{h} = {w * h:,} pixels, over Pillow's decompression-bomb "
+            f"limit of {Image.MAX_IMAGE_PIXELS:,}): decoded anyway, reduced"
+        )
+    return f"{path}: {str(record.message).splitlines()[0] if str(record.message) else record.category.__name__}"
+
+
+def _decode_reduced(img, size: tuple[int, int], mode: str):
+    """Decode an opened image into ``mode`` at ``size`` (width, height), upright, without
+    ever holding more than one full-size copy of its pixels."""
+    from PIL import Image
+
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    # EXIF rotation may swap the axes: keep both sides at least the larger target side
+    side = max(size) * _REDUCE_MARGIN
+    if img.format in ("JPEG", "MPO"):
+        img.draft(mode, (side, side))  # the decoder scales by 1/2, 1/4 or 1/8 (and to L) itself
+    img.load()
+    factor = min(img.size[0] // side, img.size[1] // side)
+    top = _intensity_top(img)
+    if factor >= 2:
+        img = _reduce_in_strips(img, factor, mode, top)
+    else:
+        img = _to_mode(img, mode, top)
+    method = _ORIENTATION_TRANSPOSE.get(orientation)
+    if method is not None:
+        img = img.transpose(getattr(Image.Transpose, method))
+    if img.size != size:
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return img
+
+
+def _reduce_in_strips(img, factor: int, mode: str, top: float | None):
+    """Convert to ``mode`` and box-reduce by ``factor`` a band of rows at a time: the
+    conversion copies one band, never the whole image."""
+    from PIL import Image
+
+    width, height = img.size
+    out = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    band = max(1, _STRIP_PIXELS // (width * factor)) * factor  # rows per band, a multiple of factor
+    for y in range(0, height, band):
+        strip = _to_mode(img.crop((0, y, width, min(y + band, height))), mode, top)
+        out.paste(strip.reduce(factor), (0, y // factor))
+    return out
+
+
+def _intensity_top(img) -> float | None:
+    """The value that maps to white for 32-bit integer and float images (their range is not
+    fixed by the mode); None for every other mode."""
+    if img.mode == "I":
+        return 255.0 if img.getextrema()[1] <= 255 else 65535.0
+    if img.mode == "F":
+        return 1.0 if img.getextrema()[1] <= 1.0 else 255.0
+    return None
+
+
+def _to_mode(img, mode: str, top: float | None = None):
+    """Convert any Pillow mode to L or RGB, handling 16-bit and alpha properly.
+
+    ``top`` is the value that maps to white for modes I and F (see _intensity_top); by
+    default it is taken from this image's own maximum."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if top is None:
+            top = _intensity_top(img) or 65535.0
+        if img.mode.startswith("I;16"):
+            top = 65535.0
+        arr = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))

@@ -23,3 +23,13 @@ class IndexError_(SemhashError):
 
 class IndexDamagedError(IndexError_):
     """The index file is damaged (SQLite reports a malformed database image)."""
+
+
+class SemhashWarning(UserWarning):
+    """Something the user should know that did not stop the work (one line naming the file).
+
+    The CLI prints these as ``warning: <message>``, one line each."""
+
+
+class OutputError(SemhashError):
+    """A file the command was asked to write cannot be written there (checked before the work)."""

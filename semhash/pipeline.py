@@ -48,7 +48,7 @@ def evaluate_on_dataset(
     if dataset_name not in ("mnist-5k", "digits", "fashion-mnist", "mnist"):
         raise DatasetError(
             f"model {model.name!r} was trained on {dataset_name}, not a built-in dataset: "
-            "use --dataset NAME, or --index to evaluate an index of labelled images"
+            "use --dataset NAME, or --index FILE to evaluate an index of labelled images"
         )
     dataset = load_builtin(dataset_name, data_dir)
     hasher = model.load_hasher()
@@ -69,12 +69,74 @@ def evaluate_on_dataset(
     return EvaluationRun(model.name, source, result, paths, out)
 
 
+def evaluate(
+    workspace: Workspace,
+    model_name: str | None = None,
+    dataset_name: str | None = None,
+    index_path: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> EvaluationRun:
+    """Evaluate what there is to evaluate, and say which in ``run.source``.
+
+    * ``index_path`` given: that index, leave-one-out over its labelled images (refused if
+      ``model_name`` names another model than the one the index was built with);
+    * ``dataset_name`` given, or the model trained on a built-in dataset: that dataset's
+      query split against its database split;
+    * otherwise (a model trained on an image folder): the workspace index, when it is bound
+      to that model, leave-one-out; else a one-line error saying what to run.
+    """
+    from semhash.data import is_builtin
+
+    if index_path is not None:
+        if dataset_name:
+            raise DatasetError("give either --index FILE or --dataset NAME, not both")
+        return evaluate_index(workspace, index_path, out_dir, model_name=model_name)
+    model = workspace.model(model_name)
+    trained_on = model.meta.get("dataset")
+    if dataset_name or is_builtin(str(trained_on)):
+        return evaluate_on_dataset(workspace, model.name, dataset_name, data_dir, out_dir)
+    why = f"model {model.name!r} was trained on {trained_on}, not a built-in dataset"
+    bound = _index_model(workspace.index_path)
+    if bound is None:
+        raise DatasetError(
+            f"{why}, and there is no index at {workspace.index_path}: run 'semhash index {trained_on} --model {model.name}' "
+            "then 'semhash evaluate' (or 'semhash evaluate --dataset NAME')"
+        )
+    if bound != (model.name, model.meta.get("fingerprint")):
+        raise DatasetError(
+            f"{why}, and the index at {workspace.index_path} was built with model {bound[0]!r}: run "
+            f"'semhash index {trained_on} --model {model.name} --rebuild' then 'semhash evaluate', or "
+            f"'semhash evaluate --model {bound[0]}'"
+        )
+    run = evaluate_index(workspace, workspace.index_path, out_dir, model_name=model.name)
+    run.source += f" ({why})"
+    run.result["source"] = run.source
+    return run
+
+
+def _index_model(index_path: Path) -> tuple[str, str] | None:
+    """(model name, fingerprint) the index at ``index_path`` is bound to; None when there
+    is no index there or it is empty."""
+    from semhash.index import index_info
+
+    if not Path(index_path).exists():
+        return None
+    info = index_info(index_path)
+    if not info.get("model"):
+        return None
+    return str(info["model"]), str(info.get("model_fingerprint"))
+
+
 def evaluate_index(
     workspace: Workspace,
     index_path: str | Path,
     out_dir: str | Path | None = None,
+    model_name: str | None = None,
 ) -> EvaluationRun:
-    """Leave-one-out over an index of labelled images: each image queries all the others."""
+    """Leave-one-out over an index of labelled images: each image queries all the others.
+
+    ``model_name``, when given, must be the model the index was built with."""
     from semhash.data import decode_image
     from semhash.errors import ImageError
     from semhash.evaluate import evaluate_leave_one_out
@@ -82,6 +144,11 @@ def evaluate_index(
     from semhash.report import write_report
 
     indexed = load_index_codes(index_path)
+    if model_name is not None and model_name != indexed.model_name:
+        raise DatasetError(
+            f"{index_path}: the index was built with model {indexed.model_name!r}, not {model_name!r} "
+            f"(leave out --model, or re-index with 'semhash index DIR --model {model_name} --rebuild')"
+        )
     keep = [i for i, label in enumerate(indexed.labels) if label is not None]
     if len(keep) < 2:
         raise DatasetError(f"{index_path}: fewer than two indexed images carry a label (labels come from first-level subfolders)")

@@ -68,25 +68,51 @@ def headline_evaluation(hasher, dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def plot_history(history: dict[str, list[float]], out_path: Path, title: str) -> Path | None:
-    if not history:
-        return None
+def history_figure(history: dict[str, list[float]], title: str, selected_epoch: int | None = None):
+    """The training curve as a matplotlib Figure: every loss on the left axis; the
+    validation mAP that chooses the checkpoint (and P@r2 beside it) on a right axis; the
+    chosen epoch (1-based) marked with a vertical line."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
     for key, values in history.items():
         if "loss" in key:
             ax.plot(range(1, len(values) + 1), values, label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
+    axes = [ax]
+    val_map = history.get("val_map") or []
+    if val_map:
+        right = ax.twinx()
+        right.plot(range(1, len(val_map) + 1), val_map, color="tab:green", label="val_map")
+        if history.get("val_precision_r2"):
+            values = history["val_precision_r2"]
+            right.plot(range(1, len(values) + 1), values, color="tab:green", linestyle="--", alpha=0.6, label="val_precision_r2")
+        right.set_ylabel("validation mAP (picks the checkpoint), P@r2")
+        axes.append(right)
+    if selected_epoch:
+        label = f"chosen epoch {selected_epoch}"
+        if 0 < selected_epoch <= len(val_map):
+            label += f" (val mAP {val_map[selected_epoch - 1]:.4f})"
+        ax.axvline(selected_epoch, color="tab:red", linestyle=":", label=label)
+    handles = [h for a in axes for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center")
     ax.set_title(title)
-    ax.legend()
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def plot_history(
+    history: dict[str, list[float]], out_path: Path, title: str, selected_epoch: int | None = None
+) -> Path | None:
+    """Write :func:`history_figure` to ``out_path``; None when there is no history."""
+    if not history:
+        return None
+    history_figure(history, title, selected_epoch).savefig(out_path, dpi=100)
     return out_path
 
 
@@ -156,7 +182,8 @@ def train(
     paths = [hasher.save(directory / "hasher.npz")]
     paths += model.save(directory)
     history = getattr(model, "history_", {}) or {}
-    curve = plot_history(history, directory / "training_curve.png", f"{name} ({kind})")
+    metrics = model.summary_metrics()
+    curve = plot_history(history, directory / "training_curve.png", f"{name} ({kind})", metrics.get("selected_epoch"))
     if curve:
         paths.append(curve)
     headline = headline_evaluation(hasher, dataset)
@@ -176,7 +203,7 @@ def train(
         "history": history,
         "coding": coding_statistics(hasher, images),
         "headline": headline,
-        "metrics": model.summary_metrics(),
+        "metrics": metrics,
     }
     meta_path = directory / "meta.json"
     meta_path.write_text(json.dumps(jsonable(meta), indent=2))

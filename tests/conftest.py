@@ -118,3 +118,33 @@ def trained_home(tmp_path_factory):
         verbose=0,
     )
     return home
+
+
+def run_cli(*args, home=None, ok=True, env=None):
+    """Invoke the `semhash` CLI in-process (``--home HOME`` appended when given); with
+    ``ok``, assert that it succeeded."""
+    from click.testing import CliRunner
+
+    from semhash.cli import main
+
+    argv = [str(a) for a in args] + (["--home", str(home)] if home is not None else [])
+    result = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """run_cli as a fixture (the tests folder is not on sys.path under pytest's runner)."""
+    return run_cli
+
+
+@pytest.fixture()
+def home_copy(trained_home, tmp_path):
+    """A private copy of the session's workspace with its tiny trained model."""
+    import shutil
+
+    target = tmp_path / "home"
+    shutil.copytree(trained_home, target)
+    return target

@@ -1,0 +1,369 @@
+"""Generate README.md's example output and headline table, so that they cannot go stale.
+
+    nice -n 10 python scripts/readme.py        # run the README's commands for real, record, rewrite README.md
+    python scripts/readme.py --render          # re-render README.md from the recorded transcript (seconds)
+    python scripts/readme.py --check           # exit 1 when README.md differs from what --render writes
+
+The full run works in an empty scratch folder (--workdir, /tmp/semhash-readme by default),
+exactly as a user would: `semhash demo`, then `semhash export-dataset`, `train`, `index`,
+`query` and `evaluate`, each as a subprocess with ``--json`` appended.  It trains the default
+model twice (the demo's and `train --name ae30`): about four minutes on 2 CPU cores.
+
+What each command printed as JSON is recorded in docs/readme/transcript.json, beside the text
+the command prints for it (the CLI's own formatting function applied to that JSON: each
+command's table is made from its --json document, and the commands that can be run twice
+(query, evaluate, export-dataset) are also run without --json here and must print exactly
+that text).  README.md's blocks between ``<!-- readme:NAME -->`` and ``<!-- /readme:NAME -->``
+are rendered from the transcript; the "How good it is" table only from
+docs/benchmarks/quality.json.  tests/test_readme.py fails when either drifts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+TRANSCRIPT = ROOT / "docs" / "readme" / "transcript.json"
+QUALITY = ROOT / "docs" / "benchmarks" / "quality.json"
+DEFAULT_WORKDIR = Path("/tmp/semhash-readme")
+WORKDIR_MARKER = ".semhash-readme"  # the scratch folder is emptied only when it carries this
+
+# The README's examples, in the order a user types them.  "repeat": also run without --json
+# and require the same text (only for commands that do not change anything when run twice).
+DEMO = {"id": "demo", "argv": ["semhash", "demo"], "repeat": False}
+EVERYDAY = [
+    {"id": "export-database", "argv": ["semhash", "export-dataset", "mnist-5k", "images/", "--part", "database"], "repeat": True},
+    {"id": "export-queries", "argv": ["semhash", "export-dataset", "mnist-5k", "queries/", "--part", "query"], "repeat": True},
+    {"id": "train", "argv": ["semhash", "train", "--name", "ae30"], "repeat": False},
+    {"id": "index", "argv": ["semhash", "index", "images/"], "repeat": False},
+    {"id": "query", "argv": ["semhash", "query", "queries/7/mnist-5k-03746.png", "--radius", "2", "--limit", "8"], "repeat": True},
+    {"id": "evaluate", "argv": ["semhash", "evaluate"], "repeat": True},
+    {"id": "evaluate-index", "argv": ["semhash", "evaluate", "--index", "semhash-workspace/index/index.sqlite"], "repeat": True},
+]
+QUERY_JSON = {"id": "query-json", "argv": ["semhash", "query", "queries/3/mnist-5k-01503.png", "--limit", "2"], "repeat": False}
+DATASET_NAMES = {"mnist-5k": "mnist-5k", "fashion-mnist": "Fashion-MNIST"}
+
+
+# --------------------------------------------------------------------------- formatting
+def formatter(argv: list[str]):
+    """The CLI's function that turns a command's --json document into its text output."""
+    from semhash.cli.cmd_data import format_export
+    from semhash.cli.cmd_demo import format_demo
+    from semhash.cli.cmd_evaluate import format_evaluation
+    from semhash.cli.cmd_index import format_index, format_query
+    from semhash.cli.cmd_train import format_train
+
+    return {
+        "demo": format_demo,
+        "export-dataset": format_export,
+        "train": format_train,
+        "index": format_index,
+        "query": format_query,
+        "evaluate": format_evaluation,
+    }[argv[1]]
+
+
+def command_line(argv: list[str]) -> str:
+    return " ".join(argv)
+
+
+def _console(entries: list[dict]) -> str:
+    blocks = [f"$ {command_line(e['argv'])}\n{e['text']}" for e in entries]
+    return "```console\n" + "\n\n".join(blocks) + "\n```"
+
+
+def _demo_block(entry: dict) -> str:
+    from semhash.cli.cmd_demo import format_demo_summary
+
+    n = len(entry["json"]["queries"])
+    return (
+        "```console\n"
+        f"$ {command_line(entry['argv'])}\n"
+        f"[... {n} query tables, as `semhash query` prints them ...]\n\n"
+        f"{format_demo_summary(entry['json'])}\n```"
+    )
+
+
+def _demo_timing(transcript: dict) -> str:
+    demo = transcript["commands"]["demo"]
+    env = transcript["environment"]
+    busy = demo.get("load_average", 0.0)
+    shared = f", on a machine whose load average was {busy:.1f}" if busy >= 1.5 else ""
+    return (
+        f"It took {_duration(demo['wall_seconds'])} on {env['cpus']} CPU cores ({demo['wall_seconds']:.0f} s measured "
+        f"by `python scripts/readme.py`{shared}; {demo['json']['train_seconds']:.0f} s of it training; "
+        f"{demo['peak_rss_mb'] / 1024:.1f} GB peak memory)."
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} minutes" if minutes >= 2.5 else "a minute and a half" if minutes >= 1.25 else "a minute"
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def quality_block(quality: dict, bits: int = 30) -> str:
+    """The headline table: every kind measured at ``bits`` bits, from quality.json alone."""
+    from semhash.models import DEFAULT_KIND, KINDS
+
+    rows = {}
+    for r in quality["results"]:
+        if r["bits"] == bits and r["dataset"] in DATASET_NAMES:
+            rows.setdefault(r["kind"], {})[r["dataset"]] = r
+    order = [k for k in KINDS if k in rows] + sorted(k for k in rows if k not in KINDS)
+    header = ["model", "labels"]
+    for name in DATASET_NAMES.values():
+        header += [f"{name} mAP", f"{name} P@r2"]
+    header.append(f"{list(DATASET_NAMES.values())[-1]} training")
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for kind in order:
+        by_dataset = rows[kind]
+        any_row = next(iter(by_dataset.values()))
+        cells = [f"`{kind}`" + (" (default)" if kind == DEFAULT_KIND else " (baseline)" if any_row.get("baseline") else ""), _labels(any_row)]
+        for dataset in DATASET_NAMES:
+            r = by_dataset.get(dataset) or {}
+            cells += [_fmt(r.get("map")), _fmt(r.get("precision_r2"))]
+        last = by_dataset.get(list(DATASET_NAMES)[-1])
+        cells.append(_train_time(last["train_seconds"]) if last else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(_comparison(rows, DEFAULT_KIND))
+    return "\n".join(lines)
+
+
+def _labels(row: dict) -> str:
+    """What the kind used labels for, from what the benchmark recorded about its training."""
+    metrics = row.get("summary_metrics") or {}
+    if metrics.get("labeled_images"):
+        share = metrics["labeled_images"] / row["n_database"]
+        return "all" if share >= 0.999 else f"{share:.0%}"
+    if metrics.get("selected_epoch") and metrics.get("val_map") is not None:
+        return "to pick the checkpoint"
+    return "none"
+
+
+def _train_time(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _comparison(rows: dict, default: str) -> str:
+    """One sentence: the default against the best baseline, per dataset, by mAP."""
+    parts = []
+    for dataset, name in DATASET_NAMES.items():
+        ours = (rows.get(default) or {}).get(dataset)
+        baselines = [by[dataset] for by in rows.values() if dataset in by and by[dataset].get("baseline")]
+        if not ours or not baselines:
+            continue
+        best = max(baselines, key=lambda r: r["map"])
+        parts.append(
+            f"on {name} mAP {ours['map']:.3f} against {best['map']:.3f} for the best baseline (`{best['kind']}`), "
+            f"P@r2 {ours['precision_r2']:.3f} against {best['precision_r2']:.3f}"
+        )
+    return f"The default `{default}` against the baselines: " + "; ".join(parts) + "." if parts else ""
+
+
+def quality_intro(quality: dict) -> str:
+    machine = (quality.get("environment") or {}).get("machine", "")
+    return (
+        f"At 30 bits, query split against database split, from "
+        f"[docs/benchmarks/quality.json](docs/benchmarks/quality.json) (made by `python scripts/benchmark_quality.py`"
+        f"{', ' + machine if machine else ''}; every bit width, kind and metric: [docs/BENCHMARKS.md](docs/BENCHMARKS.md)):"
+    )
+
+
+def render_blocks(transcript: dict, quality: dict) -> dict[str, str]:
+    """Every generated README block, by marker name."""
+    commands = transcript["commands"]
+    workdir = transcript["workdir"]
+    query_json = commands["query-json"]
+    return {
+        "demo": _demo_block(commands["demo"]),
+        "demo-timing": _demo_timing(transcript),
+        "everyday-intro": (
+            f"Real output of `python scripts/readme.py`, which runs these commands in an empty folder "
+            f"(`{workdir}`, with `$SEMHASH_HOME` unset, so the workspace is `./semhash-workspace`):"
+        ),
+        "everyday": _console([commands[e["id"]] for e in EVERYDAY]),
+        "query-json": (
+            f"```console\n$ {command_line(query_json['argv'])} --json\n"
+            + json.dumps(query_json["json"], indent=2, ensure_ascii=False)
+            + "\n```"
+        ),
+        "quality-intro": quality_intro(quality),
+        "quality": quality_block(quality),
+        "quality-vs-example": _table_vs_example(transcript, quality),
+    }
+
+
+def _table_vs_example(transcript: dict, quality: dict) -> str:
+    """Say where the table's numbers and the example's come from when they differ."""
+    meta = transcript["commands"]["train"]["json"]["meta"]
+    row = next(
+        (r for r in quality["results"] if (r["dataset"], r["kind"], r["bits"]) == (meta["dataset"], meta["kind"], meta["bits"])),
+        None,
+    )
+    if row is None:
+        return ""
+    head = meta["headline"]
+    return (
+        f"The table's `{row['kind']}` row on {row['dataset']} (mAP {row['map']:.4f}, P@r2 {row['precision_r2']:.4f}) "
+        f"and `semhash train --name {meta['name']}` above (mAP {head['map']:.4f}, P@r2 {head['precision_r2']:.4f}) "
+        f"are different training runs of the default model: the benchmark's of {quality['created_at'][:10]} and "
+        f"scripts/readme.py's of {transcript['created_at'][:10]}."
+    )
+
+
+MARKER_RE = re.compile(r"^(<!-- readme:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)^(<!-- /readme:(?P=name) -->)$", re.S | re.M)
+
+
+def apply_blocks(readme: str, blocks: dict[str, str]) -> str:
+    """README text with every marked block replaced; a marker without a block, or a block
+    without a marker, is an error (so that nothing is silently left stale)."""
+    found = set()
+
+    def replace(match):
+        name = match.group("name")
+        if name not in blocks:
+            raise SystemExit(f"README.md has a block '{name}' that scripts/readme.py does not render")
+        found.add(name)
+        return match.group(1) + blocks[name] + "\n" + match.group(4)
+
+    text = MARKER_RE.sub(replace, readme)
+    missing = set(blocks) - found
+    if missing:
+        raise SystemExit(f"README.md lacks the markers for {', '.join(sorted(missing))}")
+    return text
+
+
+def reformat(transcript: dict) -> dict:
+    """The transcript with every command's text re-made from its JSON by today's CLI."""
+    for entry in transcript["commands"].values():
+        entry["text"] = formatter(entry["argv"])(entry["json"])
+    return transcript
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def render_readme(transcript: dict, quality: dict, readme: str) -> str:
+    return apply_blocks(readme, render_blocks(transcript, quality))
+
+
+# --------------------------------------------------------------------------- running
+def _semhash() -> list[str]:
+    script = Path(sys.executable).with_name("semhash")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "semhash"]
+
+
+def _run(argv: list[str], workdir: Path, env: dict, log) -> tuple[str, float]:
+    started = time.time()
+    proc = subprocess.run(_semhash() + argv[1:], cwd=workdir, env=env, capture_output=True, text=True)
+    seconds = time.time() - started
+    (log / "stderr.log").open("a").write(f"$ {command_line(argv)}\n{proc.stderr}\n")
+    if proc.returncode != 0:
+        raise SystemExit(f"{command_line(argv)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}")
+    return proc.stdout, seconds
+
+
+def record(spec: dict, workdir: Path, env: dict) -> dict:
+    """Run one example with --json; check the text of a plain run where it can be repeated."""
+    out, seconds = _run(spec["argv"] + ["--json"], workdir, env, workdir)
+    data = json.loads(out)
+    text = formatter(spec["argv"])(data)
+    entry = {"argv": spec["argv"], "json": data, "text": text, "wall_seconds": round(seconds, 1)}
+    if spec["repeat"]:
+        plain, _ = _run(spec["argv"], workdir, env, workdir)
+        if plain.rstrip("\n") != text:
+            raise SystemExit(f"{command_line(spec['argv'])}: its text output is not the formatting of its --json output:\n{plain}\n---\n{text}")
+        entry["text_checked"] = True
+    print(f"  {command_line(spec['argv'])}: {seconds:.1f} s", flush=True)
+    return entry
+
+
+def prepare_workdir(workdir: Path) -> Path:
+    workdir = workdir.absolute()
+    if workdir.exists():
+        if not (workdir / WORKDIR_MARKER).exists():
+            raise SystemExit(f"{workdir}: exists and was not made by scripts/readme.py: give an absent folder with --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / WORKDIR_MARKER).write_text("made by scripts/readme.py; emptied on its next run\n")
+    return workdir
+
+
+def run_examples(workdir: Path) -> dict:
+    workdir = prepare_workdir(workdir)
+    env = {k: v for k, v in os.environ.items() if k != "SEMHASH_HOME"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    started = time.time()
+    print(f"running the README's commands in {workdir}", flush=True)
+    load_before = os.getloadavg()[0]
+    commands = {"demo": record(DEMO, workdir, env)}
+    # other work on the machine slows the demo down: say how busy it was
+    commands["demo"]["load_average"] = round(max(load_before, os.getloadavg()[1]), 1)
+    # the demo is this process's first child: the children's peak RSS is the demo's
+    commands["demo"]["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 0)
+    for spec in EVERYDAY + [QUERY_JSON]:
+        commands[spec["id"]] = record(spec, workdir, env)
+    import importlib.metadata
+
+    return {
+        "generated_by": "python scripts/readme.py",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "workdir": str(workdir),
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "packages": {p: importlib.metadata.version(p) for p in ("numpy", "tensorflow", "keras", "faiss-cpu")},
+        },
+        "seconds": round(time.time() - started, 1),
+        "commands": commands,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python scripts/readme.py", description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--render", action="store_true", help="re-render from the recorded transcript (no commands run)")
+    mode.add_argument("--check", action="store_true", help="exit 1 when README.md is not what --render would write")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"scratch folder for the full run [{DEFAULT_WORKDIR}]")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    quality = load(QUALITY)
+    if args.check:
+        transcript = load(TRANSCRIPT)
+        expected = render_readme(reformat(json.loads(json.dumps(transcript))), quality, README.read_text())
+        if expected != README.read_text() or reformat(json.loads(json.dumps(transcript))) != transcript:
+            print("README.md or docs/readme/transcript.json is stale: run python scripts/readme.py --render", file=sys.stderr)
+            return 1
+        print("README.md is up to date")
+        return 0
+    transcript = reformat(load(TRANSCRIPT)) if args.render else run_examples(args.workdir)
+    TRANSCRIPT.parent.mkdir(parents=True, exist_ok=True)
+    TRANSCRIPT.write_text(json.dumps(transcript, indent=1, ensure_ascii=False) + "\n")
+    README.write_text(render_readme(transcript, quality, README.read_text()))
+    print(f"wrote {TRANSCRIPT.relative_to(ROOT)} and {README.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
