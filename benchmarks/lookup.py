@@ -157,6 +157,7 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
         rows.append({
             "distribution": distribution, "n": n, "radius": r, "method": method, "answers": group,
             "queries": timing.items if timing else 0, "queries_per_s": timing.per_second if timing else None,
+            "queries_per_cpu_s": timing.per_cpu_second if timing else None,
             "mean_answer": (found / timing.items) if timing and timing.items else None,
             "build_s": build_s, "bytes_per_code": (nbytes / n) if nbytes and n else None,
             "rss_bytes_per_code": (rss / n) if rss and n else None,
@@ -182,6 +183,7 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
                 timing, found = _time(run, queries[which], args, batch)
                 record(method, r, group, queries[which], 0, timing, found)
                 common.log(f"[lookup]   {method:13s} r={r} answers {group}: {timing.per_second:12,.0f} q/s "
+                           f"{timing.per_cpu_second:12,.0f} q/cpu-s "
                            f"({timing.items} queries, mean answer {found / timing.items:.1f})")
 
     if "semhash" in methods:
@@ -283,7 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             payload["rows"] += _measure_size(distribution, n, args, methods, radii)
             payload["machine"]["load_average_end"] = common.load_average()
             path = common.write_json("lookup", payload, args.out)  # after every size: a long run keeps its rows
-    columns = ["distribution", "n", "radius", "method", "answers", "queries_per_s", "mean_answer",
+    columns = ["distribution", "n", "radius", "method", "answers", "queries_per_s", "queries_per_cpu_s", "mean_answer",
                "build_s", "bytes_per_code", "queries", "agrees"]  # fmt: skip
     print(common.table(payload["rows"], columns))
     common.log(f"[lookup] wrote {path}")

@@ -66,15 +66,19 @@ TIES = ("cut", "keep")
 METHODS = ("auto", "probe", "scan")
 BACKENDS = ("auto", "c", "numpy")
 
-# The planner's cost model, in nanoseconds on one core (measured with `python -m benchmarks
-# lookup-calibrate`; only the ratios matter): probing one key touches a directory entry
-# and the start of its bucket (a cache miss once the index outgrows the caches); checking
-# one row of a bucket is a sequential read, an XOR and a popcount; a scan pays the row
-# check for every row plus a directory read per key.
-PROBE_NS = 40.0
-ROW_NS = 1.0
+# The planner's cost model, in nanoseconds of one core's time, calibrated on the benchmark
+# machine (see "Choosing the structure" in docs/ARCHITECTURE.md; only ratios matter).
+# Probing a key reads a directory entry and the start of its bucket: a cache miss once the
+# table outgrows the caches, a few ns while it fits.  A row in a probed bucket costs a read,
+# an XOR, a popcount and a compare (more than a scan's row: buckets start cold).  A scan
+# pays a sequential row check per row and a directory read per key.
+PROBE_NS_CACHED = 10.0
+PROBE_NS_MEMORY = 45.0
+CACHED_TABLE_BYTES = 4 << 20
+ROW_NS = 2.5
 SCAN_KEY_NS = 1.0
 SCAN_ROW_NS = 1.0
+PAIR_QUERIES, PAIR_ROWS = 64, 2048  # sampled (query, row) pairs behind the estimates
 
 
 def has_c_kernel() -> bool:
@@ -127,8 +131,14 @@ def as_codes(codes: Any, n_bits: int, what: str = "codes") -> np.ndarray:
     """Any integer codes (uint64, or int64 two's complement as SQLite stores them, or a list
     of Python ints) -> contiguous (N,) uint64, refusing bits above ``n_bits``."""
     arr = np.asarray(codes)
-    if arr.dtype == object or arr.dtype.kind == "u":
-        arr = np.asarray(arr, dtype=np.uint64)
+    if arr.dtype.kind in "fO" and arr.size and not isinstance(codes, np.ndarray):
+        # a list mixing small and >= 2**63 Python ints comes out as float64 or object
+        flat = list(np.ravel(np.asarray(codes, dtype=object)))
+        if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in flat):
+            raise ValueError(f"{what} must be integers")
+        arr = np.array([int(x) % 2**64 for x in flat], dtype=np.uint64)
+    if arr.dtype.kind == "u":
+        arr = arr.astype(np.uint64, copy=False)
     elif arr.dtype.kind == "i":
         arr = arr.astype(np.int64, copy=False).view(np.uint64)
     elif arr.size == 0:
@@ -225,8 +235,8 @@ def _neighbour_count(k: int, t: int) -> int:
     return sum(math.comb(k, s) for s in range(min(t, k) + 1))
 
 
-def _probe_cost(ks: Sequence[int], ts: Sequence[int], bucket_rows: Sequence[float]) -> float:
-    return sum(_neighbour_count(k, t) * (PROBE_NS + ROW_NS * rows) for k, t, rows in zip(ks, ts, bucket_rows))
+def _probe_ns(table_bytes: float) -> float:
+    return PROBE_NS_CACHED if table_bytes <= CACHED_TABLE_BYTES else PROBE_NS_MEMORY
 
 
 def _thresholds(n_used: int, radius: int) -> list[int]:
@@ -235,28 +245,83 @@ def _thresholds(n_used: int, radius: int) -> list[int]:
     return [q + (1 if i < a else 0) - 1 for i in range(n_used)]
 
 
+def _best_probe(
+    ks: Sequence[int], key_cdfs: Sequence[Sequence[float]], probe_ns: Sequence[float], n_rows: int, radius: int
+) -> tuple[float, tuple[int, ...], tuple[int, ...]]:
+    """(cost, tables, thresholds) of the cheapest exact way to probe for ``radius`` with some
+    of the tables: a subset S with sum(t_i + 1) = radius + 1 over S.  Probing table i to
+    radius t costs C(k_i, <= t) probes and scans the rows whose key is within t of the
+    query's: n_rows * key_cdfs[i][t] of them."""
+    best = None
+    m = len(ks)
+    for n_used in range(1, min(m, radius + 1) + 1):
+        for subset in combinations(range(m), n_used):
+            ts = [min(t, ks[i]) for t, i in zip(_thresholds(n_used, radius), subset)]
+            cost = sum(
+                _neighbour_count(ks[i], t) * probe_ns[i] + ROW_NS * n_rows * key_cdfs[i][t] for i, t in zip(subset, ts)
+            )
+            if best is None or cost < best[0]:
+                best = (cost, tuple(subset), tuple(ts))
+    assert best is not None
+    return best
+
+
+def _pair_xors(codes: np.ndarray) -> np.ndarray:
+    """XORs of sampled (query, row) pairs, both drawn from the codes (queries look like the
+    data), for estimating how many rows a probe scans."""
+    if len(codes) == 0:
+        return np.zeros(0, np.uint64)
+    rng = np.random.default_rng(0)
+    queries = codes[rng.integers(0, len(codes), PAIR_QUERIES)]
+    rows = codes[rng.integers(0, len(codes), PAIR_ROWS)]
+    return (queries[:, None] ^ rows[None, :]).reshape(-1)
+
+
+def _key_cdf(xors: np.ndarray, lo: int, k: int) -> list[float]:
+    """P(key distance <= t), t = 0..k, for a random (query, row) pair: from the sample, but
+    never below what uniformly random codes give (the sample cannot see tiny fractions)."""
+    uniform = np.cumsum([math.comb(k, s) for s in range(k + 1)]) / float(2**k)
+    if len(xors) == 0:
+        return uniform.tolist()
+    d = np.bitwise_count((xors >> np.uint64(lo)) & np.uint64(_low_mask(k)))
+    sampled = np.cumsum(np.bincount(d, minlength=k + 1)[: k + 1]) / len(xors)
+    return np.maximum(sampled, uniform).tolist()
+
+
 def choose_layout(
-    n_rows: int, n_bits: int, *, radius_hint: int = 2, max_bytes_per_code: float = 16.0, id_bytes: int = 4
+    codes: Any,
+    n_bits: int,
+    *,
+    radius_hint: int = 2,
+    max_bytes_per_code: float = 16.0,
+    id_bytes: int = 4,
 ) -> list[TableLayout]:
-    """The layout the cost model expects to answer ``radius_hint`` queries fastest within
-    ``max_bytes_per_code`` (or the smallest one if none fits).  Random codes are assumed:
-    ``n_rows / 2**k`` rows per bucket."""
+    """The layout the cost model expects to answer ``radius_hint`` fastest for these codes
+    within ``max_bytes_per_code`` (else the smallest).  Candidates: 1 to 4 tables over
+    equal contiguous bit ranges, keyed on the top 0 to log2(N) + 1 bits of each; the rows a
+    probe scans are estimated on sampled pairs of the codes themselves, so clustered codes
+    (where a short key lumps a whole cluster into one bucket) get the layout that suits
+    them, not the one random codes would."""
     n_bits = _check_bits(n_bits)
+    codes = as_codes(codes, n_bits)
+    n_rows = len(codes)
+    xors = _pair_xors(codes)
+    cap = min(MAX_KEY_BITS, max(0, math.ceil(math.log2(max(n_rows, 1))) + 1))
     candidates: list[tuple[float, float, list[TableLayout]]] = []
     for n_tables in range(1, min(MAX_TABLES, n_bits) + 1):
         ranges = _split_ranges(n_bits, n_tables)
-        # key widths: the whole range, capped so a directory is not much larger than the rows
-        cap = min(MAX_KEY_BITS, max(1, math.ceil(math.log2(max(n_rows, 2))) + 1))
-        for shrink in range(0, 8):
-            layout = []
-            for start, width in ranges:
-                k = max(0, min(width, cap - shrink))
-                layout.append(TableLayout(start + width - k, k))
-            used = min(n_tables, radius_hint + 1)
-            ts = [min(t, lay.k) for t, lay in zip(_thresholds(used, radius_hint), layout)]
-            cost = _probe_cost([t.k for t in layout[:used]], ts, [n_rows / 2**t.k for t in layout[:used]])
+        for shrink in range(0, 9):
+            layout = [
+                TableLayout(start + width - max(0, min(width, cap) - shrink), max(0, min(width, cap) - shrink))
+                for start, width in ranges
+            ]
             size = _layout_bytes(layout, n_bits, n_rows, id_bytes)
+            probe_ns = [_probe_ns(size * n_rows / len(layout))] * len(layout)
+            cdfs = [_key_cdf(xors, t.lo, t.k) for t in layout]
+            cost = _best_probe([t.k for t in layout], cdfs, probe_ns, n_rows, radius_hint)[0]
             candidates.append((cost, size, layout))
+            if all(t.k == 0 for t in layout):
+                break
     fitting = [c for c in candidates if c[1] <= max_bytes_per_code]
     if fitting:
         return min(fitting, key=lambda c: (c[0], c[1]))[2]
@@ -276,12 +341,13 @@ class Plan:
 
 # ---------------------------------------------------------------------------- the structure
 class _Table:
-    __slots__ = ("lo", "k", "directory", "residuals", "ids", "sum_sq")
+    __slots__ = ("lo", "k", "directory", "residuals", "ids", "key_cdf")
 
-    def __init__(self, lo: int, k: int, directory: np.ndarray, residuals: np.ndarray, ids: np.ndarray, sum_sq: float):
+    def __init__(self, lo: int, k: int, directory: np.ndarray, residuals: np.ndarray, ids: np.ndarray,
+                 key_cdf: Sequence[float]):  # fmt: skip
         self.lo, self.k = int(lo), int(k)
         self.directory, self.residuals, self.ids = directory, residuals, ids
-        self.sum_sq = float(sum_sq)  # sum of squared bucket sizes: rows in the bucket of a random row
+        self.key_cdf = [float(x) for x in key_cdf]  # P(key distance <= t) for data-like queries
 
     @property
     def nbytes(self) -> int:
@@ -294,7 +360,7 @@ class _Table:
         )  # fmt: skip
 
 
-def _build_table(codes: np.ndarray, ids: np.ndarray, n_bits: int, lo: int, k: int) -> _Table:
+def _build_table(codes: np.ndarray, ids: np.ndarray, n_bits: int, lo: int, k: int, xors: np.ndarray) -> _Table:
     n = len(codes)
     keys = ((codes >> np.uint64(lo)) & np.uint64(_low_mask(k))).astype(np.uint32)
     counts = np.bincount(keys, minlength=1 << k)
@@ -308,8 +374,7 @@ def _build_table(codes: np.ndarray, ids: np.ndarray, n_bits: int, lo: int, k: in
     del keys
     residuals = _residual(codes[order], lo, k).astype(_uint_for(max(n_bits - k, 1)))
     directory = starts.astype(np.uint32 if n < 2**32 else np.uint64)
-    sum_sq = float(np.dot(counts.astype(np.float64), counts.astype(np.float64)))
-    return _Table(lo, k, directory, residuals, ids[order], sum_sq)
+    return _Table(lo, k, directory, residuals, ids[order], _key_cdf(xors, lo, k))
 
 
 class HammingLookup:
@@ -344,11 +409,12 @@ class HammingLookup:
             raise ValueError(f"{len(ids)} ids for {len(codes)} codes")
         if layout is None:
             layout = choose_layout(
-                len(codes), n_bits, radius_hint=radius_hint, max_bytes_per_code=max_bytes_per_code,
+                codes, n_bits, radius_hint=radius_hint, max_bytes_per_code=max_bytes_per_code,
                 id_bytes=ids.itemsize,
             )  # fmt: skip
         _validate_layout(layout, n_bits)
-        tables = [_build_table(codes, ids, n_bits, t.lo, t.k) for t in layout]
+        xors = _pair_xors(codes)
+        tables = [_build_table(codes, ids, n_bits, t.lo, t.k, xors) for t in layout]
         return cls(n_bits, len(codes), tables)
 
     # ------------------------------------------------------------------ facts
@@ -379,28 +445,20 @@ class HammingLookup:
         return t.ids.astype(np.int64), _unsqueeze(t.residuals, keys, t.lo, t.k)
 
     # ------------------------------------------------------------------ planning
-    def _bucket_rows(self, table: _Table) -> float:
-        """Rows in a probed bucket: the mean over rows of their own bucket's size, which is
-        what a query near the data meets (N / 2**k for random codes, more when clustered)."""
-        return table.sum_sq / max(self.count, 1)
+    def probe_plan(self, radius: int) -> Plan:
+        """The cheapest exact way to answer ``radius`` by probing tables."""
+        radius = min(int(radius), self.n_bits)
+        probe_ns = [_probe_ns(t.nbytes) for t in self.tables]
+        cdfs = [t.key_cdf for t in self.tables]
+        cost, subset, ts = _best_probe([t.k for t in self.tables], cdfs, probe_ns, self.count, radius)
+        return Plan("probe", subset, ts, cost)
 
     def plan(self, radius: int) -> Plan:
-        """Cheapest exact way to answer ``radius`` by the cost model."""
-        radius = min(int(radius), self.n_bits)
-        best: Plan | None = None
-        m = len(self.tables)
-        for n_used in range(1, min(m, radius + 1) + 1):
-            for subset in combinations(range(m), n_used):
-                ts = [min(t, self.tables[i].k) for t, i in zip(_thresholds(n_used, radius), subset)]
-                cost = _probe_cost(
-                    [self.tables[i].k for i in subset], ts, [self._bucket_rows(self.tables[i]) for i in subset]
-                )
-                if best is None or cost < best.cost_ns:
-                    best = Plan("probe", tuple(subset), tuple(ts), cost)
+        """How :meth:`search` answers ``radius`` by default: the cheaper of the best probe
+        plan and a scan of table 0, by the cost model."""
+        best = self.probe_plan(radius)
         scan = SCAN_KEY_NS * (1 << self.tables[0].k) + SCAN_ROW_NS * self.count
-        if best is None or scan < best.cost_ns:
-            best = Plan("scan", (0,), (self.tables[0].k,), scan)
-        return best
+        return Plan("scan", (0,), (self.tables[0].k,), scan) if scan < best.cost_ns else best
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -449,23 +507,14 @@ class HammingLookup:
         if len(queries) == 0:
             return _empty_matches(0)
         plan = self.plan(radius)
-        if method == "scan" or (method == "auto" and plan.method == "scan"):
+        if method == "scan":
             plan = Plan("scan", (0,), (self.tables[0].k,), plan.cost_ns)
         elif method == "probe" and plan.method == "scan":
-            plan = min(
-                (self._probe_plan(radius, n) for n in range(1, min(len(self.tables), radius + 1) + 1)),
-                key=lambda p: p.cost_ns,
-            )
+            plan = self.probe_plan(radius)
         use_c = _kernel is not None and backend != "numpy"
         if use_c:
             return self._search_c(queries, radius, plan, limit, ties == "keep")
         return self._search_numpy(queries, radius, plan, limit, ties == "keep")
-
-    def _probe_plan(self, radius: int, n_used: int) -> Plan:
-        subset = tuple(range(n_used))
-        ts = [min(t, self.tables[i].k) for t, i in zip(_thresholds(n_used, radius), subset)]
-        cost = _probe_cost([self.tables[i].k for i in subset], ts, [self._bucket_rows(self.tables[i]) for i in subset])
-        return Plan("probe", subset, tuple(ts), cost)
 
     def _signed_ids(self) -> bool:
         return self.tables[0].ids.dtype == np.int64
@@ -556,7 +605,7 @@ class HammingLookup:
         arrays: list[np.ndarray] = []
         tables_meta = []
         for t in self.tables:
-            entry: dict[str, Any] = {"lo": t.lo, "k": t.k, "sum_sq": t.sum_sq}
+            entry: dict[str, Any] = {"lo": t.lo, "k": t.k, "key_cdf": t.key_cdf}
             for name in ("directory", "residuals", "ids"):
                 arr = np.ascontiguousarray(getattr(t, name))
                 entry[name] = {"dtype": arr.dtype.str, "length": int(len(arr))}
@@ -634,9 +683,10 @@ class HammingLookup:
                         else np.zeros(0, dtype)
                     )
                 lo, k = int(entry["lo"]), int(entry["k"])
-                if len(arrays["directory"]) != (1 << k) + 1 or len(arrays["ids"]) != header["count"]:
-                    return None
-                tables.append(_Table(lo, k, arrays["directory"], arrays["residuals"], arrays["ids"], entry["sum_sq"]))
+                if (len(arrays["directory"]) != (1 << k) + 1 or len(arrays["ids"]) != header["count"]
+                        or len(arrays["residuals"]) != header["count"] or len(entry["key_cdf"]) != k + 1):
+                    return None  # fmt: skip
+                tables.append(_Table(lo, k, arrays["directory"], arrays["residuals"], arrays["ids"], entry["key_cdf"]))
             _validate_layout([TableLayout(t.lo, t.k) for t in tables], header["n_bits"])
             return cls(header["n_bits"], header["count"], tables)
         except (OSError, ValueError, KeyError, TypeError):
