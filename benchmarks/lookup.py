@@ -147,19 +147,20 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
     rss0 = common.rss_bytes()
     with common.Stopwatch() as sw:
         lookup = HammingLookup.build(ids, codes, bits)
-    built = {"semhash": (sw.seconds, lookup.nbytes, common.rss_bytes() - rss0)}
-    common.log(f"[lookup]   semhash build {sw.seconds:.2f}s, {lookup!r}")
+    built = {"semhash": (sw, lookup.nbytes, common.rss_bytes() - rss0)}
+    common.log(f"[lookup]   semhash build {sw.seconds:.2f}s ({sw.cpu_seconds:.2f} cpu-s), {lookup!r}")
     sizes = {r: lookup.search(queries, r).counts() for r in radii}
     rows: list[dict[str, Any]] = []
 
     def record(method: str, r: int, group: str, qs: np.ndarray, expected: int, timing, found, note: str = ""):
-        build_s, nbytes, rss = built.get(method, (None, None, None))
+        build, nbytes, rss = built.get(method, (None, None, None))
         rows.append({
             "distribution": distribution, "n": n, "radius": r, "method": method, "answers": group,
             "queries": timing.items if timing else 0, "queries_per_s": timing.per_second if timing else None,
             "queries_per_cpu_s": timing.per_cpu_second if timing else None,
             "mean_answer": (found / timing.items) if timing and timing.items else None,
-            "build_s": build_s, "bytes_per_code": (nbytes / n) if nbytes and n else None,
+            "build_s": build.seconds if build else None, "build_cpu_s": build.cpu_seconds if build else None,
+            "bytes_per_code": (nbytes / n) if nbytes and n else None,
             "rss_bytes_per_code": (rss / n) if rss and n else None,
             "stopped_by": timing.stopped_by if timing else None,
             "agrees": None if timing is None else found == expected_for(r, group, timing.items),
@@ -198,8 +199,8 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
         rss0 = common.rss_bytes()
         with common.Stopwatch() as sw:
             probe = HashProbe(ids, codes)
-        built["hash-probe"] = (sw.seconds, probe.nbytes, common.rss_bytes() - rss0)
-        common.log(f"[lookup]   hash-probe build {sw.seconds:.2f}s")
+        built["hash-probe"] = (sw, probe.nbytes, common.rss_bytes() - rss0)
+        common.log(f"[lookup]   hash-probe build {sw.seconds:.2f}s ({sw.cpu_seconds:.2f} cpu-s)")
         contend("hash-probe", lambda r: (lambda q, m=common.flip_masks(bits, r): probe.probe(q, m)), 1000)
         del probe
 
@@ -210,8 +211,8 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
         with common.Stopwatch() as sw:
             index = faiss.IndexBinaryHash(_faiss_bits(bits), b)
             index.add(packed)
-        built["faiss-hash"] = (sw.seconds, None, common.rss_bytes() - rss0)
-        common.log(f"[lookup]   faiss-hash (b={b}) build {sw.seconds:.2f}s")
+        built["faiss-hash"] = (sw, None, common.rss_bytes() - rss0)
+        common.log(f"[lookup]   faiss-hash (b={b}) build {sw.seconds:.2f}s ({sw.cpu_seconds:.2f} cpu-s)")
 
         def faiss_hash(r: int) -> Callable[[np.ndarray], np.ndarray]:
             index.nflip = r  # probe every hash key within r: exact for radius r
@@ -236,7 +237,7 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
             with common.Stopwatch() as sw:
                 flat = faiss.IndexBinaryFlat(_faiss_bits(bits))
                 flat.add(packed)
-            built["faiss-flat"] = (sw.seconds, flat.ntotal * flat.code_size, common.rss_bytes() - rss0)
+            built["faiss-flat"] = (sw, flat.ntotal * flat.code_size, common.rss_bytes() - rss0)
 
             def faiss_flat(r: int) -> Callable[[np.ndarray], np.ndarray]:
                 def run(q: np.ndarray) -> np.ndarray:
@@ -286,7 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             payload["machine"]["load_average_end"] = common.load_average()
             path = common.write_json("lookup", payload, args.out)  # after every size: a long run keeps its rows
     columns = ["distribution", "n", "radius", "method", "answers", "queries_per_s", "queries_per_cpu_s", "mean_answer",
-               "build_s", "bytes_per_code", "queries", "agrees"]  # fmt: skip
+               "build_s", "build_cpu_s", "bytes_per_code", "queries", "agrees"]  # fmt: skip
     print(common.table(payload["rows"], columns))
     common.log(f"[lookup] wrote {path}")
     return payload
