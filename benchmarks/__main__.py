@@ -14,6 +14,7 @@ import sys
 
 EXPERIMENTS = {
     "lookup": "benchmarks.lookup",  # radius search at 10^5..10^8 codes (issue 10)
+    "lookup-layouts": "benchmarks.lookup_layouts",  # which bucket-table layout (issue 10)
 }
 
 

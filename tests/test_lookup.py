@@ -319,3 +319,15 @@ def test_benchmark_harness_runs_on_a_tiny_index(tmp_path):
     assert all(r["agrees"] for r in rows), [r for r in rows if not r["agrees"]]
     assert all(r["queries_per_s"] > 0 for r in rows)
     assert payload["machine"]["load_average_1_5_15min"]
+
+
+def test_layout_experiment_runs_on_a_tiny_index(tmp_path):
+    out = tmp_path / "layouts.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "lookup-layouts", "--sizes", "2000", "--radii", "2", "--queries", "100",
+         "--max-seconds", "0.5", "--layouts", "auto;8;6,6", "--out", str(out)],
+        cwd=REPO, check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["layout"] for r in rows} == {"auto", "8", "6,6"} and all(r["queries_per_s"] > 0 for r in rows)
+    assert {r["keys"] for r in rows if r["layout"] == "6,6"} == {"6+6"}
