@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-answer", type=int, default=64, help="answers up to this many rows count as small")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default docs/benchmarks/lookup.json)")
+    p.add_argument("--report", nargs="+", metavar="JSON", default=None,
+                   help="print the docs tables from results already written (runs nothing)")
 
 
 # ---------------------------------------------------------------------------- the contenders
@@ -259,7 +261,54 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
     return rows
 
 
+def _size(n: int) -> str:
+    k = round(np.log10(n)) if n > 0 else 0
+    return f"10^{k}" if n > 0 and 10**k == n else f"{n:,}"
+
+
+def report(paths: list[str]) -> str:
+    """The tables of docs/BENCHMARKS.md from result files: queries per CPU-second (wall
+    queries/s in brackets) by method, then build time and memory."""
+    import json
+
+    rows = [row for path in paths for row in json.loads(Path(path).read_text())["rows"]]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    keys = sorted({(r["distribution"], r["n"], r["radius"], r["answers"]) for r in rows},
+                  key=lambda k: (k[0] != "random", k[1], k[2], k[3].startswith(">")))  # fmt: skip
+    speed = []
+    for dist, n, radius, answers in keys:
+        line: dict[str, Any] = {"codes": dist, "N": _size(n), "r": radius,
+                                "answers": answers}  # fmt: skip
+        for m in methods:
+            hit = [r for r in rows if (r["distribution"], r["n"], r["radius"], r["answers"], r["method"])
+                   == (dist, n, radius, answers, m)]  # fmt: skip
+            if not hit or hit[0]["queries_per_s"] is None:
+                line[m] = "skipped" if hit else "–"
+                continue
+            r = hit[0]
+            line[m] = f"{common.fmt(r.get('queries_per_cpu_s'))} ({common.fmt(r['queries_per_s'])})"
+            line["mean answer"] = common.fmt(r["mean_answer"]) if m == methods[0] else line.get("mean answer")
+        speed.append(line)
+    builds = []
+    for dist, n in sorted({(r["distribution"], r["n"]) for r in rows}, key=lambda k: (k[0] != "random", k[1])):
+        for m in methods:
+            if m == "semhash-numpy":
+                continue  # the same build as semhash
+            hit = [r for r in rows if (r["distribution"], r["n"], r["method"]) == (dist, n, m) and r["build_s"]]
+            if hit:
+                r = hit[0]
+                builds.append({"codes": dist, "N": _size(n), "method": m,
+                               "build CPU-s (wall s)": f"{common.fmt(r.get('build_cpu_s'))} ({common.fmt(r['build_s'])})",
+                               "bytes/code": r["bytes_per_code"] or (f"~{common.fmt(r['rss_bytes_per_code'])} (RSS growth)"
+                                                                    if r["rss_bytes_per_code"] else None)})  # fmt: skip
+    return (common.table(speed, ["codes", "N", "r", "answers", "mean answer"] + methods) + "\n\n"
+            + common.table(builds, ["codes", "N", "method", "build CPU-s (wall s)", "bytes/code"]))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.report:
+        print(report(args.report))
+        return {}
     common.single_thread()
     import faiss
 

@@ -319,6 +319,9 @@ def test_benchmark_harness_runs_on_a_tiny_index(tmp_path):
     assert all(r["agrees"] for r in rows), [r for r in rows if not r["agrees"]]
     assert all(r["queries_per_s"] > 0 for r in rows)
     assert payload["machine"]["load_average_1_5_15min"]
+    tables = subprocess.run([sys.executable, "-m", "benchmarks", "lookup", "--report", str(out)],
+                            cwd=REPO, check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "| random | 3,000 | 2 | <= 64 |" in tables and "| clustered | 3,000 | semhash |" in tables
 
 
 def test_layout_experiment_runs_on_a_tiny_index(tmp_path):
