@@ -72,6 +72,17 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def available_memory_bytes() -> int:
+    """MemAvailable (Linux; 0 where unknown): check it before building something big."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def rss_bytes() -> int:
     """Resident memory of this process now (Linux; 0 elsewhere)."""
     try:
