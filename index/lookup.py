@@ -42,7 +42,6 @@ import json
 import math
 import mmap
 import os
-import tempfile
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -136,6 +135,8 @@ def as_codes(codes: Any, n_bits: int, what: str = "codes") -> np.ndarray:
         flat = list(np.ravel(np.asarray(codes, dtype=object)))
         if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in flat):
             raise ValueError(f"{what} must be integers")
+        if any(not -(2**63) <= int(x) < 2**64 for x in flat):
+            raise ValueError(f"{what} must fit in 64 bits")
         arr = np.array([int(x) % 2**64 for x in flat], dtype=np.uint64)
     if arr.dtype.kind == "u":
         arr = arr.astype(np.uint64, copy=False)
@@ -531,8 +532,14 @@ class HammingLookup:
 
     # ------------------------------------------------------------------ NumPy backend
     def _search_numpy(
-        self, queries: np.ndarray, radius: int, plan: Plan, limit: int | None, keep_ties: bool, chunk: int = 256
+        self, queries: np.ndarray, radius: int, plan: Plan, limit: int | None, keep_ties: bool
     ) -> Matches:
+        # queries per chunk: about a million probes (or scanned rows) in flight at most
+        if plan.method == "scan":
+            work = max(self.count, 1)
+        else:
+            work = sum(_neighbour_count(self.tables[i].k, t) for i, t in zip(plan.tables, plan.thresholds))
+        chunk = int(max(1, min(256, 1_000_000 // max(work, 1))))
         parts = []
         for start in range(0, len(queries), chunk):
             q = queries[start : start + chunk]
@@ -636,6 +643,8 @@ class HammingLookup:
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
+        import tempfile  # only writers pay for it
+
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -200,6 +200,8 @@ def test_bad_input_is_refused():
         HammingLookup.build([1], [1], 16, layout=[TableLayout(0, 8), TableLayout(4, 8)])
     with pytest.raises(ValueError, match="integers"):
         index.search([1.5], 1)
+    with pytest.raises(ValueError, match="64 bits"):
+        HammingLookup.build([1, 2], [1, 2**64], 64)
     assert index.search([3], 99).counts().tolist() == [2]  # beyond n_bits: everything
 
 
