@@ -28,7 +28,7 @@ import numpy as np
 from benchmarks import common
 
 DESCRIPTION = __doc__
-METHODS = ("semhash", "semhash-numpy", "hash-probe", "faiss-hash", "faiss-flat")
+METHODS = ("semhash", "semhash-numpy", "semhash-cold", "hash-probe", "faiss-hash", "faiss-flat")
 FAISS_HASH_BYTES_PER_CODE = 90  # resident growth measured at 10^7 (82): the guard before building it
 
 # Phase 2 hooks (issue 10's integration measures).  Each entry is called once per
@@ -117,6 +117,52 @@ def _faiss_bits(n_bits: int) -> int:
     return 8 * ((n_bits + 7) // 8)
 
 
+# ---------------------------------------------------------------------------- cold start
+COLD_PROCESS = """
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+from semhash.index.lookup import HammingLookup
+t1 = time.perf_counter()
+index = HammingLookup.load(sys.argv[1], {"bench": 1})
+t2 = time.perf_counter()
+out = {"import_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3, "first_query_ms": {}}
+for r, code in zip(json.loads(sys.argv[2]), json.loads(sys.argv[3])):
+    t = time.perf_counter()
+    found = len(index.search([code], r).ids)
+    out["first_query_ms"][str(r)] = [(time.perf_counter() - t) * 1e3, found]
+print(json.dumps(out))
+"""
+
+
+def _cold(lookup, distribution: str, n: int, queries: np.ndarray, radii: list[int]) -> list[dict[str, Any]]:
+    """Save the lookup, then in a fresh process: import, memory-map it, and answer one query
+    per radius (each a different code, so no answer is cached): what a cold `semhash query`
+    pays for the lookup itself (the page cache is warm: the file was just written)."""
+    import json
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="semhash-bench-") as work:
+        path = Path(work) / "index.lookup"
+        with common.Stopwatch() as sw:
+            lookup.save(path, {"bench": 1})
+        codes = [int(q) for q in queries[1 : 1 + len(radii)]]
+        out = subprocess.run([sys.executable, "-c", COLD_PROCESS, str(path), json.dumps(radii), json.dumps(codes)],
+                             capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
+        cold = json.loads(out.stdout)
+        size = path.stat().st_size
+    common.log(f"[lookup]   semhash-cold  save {sw.seconds:.1f}s ({size / 2**20:.0f} MiB); fresh process: "
+               f"import {cold['import_ms']:.0f} ms, load {cold['load_ms']:.1f} ms, first queries "
+               + ", ".join(f"r={r}: {ms:.1f} ms" for r, (ms, _) in cold["first_query_ms"].items()))  # fmt: skip
+    return [{
+        "distribution": distribution, "n": n, "radius": int(r), "method": "semhash-cold", "answers": "one query",
+        "queries": 1, "queries_per_s": 1e3 / ms, "mean_answer": found, "file_bytes": size, "save_s": sw.seconds,
+        "import_ms": cold["import_ms"], "load_ms": cold["load_ms"], "first_query_ms": ms, "agrees": None,
+        "build_s": None, "build_cpu_s": None, "bytes_per_code": None, "rss_bytes_per_code": None, "stopped_by": "done",
+        "queries_per_cpu_s": None, "note": "fresh process: import + mmap load + this query",
+    } for r, (ms, found) in cold["first_query_ms"].items()]  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- the run
 def _time(run: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, args, batch: int) -> tuple[common.Timing, int]:
     """Time ``run`` (returns answer counts) over ``queries``; returns timing and total matches."""
@@ -195,6 +241,8 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
     if "semhash-numpy" in methods:
         built["semhash-numpy"] = built["semhash"]
         contend("semhash-numpy", lambda r: (lambda q: lookup.search(q, r, backend="numpy").counts()), 1000)
+    if "semhash-cold" in methods:
+        rows.extend(_cold(lookup, distribution, n, queries, radii))
     rows_note = "" if has_c_kernel() else "C kernel missing: semhash ran its NumPy backend"
     del lookup
 
