@@ -329,6 +329,8 @@ def report(paths: list[str]) -> str:
     import json
 
     rows = [row for path in paths for row in json.loads(Path(path).read_text())["rows"]]
+    cold = [r for r in rows if r["method"] == "semhash-cold"]
+    rows = [r for r in rows if r["method"] != "semhash-cold"]
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     keys = sorted({(r["distribution"], r["n"], r["radius"], r["answers"]) for r in rows},
                   key=lambda k: (k[0] != "random", k[1], k[2], k[3].startswith(">")))  # fmt: skip
@@ -345,7 +347,8 @@ def report(paths: list[str]) -> str:
             r = hit[0]
             line[m] = f"{common.fmt(r.get('queries_per_cpu_s'))} ({common.fmt(r['queries_per_s'])})"
             line["mean answer"] = common.fmt(r["mean_answer"]) if m == methods[0] else line.get("mean answer")
-        speed.append(line)
+        if any(line.get(m) not in ("skipped", "–") for m in methods):  # a group no method timed: leave out
+            speed.append(line)
     builds = []
     for dist, n in sorted({(r["distribution"], r["n"]) for r in rows}, key=lambda k: (k[0] != "random", k[1])):
         for m in methods:
@@ -358,8 +361,23 @@ def report(paths: list[str]) -> str:
                                "build CPU-s (wall s)": f"{common.fmt(r.get('build_cpu_s'))} ({common.fmt(r['build_s'])})",
                                "bytes/code": r["bytes_per_code"] or (f"~{common.fmt(r['rss_bytes_per_code'])} (RSS growth)"
                                                                     if r["rss_bytes_per_code"] else None)})  # fmt: skip
-    return (common.table(speed, ["codes", "N", "r", "answers", "mean answer"] + methods) + "\n\n"
-            + common.table(builds, ["codes", "N", "method", "build CPU-s (wall s)", "bytes/code"]))
+    tables = []
+    if speed:
+        tables.append(common.table(speed, ["codes", "N", "r", "answers", "mean answer"] + methods))
+    if builds:
+        tables.append(common.table(builds, ["codes", "N", "method", "build CPU-s (wall s)", "bytes/code"]))
+    if cold:
+        lines = []
+        for dist, n in sorted({(r["distribution"], r["n"]) for r in cold}, key=lambda k: (k[0] != "random", k[1])):
+            here = {r["radius"]: r for r in cold if (r["distribution"], r["n"]) == (dist, n)}
+            first = next(iter(here.values()))
+            line = {"codes": dist, "N": _size(n), "file MiB": first["file_bytes"] / 2**20,
+                    "import ms": first["import_ms"], "load ms": first["load_ms"]}  # fmt: skip
+            for r, row in sorted(here.items()):
+                line[f"first query r={r} ms"] = row["first_query_ms"]
+            lines.append(line)
+        tables.append(common.table(lines, list(lines[0])))
+    return "\n\n".join(tables)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
