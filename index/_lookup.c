@@ -125,8 +125,12 @@ static void insertion_sort(uint64_t *a, Py_ssize_t n) {
     }
 }
 
-/* LSD radix sort on the bytes that vary; tmp holds n keys */
+/* LSD radix sort on the bytes that vary; tmp holds n keys.  A tier that is already in
+ * order (the rows of one bucket are stored by id, so every radius-0 answer is) is left as it is. */
 static void radix_sort(uint64_t *a, uint64_t *tmp, Py_ssize_t n) {
+    Py_ssize_t ordered = 1;
+    while (ordered < n && a[ordered - 1] <= a[ordered]) ordered++;
+    if (ordered >= n) return;
     if (n < 64) {
         insertion_sort(a, n);
         return;

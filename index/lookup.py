@@ -387,6 +387,7 @@ class HammingLookup:
         self.count = int(count)
         self.tables = tables
         self._codes_cache: np.ndarray | None = None
+        self._plans: dict[int, Plan] = {}  # per radius: the model's answer never changes
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -457,9 +458,14 @@ class HammingLookup:
     def plan(self, radius: int) -> Plan:
         """How :meth:`search` answers ``radius`` by default: the cheaper of the best probe
         plan and a scan of table 0, by the cost model."""
-        best = self.probe_plan(radius)
-        scan = SCAN_KEY_NS * (1 << self.tables[0].k) + SCAN_ROW_NS * self.count
-        return Plan("scan", (0,), (self.tables[0].k,), scan) if scan < best.cost_ns else best
+        radius = min(int(radius), self.n_bits)
+        cached = self._plans.get(radius)
+        if cached is None:
+            best = self.probe_plan(radius)
+            scan = SCAN_KEY_NS * (1 << self.tables[0].k) + SCAN_ROW_NS * self.count
+            cached = Plan("scan", (0,), (self.tables[0].k,), scan) if scan < best.cost_ns else best
+            self._plans[radius] = cached
+        return cached
 
     # ------------------------------------------------------------------ searching
     def search(
