@@ -316,10 +316,14 @@ def test_benchmark_harness_runs_on_a_tiny_index(tmp_path):
     )  # fmt: skip
     payload = json.loads(out.read_text())
     rows = payload["rows"]
-    assert {r["method"] for r in rows} == {"semhash", "semhash-numpy", "hash-probe", "faiss-hash", "faiss-flat"}
+    assert {r["method"] for r in rows} == {"semhash", "semhash-numpy", "semhash-cold", "hash-probe", "faiss-hash",
+                                           "faiss-flat"}  # fmt: skip
     assert {r["distribution"] for r in rows} == {"random", "clustered"}
-    assert all(r["agrees"] for r in rows), [r for r in rows if not r["agrees"]]
+    timed = [r for r in rows if r["method"] != "semhash-cold"]
+    assert all(r["agrees"] for r in timed), [r for r in timed if not r["agrees"]]
     assert all(r["queries_per_s"] > 0 for r in rows)
+    cold = [r for r in rows if r["method"] == "semhash-cold"]
+    assert {r["radius"] for r in cold} == {1, 2} and all(r["load_ms"] > 0 and r["file_bytes"] > 0 for r in cold)
     assert payload["machine"]["load_average_1_5_15min"]
     tables = subprocess.run([sys.executable, "-m", "benchmarks", "lookup", "--report", str(out)],
                             cwd=REPO, check=True, capture_output=True, text=True, timeout=60).stdout
