@@ -50,11 +50,8 @@ def format_index(data: dict) -> str:
         lines.append(f"labels: {data['labels_kept']} kept their label from an earlier run (--relabel changes them)")
     if data["relabelled"]:
         lines.append(f"labels: {data['relabelled']} relabelled from {data['folder']}")
-    lines.append(f"wrote:
-  {data['index']}
-  {data['faiss']}")
-    return "
-".join(lines)
+    lines.append(f"wrote:\n  {data['index']}\n  {data['faiss']}")
+    return "\n".join(lines)
 
 
 @click.command()

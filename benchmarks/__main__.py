@@ -1,0 +1,38 @@
+"""``python -m benchmarks <experiment> [options]``: run one experiment of the harness.
+
+Experiments are registered here by name -> module; each module has ``DESCRIPTION``,
+``add_arguments(parser)`` and ``run(args) -> dict`` (what it wrote to JSON).  Every module is
+imported to build the command line, so an experiment keeps its heavy imports (faiss, the
+index, TensorFlow) inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+EXPERIMENTS = {
+    "lookup": "benchmarks.lookup",  # radius search at 10^5..10^8 codes (issue 10)
+    "lookup-layouts": "benchmarks.lookup_layouts",  # which bucket-table layout (issue 10)
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    modules = {}
+    for name, module_name in EXPERIMENTS.items():
+        module = importlib.import_module(module_name)
+        modules[name] = module
+        p = sub.add_parser(name, help=module.DESCRIPTION.splitlines()[0], description=module.DESCRIPTION,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+    args = parser.parse_args(argv)
+    modules[args.experiment].run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
