@@ -42,6 +42,7 @@ Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many mat
 ImageId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="Row id of an indexed image.")]
 
 ERRORS = {
+    400: {"model": Error, "description": "A malformed request body, or a Host header this server does not answer to"},
     404: {"model": Error, "description": "No such image, bucket, report or figure"},
     409: {"model": Error, "description": "The index is empty, unreadable right now, or its model cannot be loaded"},
     422: {"model": Error, "description": "A malformed parameter or an unreadable image"},
@@ -95,10 +96,17 @@ def status(reader: Reader) -> StatusOut:
     return StatusOut(**reader.status())
 
 
-@router.post("/search/upload", response_model=list[QueryOut], summary="Search by uploaded images")
+@router.post(
+    "/search/upload",
+    response_model=list[QueryOut],
+    responses={413: {"model": Error, "description": "Over the request's byte, file-count or pixel limit"}},
+    summary="Search by uploaded images",
+)
 def search_upload(
     reader: Reader,
-    files: Annotated[list[UploadFile], File(description="One or more image files (PNG, JPEG, GIF, BMP, TIFF, WebP).")],
+    files: Annotated[
+        list[UploadFile], File(min_length=1, description="One or more image files (PNG, JPEG, GIF, BMP, TIFF, WebP).")
+    ],
     radius: Radius = 2,
     limit: Limit = 100,
 ) -> list[QueryOut]:
