@@ -38,11 +38,13 @@ import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import quote
 
+import faiss
 import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -52,7 +54,7 @@ from semhash.data import IMAGE_EXTENSIONS, decode_image
 from semhash.errors import ImageError, IndexError_, ModelError, SemhashError
 from semhash.hashing import code_to_str, from_signed64, to_signed64
 from semhash.index import faiss_store
-from semhash.index.db import ImageRow, IndexDB, IndexMeta, chunked, open_index, read_meta
+from semhash.index.db import ImageRow, IndexDB, IndexMeta, MetaRow, chunked, open_index
 from semhash.index.search import index_info
 from semhash.workspace import Workspace
 
@@ -77,6 +79,7 @@ __all__ = [
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 THUMBNAIL_SIZES = (16, 512)
 MAX_SERVED_FILE_BYTES = 64 << 20
+KEY_REUSE_S = 0.005
 _BUSY_TIMEOUT_S = 5.0
 
 
@@ -256,6 +259,10 @@ class _SearchCache:
 
     def search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each code, (row ids, distances) of every entry within ``radius`` (inclusive)."""
+        # one thread per search, set in the calling thread (OpenMP's setting is per thread):
+        # requests run in parallel already, and an OpenMP team on a busy 2-core machine made
+        # one radius search 40x slower (1.8 ms -> 73 ms at 1M codes)
+        faiss.omp_set_num_threads(1)
         return faiss_store.range_search(self.index, faiss_store.pack_codes(codes, self.n_bits), radius)
 
 
@@ -271,8 +278,16 @@ class _State:
     derived: dict[str, Any] = field(default_factory=dict)  # status, buckets: computed once
 
 
-def _state_key(file_id: tuple[int, int], meta: IndexMeta) -> tuple:
-    return (file_id, meta.created_at, meta.generation, meta.model_fingerprint, meta.n_bits)
+#: what identifies an index state besides the file: a rebuild, any row change, a new model
+_STATE_KEYS = ("created_at", "generation", "model_fingerprint", "n_bits")
+_STATE_KEY_SQL = (
+    f"SELECT key, value FROM {MetaRow.__tablename__} WHERE key IN ({', '.join(repr(k) for k in _STATE_KEYS)})"
+)
+
+
+@lru_cache(maxsize=None)
+def _rows_by_id_sql(n: int) -> str:
+    return f"SELECT id, path, label, code FROM {ImageRow.__tablename__} WHERE id IN ({', '.join('?' * n)})"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -310,6 +325,10 @@ class IndexReader:
         self._engine: Engine | None = None
         self._db: IndexDB | None = None
         self._file_id: tuple[int, int] | None = None
+        self._opened = 0  # bumped by every (re)open: per-thread connections follow it
+        self._last_key: tuple[float, tuple] = (-1.0, ())
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
         self._open()
         self._current()
 
@@ -322,13 +341,7 @@ class IndexReader:
             st = os.stat(self.path)
         except OSError as exc:
             raise IndexError_(f"{self.path}: cannot read index ({exc.strerror or exc})") from None
-        uri = f"file:{quote(str(self.path))}?mode=ro"
-        timeout = self.busy_timeout_s
-
-        def connect() -> sqlite3.Connection:
-            return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
-
-        engine = create_engine("sqlite://", creator=connect, poolclass=QueuePool, pool_size=8, max_overflow=32)
+        engine = create_engine("sqlite://", creator=self._connect, poolclass=QueuePool, pool_size=2, max_overflow=8)
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:  # one consistent snapshot per transaction
@@ -336,12 +349,23 @@ class IndexReader:
 
         old = self._engine
         self._engine, self._db, self._file_id = engine, IndexDB(self.path, engine), (st.st_dev, st.st_ino)
+        self._opened += 1
         if old is not None:
             old.dispose()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A read-only connection (``mode=ro``: no statement on it can write; a WAL index is
+        read through its shared-memory file without being checkpointed)."""
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout_s, check_same_thread=False)
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+        with self._open_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
 
     def __enter__(self) -> "IndexReader":
         return self
@@ -350,8 +374,30 @@ class IndexReader:
         self.close()
 
     # -- the current state ----------------------------------------------------------------
-    def _read_key(self) -> tuple[tuple, IndexMeta]:
-        """The current index state, cheaply: one stat and the meta table's few rows."""
+    @contextmanager
+    def _raw(self) -> Iterator[sqlite3.Connection]:
+        """This thread's own read-only sqlite3 connection, for the per-request statements.
+        They are plain SQL on it: SQLAlchemy's statement layer and pool checkout cost ~1 ms a
+        request here, 20x the queries themselves."""
+        local = self._local
+        with self._db_errors():
+            if getattr(local, "opened", None) != self._opened:
+                old = getattr(local, "conn", None)
+                local.conn, local.opened = self._connect(), self._opened
+                with self._open_lock:
+                    if old is not None:  # a connection to the file this reader had open before
+                        old.close()
+                        self._connections.remove(old)
+                    self._connections.append(local.conn)
+            yield local.conn
+
+    def _read_key(self) -> tuple:
+        """The current index state, cheaply: one stat and four rows of the meta table (read
+        again only after ``KEY_REUSE_S``, so the freshness check and the search of one
+        request share one read)."""
+        checked_at, key = self._last_key
+        if time.monotonic() - checked_at < KEY_REUSE_S:
+            return key
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -360,13 +406,14 @@ class IndexReader:
             with self._open_lock:
                 if (st.st_dev, st.st_ino) != self._file_id:
                     self._open()  # deleted and re-created: the old connections see the old file
-        assert self._engine is not None and self._file_id is not None
-        with self._db_errors(), self._engine.connect() as conn:
-            meta = read_meta(conn, self.path)  # type: ignore[arg-type]  # a Connection reads like a Session
-        return _state_key(self._file_id, meta), meta
+        with self._raw() as conn:
+            values = dict(conn.execute(_STATE_KEY_SQL).fetchall())
+        key = (self._file_id, *(values.get(k) for k in _STATE_KEYS))
+        self._last_key = (time.monotonic(), key)
+        return key
 
     def _current(self) -> _State:
-        key, meta = self._read_key()
+        key = self._read_key()
         state = self._state
         if state is not None and state.key == key:
             return state
@@ -378,11 +425,12 @@ class IndexReader:
             if self._state is not None and self._state.key == key:
                 return self._state
             started = time.monotonic()
-            cache = None
-            if meta.bound:
-                assert self._db is not None
-                with self._db_errors():
-                    cache = _SearchCache.load(self._db, meta)
+            assert self._db is not None
+            with self._db_errors():
+                # labelled with the key read before loading: if the index moved on meanwhile,
+                # the next request sees a newer key and loads again
+                meta = self._db.meta()
+                cache = _SearchCache.load(self._db, meta) if meta.bound else None
             self._state = _State(key, meta, cache)
             # while an indexing run bumps the generation batch after batch, reload at most
             # every 2x the last reload's time: at most half the CPU goes to reloading
@@ -390,6 +438,16 @@ class IndexReader:
             return self._state
         finally:
             self._refresh_lock.release()
+
+    def stale(self) -> bool:
+        """Whether the next request would reload the search cache first (cheap: one stat and
+        one small query).  Lets an async caller run :meth:`refresh` in a worker thread."""
+        state = self._state
+        return state is None or (self._read_key() != state.key and time.monotonic() >= self._refresh_after)
+
+    def refresh(self) -> None:
+        """Bring the loaded state up to date with the index now (blocking)."""
+        self._current()
 
     def _bound(self) -> _State:
         state = self._current()
@@ -413,7 +471,10 @@ class IndexReader:
 
     def hasher(self) -> Any:
         """The NumPy Hasher of the model the index was built with (loaded once per model)."""
-        meta = self._bound().meta
+        return self._hasher(self._bound())
+
+    def _hasher(self, state: _State) -> Any:
+        meta = state.meta
         name, fingerprint = str(meta.model_name), str(meta.model_fingerprint)
         with self._hasher_lock:
             hasher = self._hashers.get((name, fingerprint))
@@ -445,37 +506,45 @@ class IndexReader:
 
     def search_codes(
         self,
-        codes: Sequence[int] | np.ndarray,
+        codes: Sequence[int | str] | np.ndarray,
         radius: int = 2,
         limit: int | None = None,
         queries: Sequence[str] | None = None,
     ) -> list[SearchResult]:
-        """For each code, the indexed images within Hamming ``radius`` (inclusive), nearest
-        first then by path, at most ``limit``; ``total`` counts them all."""
-        state = self._bound()
+        """For each code (an integer, or text as :func:`parse_code` reads it), the indexed
+        images within Hamming ``radius`` (inclusive), nearest first then by path, at most
+        ``limit``; ``total`` counts them all.  ``queries`` names them (default: the bits)."""
+        return self._search(self._bound(), codes, radius, limit, queries)
+
+    def _search(self, state: _State, codes: Any, radius: int, limit: int | None, queries: Sequence[str] | None) -> list[SearchResult]:
         radius, limit = self._check_search(state, radius, limit)
         n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
-        values = [int(c) for c in np.asarray(codes, dtype=np.uint64).reshape(-1).tolist()]
+        if isinstance(codes, np.ndarray):
+            values = [int(c) for c in codes.astype(np.uint64).reshape(-1).tolist()]
+        else:
+            values = [parse_code(c, n_bits) if isinstance(c, str) else int(c) for c in codes]
         for code in values:
-            if code >> n_bits:
-                raise BadQuery(f"code {code} has bits set above this index's {n_bits} bits")
-        names = list(queries) if queries is not None else [code_to_str(c, n_bits) for c in values]
+            if not 0 <= code < 1 << n_bits:
+                raise BadQuery(f"code {code} is outside 0..2**{n_bits}-1 for this {n_bits}-bit index")
         if not values:
             return []
+        bits = [code_to_str(c, n_bits) for c in values]
+        names = list(queries) if queries is not None else bits
         assert state.cache is not None
         hits = state.cache.search(np.asarray(values, dtype=np.uint64), radius)
         return [
-            SearchResult(name, code, code_to_str(code, n_bits), len(ids), self._first_matches(ids, distances, limit))
-            for name, code, (ids, distances) in zip(names, values, hits)
+            SearchResult(name, code, code_bits, len(ids), self._first_matches(ids, distances, limit))
+            for name, code, code_bits, (ids, distances) in zip(names, values, bits, hits)
         ]
 
     def search_images(
         self, images: np.ndarray, radius: int = 2, limit: int | None = None, queries: Sequence[str] | None = None
     ) -> list[SearchResult]:
         """Hash (N, H, W, C) images in [0, 1] with the index's model, then search."""
-        codes = self.hasher().hash(images)
+        state = self._bound()
+        codes = self._hasher(state).hash(images)
         names = list(queries) if queries is not None else [f"image {i}" for i in range(len(codes))]
-        return self.search_codes(codes, radius, limit, names)
+        return self._search(state, codes, radius, limit, names)
 
     def search_uploads(
         self, uploads: Sequence[tuple[str, bytes]], radius: int = 2, limit: int | None = None
@@ -485,17 +554,20 @@ class IndexReader:
             raise BadQuery("no image uploaded")
         if len(uploads) > self.limits.max_files:
             raise UploadTooLarge(f"{len(uploads)} images in one request: at most {self.limits.max_files}")
-        self._check_search(self._bound(), radius, limit)  # before any decoding
-        hasher = self.hasher()
+        state = self._bound()
+        self._check_search(state, radius, limit)  # before any decoding
+        hasher = self._hasher(state)
         images = np.stack([decode_upload(name, data, hasher.input_shape, self.limits.max_pixels) for name, data in uploads])
-        return self.search_images(images, radius, limit, [name for name, _ in uploads])
+        return self._search(state, hasher.hash(images), radius, limit, [name for name, _ in uploads])
 
     def search_id(self, image_id: int, radius: int = 2, limit: int | None = None) -> SearchResult:
         """Search from an indexed image (its stored code; nothing is decoded)."""
-        record = self.image(image_id)
-        return self.search_codes([record.code], radius, limit, [record.path])[0]
+        state = self._bound()
+        record = self._image(state, image_id)
+        return self._search(state, [record.code], radius, limit, [record.path])[0]
 
-    def code_from_text(self, text: str) -> int:
+    def parse_code(self, text: str) -> int:
+        """A code given as text, for this index's bit width (see :func:`parse_code`)."""
         return parse_code(text, int(self._bound().meta.n_bits))  # type: ignore[arg-type]
 
     def _first_matches(self, ids: np.ndarray, distances: np.ndarray, limit: int | None) -> list[Hit]:
@@ -515,31 +587,35 @@ class IndexReader:
         hits.sort(key=lambda h: (h.distance, h.path))
         return hits if limit is None else hits[:limit]
 
-    def _rows(self, ids: Any) -> Iterator[tuple[int, str, str | None, int]]:
-        assert self._engine is not None
+    def _rows(self, ids: Any) -> list[tuple[int, str, str | None, int]]:
         wanted = sorted(int(i) for i in ids)
-        with self._db_errors(), self._engine.connect() as conn:
+        found = []
+        with self._raw() as conn:
             for chunk in chunked(wanted):
-                stmt = select(ImageRow.id, ImageRow.path, ImageRow.label, ImageRow.code).where(ImageRow.id.in_(chunk))
-                for i, path, label, code in conn.execute(stmt):
-                    yield int(i), display_path(path), label, from_signed64(code)
+                for i, path, label, code in conn.execute(_rows_by_id_sql(len(chunk)), chunk):
+                    found.append((int(i), display_path(path), label, from_signed64(code)))
+        return found
 
     # -- rows, buckets --------------------------------------------------------------------
     def image(self, image_id: int) -> ImageRecord:
         """The indexed row ``image_id``; NotFound when there is none."""
-        state = self._current()
-        rows = list(self._rows([image_id])) if 0 <= int(image_id) < 1 << 63 else []
+        return self._image(self._current(), image_id)
+
+    def _image(self, state: _State, image_id: int) -> ImageRecord:
+        rows = self._rows([image_id]) if 0 <= int(image_id) < 1 << 63 else []
         if not rows:
             raise NotFound(f"no indexed image with id {image_id}")
         i, path, label, code = rows[0]
         return ImageRecord(i, path, label, code, code_to_str(code, int(state.meta.n_bits or 64)))
 
-    def bucket(self, code: int, limit: int | None = 100) -> BucketMembers:
-        """The images whose code is exactly ``code``, by path, at most ``limit``."""
+    def bucket(self, code: int | str, limit: int | None = 100) -> BucketMembers:
+        """The images whose code is exactly ``code`` (an integer, or text as
+        :func:`parse_code` reads it), by path, at most ``limit``."""
         state = self._bound()
         n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
-        if int(code) >> n_bits:
-            raise BadQuery(f"code {code} has bits set above this index's {n_bits} bits")
+        code = parse_code(code, n_bits) if isinstance(code, str) else int(code)
+        if not 0 <= code < 1 << n_bits:
+            raise BadQuery(f"code {code} is outside 0..2**{n_bits}-1 for this {n_bits}-bit index")
         assert self._engine is not None
         where = ImageRow.code == to_signed64(int(code))
         with self._db_errors(), self._engine.connect() as conn:
@@ -613,7 +689,7 @@ class IndexReader:
         model_error = None
         if state.cache is not None:
             try:
-                self.hasher()
+                self._hasher(state)
             except SemhashError as exc:
                 model_error = str(exc)
         return {

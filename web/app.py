@@ -236,6 +236,11 @@ _ENV = "SEMHASH_SERVE_CONFIG"
 def app_from_env() -> FastAPI:
     """uvicorn's app factory (``semhash.web.app:app_from_env``): each worker process builds
     its own app from the settings :func:`run_server` put in the environment."""
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the server parallelises across requests, and a BLAS team hashing one
+    # image on a busy machine only waits for itself (faiss's OpenMP is set per search thread)
+    threadpool_limits(1)
     config = json.loads(os.environ[_ENV])
     return create_app(config["index"], Workspace(config["home"]), allowed_hosts=config["hosts"])
 

@@ -1,7 +1,9 @@
 """The HTTP API: thin routes over :class:`semhash.index.browse.IndexReader`.
 
-Every route is a plain ``def`` (run in the server's thread pool): searches touch SQLite,
-faiss and Pillow, which block.
+Every route is ``async def``.  Searches by code or id and a row by id call the reader on the
+event loop: a millisecond of SQLite and faiss, less than a thread-pool hop costs.  Whatever
+can take long (decoding uploads, thumbnails, files, the status or bucket statistics computed
+once after a re-index, reports) runs in the thread pool, one hop per request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from semhash.index.browse import THUMBNAIL_SIZES, FileBytes, ImageRecord, IndexReader, NotFound, SearchResult
 from semhash.web.models import (
@@ -32,11 +35,21 @@ MAX_CODES_PER_REQUEST = 64
 MAX_UPLOAD_NAME = 200
 
 
-def get_reader(request: Request) -> IndexReader:
+async def get_reader(request: Request) -> IndexReader:
     return request.app.state.reader
 
 
+async def fresh_reader(request: Request) -> IndexReader:
+    """The reader, its search cache reloaded first (in a worker thread) if the index changed:
+    the fast routes below then run on the event loop without ever waiting for a reload."""
+    reader: IndexReader = request.app.state.reader
+    if reader.stale():
+        await run_in_threadpool(reader.refresh)
+    return reader
+
+
 Reader = Annotated[IndexReader, Depends(get_reader)]
+FreshReader = Annotated[IndexReader, Depends(fresh_reader)]
 Radius = Annotated[int, Query(ge=0, le=64, description="Hamming radius (inclusive).")]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many matches per query.")]
 ImageId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="Row id of an indexed image.")]
@@ -92,8 +105,8 @@ def _upload_name(filename: str | None, number: int) -> str:
 
 # --------------------------------------------------------------------------- routes
 @router.get("/status", response_model=StatusOut, summary="What the index holds")
-def status(reader: Reader) -> StatusOut:
-    return StatusOut(**reader.status())
+async def status(reader: Reader) -> StatusOut:
+    return StatusOut(**await run_in_threadpool(reader.status))
 
 
 @router.post(
@@ -102,7 +115,7 @@ def status(reader: Reader) -> StatusOut:
     responses={413: {"model": Error, "description": "Over the request's byte, file-count or pixel limit"}},
     summary="Search by uploaded images",
 )
-def search_upload(
+async def search_upload(
     reader: Reader,
     files: Annotated[
         list[UploadFile], File(min_length=1, description="One or more image files (PNG, JPEG, GIF, BMP, TIFF, WebP).")
@@ -112,19 +125,19 @@ def search_upload(
 ) -> list[QueryOut]:
     """Hash each uploaded image with the index's model, then list the indexed images within
     `radius`, nearest first (ties by path): one result per file, in upload order."""
-    uploads = [(_upload_name(f.filename, i + 1), f.file.read()) for i, f in enumerate(files)]
-    return [_query_out(r) for r in reader.search_uploads(uploads, radius, limit)]
+    uploads = [(_upload_name(f.filename, i + 1), await f.read()) for i, f in enumerate(files)]
+    return [_query_out(r) for r in await run_in_threadpool(reader.search_uploads, uploads, radius, limit)]
 
 
 @router.get("/search/id/{image_id}", response_model=list[QueryOut], summary="Search from an indexed image")
-def search_id(reader: Reader, image_id: ImageId, radius: Radius = 2, limit: Limit = 100) -> list[QueryOut]:
+async def search_id(reader: FreshReader, image_id: ImageId, radius: Radius = 2, limit: Limit = 100) -> list[QueryOut]:
     """The indexed images within `radius` of indexed image `image_id`'s code."""
     return [_query_out(reader.search_id(image_id, radius, limit))]
 
 
 @router.get("/search/code", response_model=list[QueryOut], summary="Search by code")
-def search_code(
-    reader: Reader,
+async def search_code(
+    reader: FreshReader,
     code: Annotated[
         list[str],
         Query(
@@ -137,12 +150,11 @@ def search_code(
     radius: Radius = 2,
     limit: Limit = 100,
 ) -> list[QueryOut]:
-    codes = [reader.code_from_text(text) for text in code]
-    return [_query_out(r) for r in reader.search_codes(codes, radius, limit)]
+    return [_query_out(r) for r in reader.search_codes(code, radius, limit)]
 
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An indexed image's row")
-def image(reader: Reader, image_id: ImageId) -> ImageOut:
+async def image(reader: FreshReader, image_id: ImageId) -> ImageOut:
     return _image_out(reader.image(image_id))
 
 
@@ -152,12 +164,12 @@ def image(reader: Reader, image_id: ImageId) -> ImageOut:
     responses={200: {"content": {"image/*": {}}, "description": "The image file"}},
     summary="An indexed image's file",
 )
-def image_file(
+async def image_file(
     reader: Reader, image_id: ImageId, if_none_match: Annotated[str | None, Header()] = None
 ) -> Response:
     """Only files that are rows of the index, reached by row id, inside the folder they
     were indexed from."""
-    return _file_response(reader.image_file(image_id), if_none_match)
+    return _file_response(await run_in_threadpool(reader.image_file, image_id), if_none_match)
 
 
 @router.get(
@@ -166,34 +178,34 @@ def image_file(
     responses={200: {"content": {"image/png": {}}, "description": "A PNG thumbnail"}},
     summary="An indexed image's thumbnail",
 )
-def image_thumbnail(
+async def image_thumbnail(
     reader: Reader,
     image_id: ImageId,
     size: Annotated[int, Query(ge=THUMBNAIL_SIZES[0], le=THUMBNAIL_SIZES[1])] = 128,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    return _file_response(reader.thumbnail(image_id, size), if_none_match)
+    return _file_response(await run_in_threadpool(reader.thumbnail, image_id, size), if_none_match)
 
 
 @router.get("/buckets", response_model=BucketsOut, summary="The largest buckets, with purity")
-def buckets(reader: Reader, n: Annotated[int, Query(ge=0, le=100)] = 20) -> BucketsOut:
+async def buckets(reader: Reader, n: Annotated[int, Query(ge=0, le=100)] = 20) -> BucketsOut:
     """Computed once per index state (the first call after a re-index reads every code)."""
-    return BucketsOut(**reader.largest_buckets(n))
+    return BucketsOut(**await run_in_threadpool(reader.largest_buckets, n))
 
 
 @router.get("/buckets/{code}", response_model=BucketOut, summary="A bucket's members")
-def bucket(
+async def bucket(
     reader: Reader,
     code: Annotated[str, PathParam(description="Bits (unit 0 first) or a decimal integer.")],
     limit: Limit = 100,
 ) -> BucketOut:
-    found = reader.bucket(reader.code_from_text(code), limit)
+    found = await run_in_threadpool(reader.bucket, code, limit)
     return BucketOut(code=found.code, bits=found.bits, size=found.size, members=[_image_out(m) for m in found.members])
 
 
 @router.get("/report", response_model=ReportOut, summary="The latest evaluation report of the index's model")
-def report(reader: Reader) -> ReportOut:
-    found = reader.latest_report()
+async def report(reader: Reader) -> ReportOut:
+    found = await run_in_threadpool(reader.latest_report)
     if found is None:
         model = reader.model_name
         raise NotFound(
@@ -217,5 +229,5 @@ def report(reader: Reader) -> ReportOut:
     responses={200: {"content": {"image/png": {}}, "description": "A report figure"}},
     summary="A figure of the latest evaluation report",
 )
-def report_figure(reader: Reader, name: str) -> FileResponse:
-    return FileResponse(reader.report_figure(name), media_type="image/png", headers={"Cache-Control": "no-cache"})
+async def report_figure(reader: Reader, name: str) -> FileResponse:
+    return FileResponse(await run_in_threadpool(reader.report_figure, name), media_type="image/png", headers={"Cache-Control": "no-cache"})
