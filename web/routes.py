@@ -158,31 +158,27 @@ async def image(reader: FreshReader, image_id: ImageId) -> ImageOut:
     return _image_out(reader.image(image_id))
 
 
-@router.get(
-    "/images/{image_id}/file",
-    response_class=Response,
-    responses={200: {"content": {"image/*": {}}, "description": "The image file"}},
-    summary="An indexed image's file",
-)
-async def image_file(
-    reader: Reader, image_id: ImageId, if_none_match: Annotated[str | None, Header()] = None
-) -> Response:
+def _binary(media_type: str, description: str) -> dict:
+    """OpenAPI for a route whose 200 is a file, not JSON."""
+    return {"response_class": Response, "responses": {200: {"content": {media_type: {}}, "description": description}}}
+
+
+IfNoneMatch = Annotated[str | None, Header()]
+
+
+@router.get("/images/{image_id}/file", summary="An indexed image's file", **_binary("image/*", "The image file"))
+async def image_file(reader: Reader, image_id: ImageId, if_none_match: IfNoneMatch = None) -> Response:
     """Only files that are rows of the index, reached by row id, inside the folder they
     were indexed from."""
     return _file_response(await run_in_threadpool(reader.image_file, image_id), if_none_match)
 
 
-@router.get(
-    "/images/{image_id}/thumbnail",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "A PNG thumbnail"}},
-    summary="An indexed image's thumbnail",
-)
+@router.get("/images/{image_id}/thumbnail", summary="An indexed image's thumbnail", **_binary("image/png", "A PNG thumbnail"))
 async def image_thumbnail(
     reader: Reader,
     image_id: ImageId,
     size: Annotated[int, Query(ge=THUMBNAIL_SIZES[0], le=THUMBNAIL_SIZES[1])] = 128,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     return _file_response(await run_in_threadpool(reader.thumbnail, image_id, size), if_none_match)
 
@@ -224,10 +220,7 @@ async def report(reader: Reader) -> ReportOut:
 
 
 @router.get(
-    "/report/figures/{name}",
-    response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}, "description": "A report figure"}},
-    summary="A figure of the latest evaluation report",
+    "/report/figures/{name}", summary="A figure of the latest evaluation report", **_binary("image/png", "A report figure")
 )
 async def report_figure(reader: Reader, name: str) -> FileResponse:
     return FileResponse(await run_in_threadpool(reader.report_figure, name), media_type="image/png", headers={"Cache-Control": "no-cache"})
