@@ -280,6 +280,58 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+# --------------------------------------------------------------------------- in process
+def cpu_ms(fn, n: int) -> float:
+    """Median over 5 rounds of the CPU milliseconds per call of ``fn(i)``, i < n."""
+    fn(0)
+    rounds = []
+    for _ in range(5):
+        started = time.process_time()
+        for i in range(n):
+            fn(i)
+        rounds.append(1000 * (time.process_time() - started) / n)
+    return round(statistics.median(rounds), 3)
+
+
+def in_process_costs(index_path: Path, home: Path, query_codes: Sequence[int], pngs: Sequence[Path]) -> dict[str, Any]:
+    """CPU per call of the server's parts, without HTTP: the search cache, the whole search,
+    hashing one image, a whole upload; first with the libraries' default thread teams, then
+    with one thread each, as the server runs them."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    from semhash.index.browse import IndexReader
+    from semhash.workspace import Workspace
+
+    reader = IndexReader(index_path, Workspace(home))
+    state = reader._current()
+    codes = np.asarray(query_codes, dtype=np.uint64)
+    hasher = reader.hasher()
+    uploads = [(p.name, p.read_bytes()) for p in pngs]
+    image = np.zeros((1, *hasher.input_shape), dtype=np.float32)
+    n = len(codes)
+    out: dict[str, Any] = {"threads_default": {}, "threads_one": {}}
+    out["threads_default"]["faiss_search_ms"] = cpu_ms(
+        lambda i: faiss_range_search_default_threads(state.cache, codes[i % n : i % n + 1]), 100)
+    out["threads_default"]["hash_one_image_ms"] = cpu_ms(lambda i: hasher.hash(image), 100)
+    threadpool_limits(1)
+    faiss.omp_set_num_threads(1)
+    one = out["threads_one"]
+    one["faiss_search_ms"] = cpu_ms(lambda i: state.cache.search(codes[i % n : i % n + 1], RADIUS), 300)
+    one["search_codes_ms"] = cpu_ms(lambda i: reader.search_codes([int(codes[i % n])], RADIUS, LIMIT), 300)
+    one["hash_one_image_ms"] = cpu_ms(lambda i: hasher.hash(image), 300)
+    one["search_uploads_ms"] = cpu_ms(lambda i: reader.search_uploads([uploads[i % len(uploads)]], RADIUS, LIMIT), 100)
+    reader.close()
+    return out
+
+
+def faiss_range_search_default_threads(cache, codes: np.ndarray):
+    """The cache's faiss search without its one-thread setting (faiss's default team)."""
+    from semhash.index import faiss_store
+
+    return faiss_store.range_search(cache.index, faiss_store.pack_codes(codes, cache.n_bits), RADIUS)
+
+
 # --------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from semhash.web.local_server import LocalServer
@@ -297,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     scripts = {"code": code_script(query_codes, RADIUS, LIMIT), "upload": upload_script(pngs, RADIUS, LIMIT)}
     servers = []
-    for workers in args.workers:
+    for workers in [] if args.in_process_only else args.workers:
         results: dict[str, Any] = {"workers": workers}
         with LocalServer(index_path, home, workers=workers, log_path=work / "serve.log") as server:
             log(f"semhash serve at {server.url} ({workers} worker(s)); wrk for {args.duration} s per run")
@@ -316,10 +368,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "upload_median_ms": upload["latency"].get("p50_ms", float("inf")) <= TARGETS["upload_median_ms"],
         }
         servers.append(results)
+    in_process = in_process_costs(index_path, home, query_codes, pngs)
+    log(f"  in process (CPU ms per call): {json.dumps(in_process)}")
     cold_image_args = [["query", str(p), "--index", str(index_path), "--home", str(home), "--radius", str(RADIUS),
                         "--limit", str(LIMIT), "--json"] for p in pngs]
-    cold: dict[str, Any] = {"upload": cold_queries(cold_image_args, args.cold_runs)}
-    if query_has_code_option():
+    cold: dict[str, Any] = {"upload": cold_queries(cold_image_args, 0 if args.in_process_only else args.cold_runs)}
+    if args.in_process_only:
+        cold["code"] = None
+    elif query_has_code_option():
         cold["code"] = cold_queries([["query", "--code", str(c), "--index", str(index_path), "--home", str(home),
                                       "--radius", str(RADIUS), "--limit", str(LIMIT), "--json"] for c in query_codes[:8]], args.cold_runs)
     else:
@@ -340,6 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "search_cache": "faiss IndexBinaryFlat (linear scan), one OpenMP thread per search"},
         "queries": {"radius": RADIUS, "limit": LIMIT, "codes": len(query_codes), "pngs": len(pngs)},
         "servers": servers,
+        "in_process_cpu_ms": in_process,
         "cold_semhash_query": cold,
         "targets": TARGETS,
     }
@@ -375,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--home", default=None, help="Use this workspace's trained model instead of random weights.")
     parser.add_argument("--model", default=None, help="With --home: the model [latest].")
     parser.add_argument("--work", default=None, help="Folder for the index and queries (reused between runs).")
+    parser.add_argument("--in-process-only", action="store_true", help="Only the CPU per call of the parts, no server.")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON to write [docs/benchmarks/serve.json]; '-' for none.")
     args = parser.parse_args(argv)
     report = run(args)
@@ -383,7 +441,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {out}", file=sys.stderr)
-    print(markdown(report))
+    if report["servers"]:
+        print(markdown(report))
+    print(json.dumps(report["in_process_cpu_ms"], indent=2))
     met = {server["workers"]: server["met"] for server in report["servers"]}
     print(f"\nload average before {report['load_average_before']}, after {report['load_average_after']} "
           f"on {report['machine']['cpus']} CPUs; targets met (by workers): {met}")

@@ -260,8 +260,8 @@ class _SearchCache:
     def search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each code, (row ids, distances) of every entry within ``radius`` (inclusive)."""
         # one thread per search, set in the calling thread (OpenMP's setting is per thread):
-        # requests run in parallel already, and an OpenMP team on a busy 2-core machine made
-        # one radius search 40x slower (1.8 ms -> 73 ms at 1M codes)
+        # requests run in parallel already, and on a busy 2-core machine faiss's default team
+        # spent 5x the CPU on one radius search (docs/BENCHMARKS.md, serve)
         faiss.omp_set_num_threads(1)
         return faiss_store.range_search(self.index, faiss_store.pack_codes(codes, self.n_bits), radius)
 
