@@ -32,7 +32,7 @@ from semhash.web.routes import router
 from semhash.workspace import Workspace
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-LOCAL_HOSTS = ("127.0.0.1", "localhost")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 #: library error -> HTTP status (first match wins: subclasses before their bases)
 ERROR_STATUS: tuple[tuple[type[SemhashError], int], ...] = (
@@ -277,7 +277,8 @@ def run_server(
             probe.bind((host, port))
     except OSError as exc:
         raise SemhashError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    hosts = [*LOCAL_HOSTS, host] if _is_loopback(host) else ["*"]
+    named = f"[{host}]" if ":" in host else host  # the Host header brackets an IPv6 address
+    hosts = [*LOCAL_HOSTS, named] if _is_loopback(host) else ["*"]
     os.environ[_ENV] = json.dumps({"index": str(Path(index_path).absolute()), "home": str(workspace.root.absolute()), "hosts": hosts})
     shown = f"[{host}]" if ":" in host else host
     model = f"model {info['model']}, {info['bits']} bits" if info["model"] else "empty"
