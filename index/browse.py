@@ -274,8 +274,12 @@ class _State:
     key: tuple
     meta: IndexMeta
     cache: _SearchCache | None  # None while the index is empty (not bound to a model)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     derived: dict[str, Any] = field(default_factory=dict)  # status, buckets: computed once
+    locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def lock_for(self, name: str) -> threading.Lock:
+        """One lock per derived item: a long bucket count does not hold up the status."""
+        return self.locks.setdefault(name, threading.Lock())
 
 
 #: what identifies an index state besides the file: a rebuild, any row change, a new model
@@ -636,7 +640,7 @@ class IndexReader:
 
         state = self._bound()
         n = max(0, int(n))
-        with state.lock:
+        with state.lock_for("buckets"):
             stats = state.derived.get("buckets")
             if stats is None or len(stats["largest"]) < min(n, stats["n_buckets"]):
                 assert self._engine is not None
@@ -680,7 +684,7 @@ class IndexReader:
         """:func:`semhash.index.index_info` (computed once per index state), plus whether the
         model loads and which search cache answers."""
         state = self._current()
-        with state.lock:
+        with state.lock_for("status"):
             info = state.derived.get("status")
             if info is None:
                 with self._db_errors():
@@ -692,9 +696,20 @@ class IndexReader:
                 self._hasher(state)
             except SemhashError as exc:
                 model_error = str(exc)
+        # the keys the web promises, whatever else index_info grows or drops
         return {
-            **info,
-            "empty": state.cache is None or info["count"] == 0,
+            "index_path": str(self.path),
+            "count": int(info.get("count", 0)),
+            "labels": int(info.get("labels", 0)),
+            "model": state.meta.model_name,
+            "model_fingerprint": state.meta.model_fingerprint,
+            "bits": state.meta.n_bits,
+            "input_shape": list(state.meta.input_shape) if state.meta.input_shape else None,
+            "created_at": state.meta.created_at,
+            "last_indexed_at": info.get("last_indexed_at"),
+            "generation": state.meta.generation,
+            "schema_version": state.meta.schema_version,
+            "empty": state.cache is None or int(info.get("count", 0)) == 0,
             "model_available": state.cache is not None and model_error is None,
             "model_error": model_error,
             "search_cache": None if state.cache is None else f"{state.cache.kind} ({state.cache.source})",
