@@ -51,12 +51,13 @@ def main(ctx: click.Context) -> None:
       semhash index images/                 # hash every image under a folder
       semhash query img.png --radius 2      # every indexed image within Hamming radius 2
       semhash evaluate                      # purity / coverage / mAP report
+      semhash serve                         # a page and an HTTP API at http://127.0.0.1:8000/
     """
     ctx.with_resource(one_line_warnings())
 
 
 def _register() -> None:
-    from semhash.cli import cmd_data, cmd_demo, cmd_evaluate, cmd_index, cmd_models, cmd_train, cmd_tune, cmd_zoo
+    from semhash.cli import cmd_data, cmd_demo, cmd_evaluate, cmd_index, cmd_models, cmd_serve, cmd_train, cmd_tune, cmd_zoo
 
     for command in (
         cmd_train.train,
@@ -71,6 +72,7 @@ def _register() -> None:
         cmd_zoo.generate,
         cmd_zoo.inspect,
         cmd_tune.tune,
+        cmd_serve.serve,
     ):
         main.add_command(command)
 

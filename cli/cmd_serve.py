@@ -1,0 +1,45 @@
+"""semhash serve"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from semhash.cli.cmd_index import index_option
+from semhash.cli.common import home_option, library_errors
+
+
+@click.command()
+@index_option
+@home_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only by default).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Server processes (each opens the index and loads the model).")
+@click.option("--quiet", is_flag=True, help="No log line per request.")
+@library_errors
+def serve(index_path, home, host, port, workers, quiet):
+    """Serve the index over HTTP: a page at / to search it by image and browse it by
+    similarity, and a JSON API (its schema and a console at /docs).  Read-only: nothing a
+    request does changes the index; a re-index is picked up without a restart.
+
+    \b
+    Examples:
+      semhash serve                          # then open http://127.0.0.1:8000/
+      semhash serve --home semhash-demo --port 8080
+      curl -F files=@img.png 'http://127.0.0.1:8000/api/search/upload?radius=2&limit=5'
+    """
+    from semhash.web.app import run_server
+    from semhash.workspace import Workspace
+
+    workspace = Workspace(home)
+    path = Path(index_path) if index_path else workspace.index_path
+    run_server(
+        path,
+        workspace,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=not quiet,
+        on_ready=lambda line: click.echo(line),
+    )

@@ -1,0 +1,881 @@
+"""A long-lived, read-only view of one index, for the web face (``semhash serve``).
+
+:class:`IndexReader` is opened once and answers many requests: searches by code, by image
+arrays or uploaded image files and by indexed row id; a row by id and its file or thumbnail;
+a bucket's members; the largest buckets with their purity; the index status; the latest
+evaluation report of the index's model.  It holds
+
+* a **read-only** SQLAlchemy engine on the record (SQLite ``mode=ro``: no request can change
+  the index, and a WAL database is read without checkpointing it);
+* the model's NumPy :class:`~semhash.inference.Hasher` (never TensorFlow), checked against the
+  fingerprint the index was built with;
+* the **search cache** (today the faiss binary index from :mod:`semhash.index.faiss_store`),
+  loaded once per index state behind one class, :class:`_SearchCache`, so that another
+  lookup structure can replace it without touching anything else here.
+
+A re-index is noticed without a restart: every request reads the ``meta`` table's few rows
+(and stats the file, to notice a deleted and re-created index) and compares them with the
+state its cache was loaded from; only when the ``generation`` (or the model, or the file)
+changed is the cache reloaded, by one thread while the others go on answering from the
+previous state.  Nothing per request is O(index size).
+
+Files are only ever reached through a row id, and only when the row's stored path is
+absolute and normalised, its real path (symlinks resolved) lies inside the folder the row
+was indexed from, it is a regular file with an image extension, and Pillow recognises it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import sqlite3
+import stat
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from functools import lru_cache
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+from urllib.parse import quote
+
+import faiss
+import numpy as np
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import QueuePool
+
+from semhash.data import IMAGE_EXTENSIONS, decode_image
+from semhash.errors import ImageError, IndexError_, ModelError, SemhashError
+from semhash.hashing import code_to_str, from_signed64, to_signed64
+from semhash.index import faiss_store
+from semhash.index.db import ImageRow, IndexDB, IndexMeta, MetaRow, chunked, open_index
+from semhash.index.search import index_info
+from semhash.workspace import Workspace
+
+__all__ = [
+    "BadQuery",
+    "BucketMembers",
+    "EvaluationReport",
+    "FileBytes",
+    "Hit",
+    "ImageRecord",
+    "IndexReader",
+    "NotFound",
+    "SearchResult",
+    "UploadLimits",
+    "UploadTooLarge",
+    "decode_upload",
+    "parse_code",
+]
+
+#: Pillow formats an upload or a served file may be in (what the indexer reads; no EPS, PDF
+#: or other plugin that hands the bytes to an external program)
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+THUMBNAIL_SIZES = (16, 512)
+MAX_SERVED_FILE_BYTES = 64 << 20
+KEY_REUSE_S = 0.005
+_BUSY_TIMEOUT_S = 5.0
+
+
+# --------------------------------------------------------------------------- errors
+class NotFound(SemhashError):
+    """No such row, file, bucket, report or figure (the web answers 404)."""
+
+
+class BadQuery(SemhashError):
+    """A request parameter the index cannot answer: a malformed code, a radius out of range."""
+
+
+class UploadTooLarge(ImageError):
+    """An upload over the byte, file-count or pixel limit (the web answers 413)."""
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one request may upload: whole body bytes, files per request, pixels per image
+    (checked from the image header, before anything is decoded)."""
+
+    max_request_bytes: int = 16 << 20
+    max_files: int = 16
+    max_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One indexed image near a query (``semhash query --json``'s match, plus its row id)."""
+
+    id: int
+    path: str
+    distance: int
+    label: str | None
+    code: int
+
+
+@dataclass
+class SearchResult:
+    """One query: its code, how many indexed images lie within the radius (``total``) and the
+    first ``limit`` of them, nearest first, ties by path."""
+
+    query: str
+    code: int
+    bits: str
+    total: int
+    matches: list[Hit]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str
+    label: str | None
+    code: int
+    bits: str
+
+
+@dataclass
+class BucketMembers:
+    code: int
+    bits: str
+    size: int
+    members: list[ImageRecord]
+
+
+@dataclass(frozen=True)
+class FileBytes:
+    """An image file's (or thumbnail's) bytes, its media type and a validator for caching."""
+
+    data: bytes
+    media_type: str
+    etag: str
+    name: str
+
+
+@dataclass
+class EvaluationReport:
+    """The newest ``report.json`` under HOME/reports/ whose model is the index's model."""
+
+    model: str
+    name: str  # the report's folder name
+    directory: Path
+    headline: str
+    result: dict[str, Any]
+    figures: list[str]
+    written_at: float
+
+
+# --------------------------------------------------------------------------- codes
+def parse_code(text: str, n_bits: int) -> int:
+    """A code given as text: exactly ``n_bits`` characters of 0/1 are the bits, unit 0 first
+    (as ``semhash query`` prints them); otherwise a decimal integer below ``2**n_bits``."""
+    value = str(text).strip()
+    if len(value) == n_bits and set(value) <= {"0", "1"}:
+        return int(value[::-1], 2)
+    if value.isascii() and value.isdigit() and len(value) <= 20:
+        code = int(value)
+        if code >> n_bits:
+            raise BadQuery(f"code {code} has bits set above this index's {n_bits} bits")
+        return code
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    raise BadQuery(
+        f"code {shown!r}: give {n_bits} bits (0/1, unit 0 first, as `semhash query` prints them) "
+        f"or an integer below 2**{n_bits}"
+    )
+
+
+# --------------------------------------------------------------------------- uploads
+def decode_upload(name: str, data: bytes, shape: Sequence[int], max_pixels: int) -> np.ndarray:
+    """An uploaded image's bytes -> (H, W, C) float32 in [0, 1], exactly as the indexer decodes
+    a file (so an upload of an indexed file gets that file's code).
+
+    The header is read first: a format outside :data:`IMAGE_FORMATS` or not an image is an
+    :class:`ImageError`, more than ``max_pixels`` pixels an :class:`UploadTooLarge`, both
+    before a single pixel is decoded (a decompression bomb never reaches the decoder).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            width, height = img.size
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: not a recognised image format (accepted: {', '.join(IMAGE_FORMATS)})"
+        ) from None
+    except Image.DecompressionBombError:
+        raise UploadTooLarge(f"{name}: image too large (over the decompression-bomb limit)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+    if width * height > max_pixels:
+        raise UploadTooLarge(
+            f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
+        )
+    # decode_image reads a file; a private temporary copy keeps one decoder for files and
+    # uploads (EXIF, modes, 16-bit, alpha, resizing all identical)
+    with tempfile.NamedTemporaryFile(prefix="semhash-upload-", suffix=".img") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            return decode_image(tmp.name, shape)
+        except ImageError as exc:
+            raise ImageError(str(exc).replace(tmp.name, name, 1)) from None
+
+
+# --------------------------------------------------------------------------- the search cache
+class _SearchCache:
+    """The structure radius searches run on, loaded once per index state.
+
+    Today: the faiss binary cache (``index.faiss``) when it is current, else a faiss index
+    built in memory from one snapshot of the record (never written: the server is
+    read-only).  The lookup of issue 10 replaces this class and nothing else.
+    """
+
+    kind = "faiss"
+
+    def __init__(self, index: Any, n_bits: int, source: str):
+        self.index = index
+        self.n_bits = n_bits
+        self.source = source  # "cache file" or "built in memory"
+
+    @classmethod
+    def load(cls, db: IndexDB, meta: IndexMeta) -> "_SearchCache":
+        n_bits = int(meta.n_bits)  # type: ignore[arg-type]
+        cached = faiss_store.load_cached(db)
+        if cached is not None:
+            return cls(cached, n_bits, "cache file")
+        with db.session() as s, s.begin():
+            conn = s.connection()
+            rows = conn.exec_driver_sql(f"SELECT id, code FROM {ImageRow.__tablename__}").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        codes = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)).view(np.uint64)
+        return cls(faiss_store.build_index(ids, codes, n_bits), n_bits, "built in memory")
+
+    def search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each code, (row ids, distances) of every entry within ``radius`` (inclusive)."""
+        # one thread per search, set in the calling thread (OpenMP's setting is per thread):
+        # requests run in parallel already, and on a busy 2-core machine faiss's default team
+        # spent 5x the CPU on one radius search (docs/BENCHMARKS.md, serve)
+        faiss.omp_set_num_threads(1)
+        return faiss_store.range_search(self.index, faiss_store.pack_codes(codes, self.n_bits), radius)
+
+
+# --------------------------------------------------------------------------- index state
+@dataclass
+class _State:
+    """What one index state (file identity + meta) has loaded; replaced on a re-index."""
+
+    key: tuple
+    meta: IndexMeta
+    cache: _SearchCache | None  # None while the index is empty (not bound to a model)
+    derived: dict[str, Any] = field(default_factory=dict)  # status, buckets: computed once
+    locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def lock_for(self, name: str) -> threading.Lock:
+        """One lock per derived item: a long bucket count does not hold up the status."""
+        return self.locks.setdefault(name, threading.Lock())
+
+
+#: what identifies an index state besides the file: a rebuild, any row change, a new model
+_STATE_KEYS = ("created_at", "generation", "model_fingerprint", "n_bits")
+_STATE_KEY_SQL = (
+    f"SELECT key, value FROM {MetaRow.__tablename__} WHERE key IN ({', '.join(repr(k) for k in _STATE_KEYS)})"
+)
+
+
+@lru_cache(maxsize=None)
+def _rows_by_id_sql(n: int) -> str:
+    return f"SELECT id, path, label, code FROM {ImageRow.__tablename__} WHERE id IN ({', '.join('?' * n)})"
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return " ".join(str(cause).split()) or type(cause).__name__
+
+
+class IndexReader:
+    """One index opened read-only for many requests (thread-safe).  Use as a context
+    manager, or call :meth:`close`.
+
+    Raises :class:`IndexError_` at once when ``index_path`` is not a readable semhash index.
+    """
+
+    def __init__(
+        self,
+        index_path: str | Path,
+        workspace: Workspace,
+        *,
+        limits: UploadLimits = UploadLimits(),
+        busy_timeout_s: float = _BUSY_TIMEOUT_S,
+    ):
+        self.path = Path(index_path).expanduser().absolute()
+        self.workspace = workspace
+        self.limits = limits
+        self.busy_timeout_s = busy_timeout_s
+        self._open_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._hashers: dict[tuple[str, str], Any] = {}
+        self._hasher_lock = threading.Lock()
+        self._thumbnails: OrderedDict[tuple, FileBytes] = OrderedDict()
+        self._thumbnail_lock = threading.Lock()
+        self._state: _State | None = None
+        self._refresh_after = 0.0  # monotonic time before which a stale state is kept
+        self._engine: Engine | None = None
+        self._db: IndexDB | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._opened = 0  # bumped by every (re)open: per-thread connections follow it
+        self._last_key: tuple[float, tuple] = (-1.0, ())
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._open()
+        self._current()
+
+    # -- opening ------------------------------------------------------------------------
+    def _open(self) -> None:
+        """(Re)open the record read-only.  open_index's checks come first, so a file that is
+        not a semhash index (or of a newer schema) is refused with its one-line reason."""
+        open_index(self.path).close()
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise IndexError_(f"{self.path}: cannot read index ({exc.strerror or exc})") from None
+        engine = create_engine("sqlite://", creator=self._connect, poolclass=QueuePool, pool_size=2, max_overflow=8)
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn) -> None:  # one consistent snapshot per transaction
+            conn.exec_driver_sql("BEGIN")
+
+        old = self._engine
+        self._engine, self._db, self._file_id = engine, IndexDB(self.path, engine), (st.st_dev, st.st_ino)
+        self._opened += 1
+        if old is not None:
+            old.dispose()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A read-only connection (``mode=ro``: no statement on it can write; a WAL index is
+        read through its shared-memory file without being checkpointed)."""
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout_s, check_same_thread=False)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        with self._open_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def __enter__(self) -> "IndexReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- the current state ----------------------------------------------------------------
+    @contextmanager
+    def _raw(self) -> Iterator[sqlite3.Connection]:
+        """This thread's own read-only sqlite3 connection, for the per-request statements.
+        They are plain SQL on it: SQLAlchemy's statement layer and pool checkout cost ~1 ms a
+        request here, 20x the queries themselves."""
+        local = self._local
+        with self._db_errors():
+            if getattr(local, "opened", None) != self._opened:
+                old = getattr(local, "conn", None)
+                local.conn, local.opened = self._connect(), self._opened
+                with self._open_lock:
+                    if old is not None:  # a connection to the file this reader had open before
+                        old.close()
+                        self._connections.remove(old)
+                    self._connections.append(local.conn)
+            yield local.conn
+
+    def _read_key(self) -> tuple:
+        """The current index state, cheaply: one stat and four rows of the meta table (read
+        again only after ``KEY_REUSE_S``, so the freshness check and the search of one
+        request share one read)."""
+        checked_at, key = self._last_key
+        if time.monotonic() - checked_at < KEY_REUSE_S:
+            return key
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise IndexError_(f"{self.path}: index unavailable ({exc.strerror or exc})") from None
+        if (st.st_dev, st.st_ino) != self._file_id:
+            with self._open_lock:
+                if (st.st_dev, st.st_ino) != self._file_id:
+                    self._open()  # deleted and re-created: the old connections see the old file
+        with self._raw() as conn:
+            values = dict(conn.execute(_STATE_KEY_SQL).fetchall())
+        key = (self._file_id, *(values.get(k) for k in _STATE_KEYS))
+        self._last_key = (time.monotonic(), key)
+        return key
+
+    def _current(self) -> _State:
+        key = self._read_key()
+        state = self._state
+        if state is not None and state.key == key:
+            return state
+        if state is not None and (time.monotonic() < self._refresh_after or not self._refresh_lock.acquire(blocking=False)):
+            return state  # another thread is reloading, or a re-index is still running: keep answering
+        if state is None:
+            self._refresh_lock.acquire()
+        try:
+            if self._state is not None and self._state.key == key:
+                return self._state
+            started = time.monotonic()
+            assert self._db is not None
+            with self._db_errors():
+                # labelled with the key read before loading: if the index moved on meanwhile,
+                # the next request sees a newer key and loads again
+                meta = self._db.meta()
+                cache = _SearchCache.load(self._db, meta) if meta.bound else None
+            self._state = _State(key, meta, cache)
+            # while an indexing run bumps the generation batch after batch, reload at most
+            # every 2x the last reload's time: at most half the CPU goes to reloading
+            self._refresh_after = time.monotonic() + 2 * (time.monotonic() - started)
+            return self._state
+        finally:
+            self._refresh_lock.release()
+
+    def stale(self) -> bool:
+        """Whether the next request would reload the search cache first (cheap: one stat and
+        one small query).  Lets an async caller run :meth:`refresh` in a worker thread."""
+        state = self._state
+        return state is None or (self._read_key() != state.key and time.monotonic() >= self._refresh_after)
+
+    def refresh(self) -> None:
+        """Bring the loaded state up to date with the index now (blocking)."""
+        self._current()
+
+    def _bound(self) -> _State:
+        state = self._current()
+        if state.cache is None:
+            raise IndexError_(f"{self.path}: the index is empty: run 'semhash index DIR' first")
+        return state
+
+    @contextmanager
+    def _db_errors(self) -> Iterator[None]:
+        """Database errors become one-line IndexError_ naming the file."""
+        try:
+            yield
+        except (DBAPIError, SQLAlchemyError, sqlite3.Error) as exc:
+            raise IndexError_(f"{self.path}: cannot read index ({_one_line(exc)})") from None
+
+    # -- the model ------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str | None:
+        """The model the index is bound to (None while it is empty)."""
+        return self._current().meta.model_name
+
+    def hasher(self) -> Any:
+        """The NumPy Hasher of the model the index was built with (loaded once per model)."""
+        return self._hasher(self._bound())
+
+    def _hasher(self, state: _State) -> Any:
+        meta = state.meta
+        name, fingerprint = str(meta.model_name), str(meta.model_fingerprint)
+        with self._hasher_lock:
+            hasher = self._hashers.get((name, fingerprint))
+            if hasher is None:
+                try:
+                    hasher = self.workspace.model(name).load_hasher()
+                except (ModelError, OSError, ValueError, KeyError) as exc:
+                    raise ModelError(
+                        f"{self.path}: the index was built with model {name!r}, which cannot be loaded "
+                        f"from {self.workspace.models_dir} ({exc}): serve with the --home that holds it"
+                    ) from None
+                if hasher.fingerprint != fingerprint or hasher.n_bits != meta.n_bits:
+                    raise ModelError(
+                        f"{self.path}: model {name!r} changed since indexing (fingerprint {fingerprint} -> "
+                        f"{hasher.fingerprint}): re-run `semhash index --rebuild`"
+                    )
+                self._hashers = {(name, fingerprint): hasher}
+        return hasher
+
+    # -- searching ------------------------------------------------------------------------
+    def _check_search(self, state: _State, radius: int, limit: int | None) -> tuple[int, int | None]:
+        n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
+        radius = int(radius)
+        if not 0 <= radius <= n_bits:
+            raise BadQuery(f"radius {radius} is outside 0..{n_bits} for this {n_bits}-bit index")
+        if limit is not None and int(limit) < 1:
+            raise BadQuery(f"limit must be at least 1, got {limit}")
+        return radius, None if limit is None else int(limit)
+
+    def search_codes(
+        self,
+        codes: Sequence[int | str] | np.ndarray,
+        radius: int = 2,
+        limit: int | None = None,
+        queries: Sequence[str] | None = None,
+    ) -> list[SearchResult]:
+        """For each code (an integer, or text as :func:`parse_code` reads it), the indexed
+        images within Hamming ``radius`` (inclusive), nearest first then by path, at most
+        ``limit``; ``total`` counts them all.  ``queries`` names them (default: the bits)."""
+        return self._search(self._bound(), codes, radius, limit, queries)
+
+    def _search(self, state: _State, codes: Any, radius: int, limit: int | None, queries: Sequence[str] | None) -> list[SearchResult]:
+        radius, limit = self._check_search(state, radius, limit)
+        n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
+        if isinstance(codes, np.ndarray):
+            values = [int(c) for c in codes.astype(np.uint64).reshape(-1).tolist()]
+        else:
+            values = [parse_code(c, n_bits) if isinstance(c, str) else int(c) for c in codes]
+        for code in values:
+            if not 0 <= code < 1 << n_bits:
+                raise BadQuery(f"code {code} is outside 0..2**{n_bits}-1 for this {n_bits}-bit index")
+        if not values:
+            return []
+        bits = [code_to_str(c, n_bits) for c in values]
+        names = list(queries) if queries is not None else bits
+        assert state.cache is not None
+        hits = state.cache.search(np.asarray(values, dtype=np.uint64), radius)
+        return [
+            SearchResult(name, code, code_bits, len(ids), self._first_matches(ids, distances, limit))
+            for name, code, code_bits, (ids, distances) in zip(names, values, bits, hits)
+        ]
+
+    def search_images(
+        self, images: np.ndarray, radius: int = 2, limit: int | None = None, queries: Sequence[str] | None = None
+    ) -> list[SearchResult]:
+        """Hash (N, H, W, C) images in [0, 1] with the index's model, then search."""
+        state = self._bound()
+        codes = self._hasher(state).hash(images)
+        names = list(queries) if queries is not None else [f"image {i}" for i in range(len(codes))]
+        return self._search(state, codes, radius, limit, names)
+
+    def search_uploads(
+        self, uploads: Sequence[tuple[str, bytes]], radius: int = 2, limit: int | None = None
+    ) -> list[SearchResult]:
+        """Uploaded image files ``(name, bytes)``: limits checked, decoded, hashed, searched."""
+        if not uploads:
+            raise BadQuery("no image uploaded")
+        if len(uploads) > self.limits.max_files:
+            raise UploadTooLarge(f"{len(uploads)} images in one request: at most {self.limits.max_files}")
+        state = self._bound()
+        self._check_search(state, radius, limit)  # before any decoding
+        hasher = self._hasher(state)
+        images = np.stack([decode_upload(name, data, hasher.input_shape, self.limits.max_pixels) for name, data in uploads])
+        return self._search(state, hasher.hash(images), radius, limit, [name for name, _ in uploads])
+
+    def search_id(self, image_id: int, radius: int = 2, limit: int | None = None) -> SearchResult:
+        """Search from an indexed image (its stored code; nothing is decoded)."""
+        state = self._bound()
+        record = self._image(state, image_id)
+        return self._search(state, [record.code], radius, limit, [record.path])[0]
+
+    def parse_code(self, text: str) -> int:
+        """A code given as text, for this index's bit width (see :func:`parse_code`)."""
+        return parse_code(text, int(self._bound().meta.n_bits))  # type: ignore[arg-type]
+
+    def _first_matches(self, ids: np.ndarray, distances: np.ndarray, limit: int | None) -> list[Hit]:
+        """Rows for the hits that can be among the first ``limit`` (every hit up to the
+        boundary distance, whose ties are broken by path), sorted and cut."""
+        if len(ids) == 0:
+            return []
+        if limit is not None and len(ids) > limit:
+            boundary = np.partition(distances, limit - 1)[limit - 1]
+            keep = distances <= boundary
+            ids, distances = ids[keep], distances[keep]
+        distance_of = dict(zip(ids.tolist(), distances.tolist()))
+        hits = [
+            Hit(i, path, distance_of[i], label, code)
+            for i, path, label, code in self._rows(distance_of)  # a row deleted since the cache loaded is skipped
+        ]
+        hits.sort(key=lambda h: (h.distance, h.path))
+        return hits if limit is None else hits[:limit]
+
+    def _rows(self, ids: Any) -> list[tuple[int, str, str | None, int]]:
+        wanted = sorted(int(i) for i in ids)
+        found = []
+        with self._raw() as conn:
+            for chunk in chunked(wanted):
+                for i, path, label, code in conn.execute(_rows_by_id_sql(len(chunk)), chunk):
+                    found.append((int(i), display_path(path), label, from_signed64(code)))
+        return found
+
+    # -- rows, buckets --------------------------------------------------------------------
+    def image(self, image_id: int) -> ImageRecord:
+        """The indexed row ``image_id``; NotFound when there is none."""
+        return self._image(self._current(), image_id)
+
+    def _image(self, state: _State, image_id: int) -> ImageRecord:
+        rows = self._rows([image_id]) if 0 <= int(image_id) < 1 << 63 else []
+        if not rows:
+            raise NotFound(f"no indexed image with id {image_id}")
+        i, path, label, code = rows[0]
+        return ImageRecord(i, path, label, code, code_to_str(code, int(state.meta.n_bits or 64)))
+
+    def bucket(self, code: int | str, limit: int | None = 100) -> BucketMembers:
+        """The images whose code is exactly ``code`` (an integer, or text as
+        :func:`parse_code` reads it), by path, at most ``limit``."""
+        state = self._bound()
+        n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
+        code = parse_code(code, n_bits) if isinstance(code, str) else int(code)
+        if not 0 <= code < 1 << n_bits:
+            raise BadQuery(f"code {code} is outside 0..2**{n_bits}-1 for this {n_bits}-bit index")
+        assert self._engine is not None
+        where = ImageRow.code == to_signed64(int(code))
+        with self._db_errors(), self._engine.connect() as conn:
+            size = int(conn.execute(select(func.count()).select_from(ImageRow).where(where)).scalar_one())
+            stmt = select(ImageRow.id, ImageRow.path, ImageRow.label).where(where).order_by(ImageRow.path)
+            if limit is not None:
+                stmt = stmt.limit(int(limit))
+            rows = conn.execute(stmt).all()
+        bits = code_to_str(int(code), n_bits)
+        members = [ImageRecord(int(i), display_path(p), label, int(code), bits) for i, p, label in rows]
+        return BucketMembers(int(code), bits, size, members)
+
+    def largest_buckets(self, n: int = 20) -> dict[str, Any]:
+        """:func:`semhash.metrics.bucket_stats` over the whole index (computed once per index
+        state, on first request): the ``n`` largest buckets with purity, and the overall
+        purity and coverage.  Purity is None where no indexed image carries a label."""
+        from semhash.metrics import bucket_stats
+
+        state = self._bound()
+        n = max(0, int(n))
+        with state.lock_for("buckets"):
+            stats = state.derived.get("buckets")
+            if stats is None or len(stats["largest"]) < min(n, stats["n_buckets"]):
+                assert self._engine is not None
+                with self._db_errors(), self._engine.connect() as conn:
+                    rows = conn.exec_driver_sql(f"SELECT code, label FROM {ImageRow.__tablename__}").fetchall()
+                codes = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)).view(np.uint64)
+                names = sorted({r[1] for r in rows if r[1] is not None})
+                number = {name: k for k, name in enumerate(names)}
+                labels = np.fromiter((number.get(r[1], -1) for r in rows), dtype=np.int64, count=len(rows))
+                stats = bucket_stats(codes, labels, n_largest=max(n, 20))
+                stats["labelled"] = bool(names)
+                stats["label_names"] = names
+                state.derived["buckets"] = stats
+        n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
+        names = stats["label_names"]
+
+        def finite(x: float) -> float | None:
+            return None if x is None or not math.isfinite(x) or not stats["labelled"] else float(x)
+
+        largest = [
+            {
+                "code": b["code"],
+                "bits": code_to_str(b["code"], n_bits),
+                "size": b["size"],
+                "purity": finite(b["purity"]),
+                "majority_label": names[b["majority_label"]] if stats["labelled"] and b["majority_label"] >= 0 else None,
+                "majority_share": finite(b["majority_share"]),
+            }
+            for b in stats["largest"][:n]
+        ]
+        return {
+            "images": stats["n_images"],
+            "buckets": stats["n_buckets"],
+            "purity": finite(stats["purity"]),
+            "coverage": None if not stats["n_images"] else float(stats["coverage"]),
+            "largest": largest,
+        }
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """:func:`semhash.index.index_info` (computed once per index state), plus whether the
+        model loads and which search cache answers."""
+        state = self._current()
+        with state.lock_for("status"):
+            info = state.derived.get("status")
+            if info is None:
+                with self._db_errors():
+                    info = index_info(self.path)
+                state.derived["status"] = info
+        model_error = None
+        if state.cache is not None:
+            try:
+                self._hasher(state)
+            except SemhashError as exc:
+                model_error = str(exc)
+        # the keys the web promises, whatever else index_info grows or drops
+        return {
+            "index_path": str(self.path),
+            "count": int(info.get("count", 0)),
+            "labels": int(info.get("labels", 0)),
+            "model": state.meta.model_name,
+            "model_fingerprint": state.meta.model_fingerprint,
+            "bits": state.meta.n_bits,
+            "input_shape": list(state.meta.input_shape) if state.meta.input_shape else None,
+            "created_at": state.meta.created_at,
+            "last_indexed_at": info.get("last_indexed_at"),
+            "generation": state.meta.generation,
+            "schema_version": state.meta.schema_version,
+            "empty": state.cache is None or int(info.get("count", 0)) == 0,
+            "model_available": state.cache is not None and model_error is None,
+            "model_error": model_error,
+            "search_cache": None if state.cache is None else f"{state.cache.kind} ({state.cache.source})",
+        }
+
+    # -- files ----------------------------------------------------------------------------
+    def image_file(self, image_id: int) -> FileBytes:
+        """The bytes of row ``image_id``'s file, after every safety check (see the module doc);
+        NotFound otherwise.  Never reached through a client-given path."""
+        from PIL import Image
+
+        record = self.image(image_id)
+        data, st = self._read_row_file(record)
+        try:
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+                media_type = Image.MIME.get(str(img.format), "application/octet-stream")
+        except Exception:  # noqa: BLE001 -- anything Pillow cannot identify is not served
+            raise NotFound(f"image {image_id}: its file is no longer a readable image") from None
+        etag = _etag(record.id, st, "file")
+        return FileBytes(data, media_type, etag, Path(record.path).name)
+
+    def thumbnail(self, image_id: int, size: int = 128) -> FileBytes:
+        """Row ``image_id``'s image scaled down to fit ``size`` x ``size`` pixels, as PNG
+        (small images are left at their size: the page scales them up without smoothing)."""
+        from PIL import Image, ImageOps
+
+        lo, hi = THUMBNAIL_SIZES
+        if not lo <= int(size) <= hi:
+            raise BadQuery(f"thumbnail size {size} is outside {lo}..{hi}")
+        record = self.image(image_id)
+        data, st = self._read_row_file(record)
+        key = (record.id, record.path, st.st_mtime_ns, st.st_size, int(size))
+        with self._thumbnail_lock:
+            if key in self._thumbnails:
+                self._thumbnails.move_to_end(key)
+                return self._thumbnails[key]
+        try:
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+                if img.size[0] * img.size[1] > self.limits.max_pixels:
+                    raise NotFound(f"image {image_id}: too large for a thumbnail ({img.size[0]}x{img.size[1]})")
+                img.load()
+                shown = _displayable(ImageOps.exif_transpose(img))
+            shown.thumbnail((int(size), int(size)))
+            out = io.BytesIO()
+            shown.save(out, format="PNG")
+        except NotFound:
+            raise
+        except Exception:  # noqa: BLE001 -- a file that stopped being an image is not served
+            raise NotFound(f"image {image_id}: its file is no longer a readable image") from None
+        thumb = FileBytes(out.getvalue(), "image/png", _etag(record.id, st, f"thumb{size}"), Path(record.path).stem + ".png")
+        with self._thumbnail_lock:
+            self._thumbnails[key] = thumb
+            while len(self._thumbnails) > 2048:
+                self._thumbnails.popitem(last=False)
+        return thumb
+
+    def _read_row_file(self, record: ImageRecord) -> tuple[bytes, os.stat_result]:
+        path = file_path(record.path)
+        text = str(path)
+        if not path.is_absolute() or ".." in path.parts or os.path.normpath(text) != text:
+            raise NotFound(f"image {record.id}: its stored path is not an absolute, normalised path")
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise NotFound(f"image {record.id}: its file is not an image file")
+        root = os.path.realpath(_indexed_root(path, record.label))
+        real = os.path.realpath(text)
+        if os.path.commonpath([real, root]) != root:
+            raise NotFound(f"image {record.id}: its file lies outside the folder it was indexed from")
+        try:  # O_NOFOLLOW: a link swapped in after the check above is refused, not followed
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            raise NotFound(f"image {record.id}: its file is missing or unreadable") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"image {record.id}: its path is not a regular file")
+            if st.st_size > MAX_SERVED_FILE_BYTES:
+                raise NotFound(f"image {record.id}: its file is too large to serve ({st.st_size:,} bytes)")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                return fh.read(), st
+        finally:
+            os.close(fd)
+
+    # -- evaluation report ----------------------------------------------------------------
+    def latest_report(self) -> EvaluationReport | None:
+        """The newest report.json under HOME/reports/ written for the index's model."""
+        from semhash.report import FIGURES, format_headline
+
+        model = self.model_name
+        if model is None:
+            return None
+        best: tuple[float, Path, dict] | None = None
+        for path in self.workspace.reports_dir.glob("*/report.json"):
+            try:
+                written = path.stat().st_mtime
+                if best is not None and written <= best[0]:
+                    continue
+                result = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(result, dict) and result.get("model") == model:
+                best = (written, path.parent, result)
+        if best is None:
+            return None
+        written, directory, result = best
+        try:
+            headline = format_headline(result)
+        except (KeyError, TypeError, ValueError, IndexError):
+            headline = ""
+        figures = [name for name in FIGURES if (directory / name).is_file()]
+        return EvaluationReport(model, directory.name, directory, headline, result, figures, written)
+
+    def report_figure(self, name: str) -> Path:
+        """One figure file of :meth:`latest_report`, by its file name (only the known names)."""
+        report = self.latest_report()
+        if report is None or name not in report.figures:
+            raise NotFound(f"no figure {name!r} in the latest evaluation report")
+        path = report.directory / name
+        real, root = os.path.realpath(path), os.path.realpath(report.directory)
+        if os.path.commonpath([real, root]) != root or not os.path.isfile(real):
+            raise NotFound(f"no figure {name!r} in the latest evaluation report")
+        return Path(real)
+
+
+# --------------------------------------------------------------------------- path helpers
+def display_path(key: str) -> str:
+    """A stored path as text that any JSON encoder accepts (undecodable bytes, which a
+    file system may hold, shown as U+FFFD)."""
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def file_path(key: str) -> Path:
+    """A stored path as the file-system path it names."""
+    return Path(key)
+
+
+def _indexed_root(path: Path, label: str | None) -> Path:
+    """The folder a row was indexed from: its label is the first-level subfolder under it
+    (none for a file directly in the folder).  Where the label's name occurs twice among the
+    ancestors, the deeper (narrower) folder is taken: a file is refused rather than served
+    from a folder wider than the one indexed."""
+    if label is not None:
+        for ancestor in path.parents:
+            if ancestor.name == label and ancestor.parent != ancestor:
+                return ancestor.parent
+    return path.parent
+
+
+def _etag(image_id: int, st: os.stat_result, variant: str) -> str:
+    raw = f"{image_id}:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}:{variant}".encode()
+    return '"' + hashlib.sha256(raw).hexdigest()[:24] + '"'
+
+
+def _displayable(img: Any) -> Any:
+    """Any Pillow mode -> L, LA, RGB or RGBA (16-bit and float images scaled to 0..255)."""
+    from PIL import Image
+
+    if img.mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    if img.mode in ("1", "P", "PA"):
+        return img.convert("RGBA")
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = float(arr.max()) if arr.size and arr.max() > 0 else 1.0
+        return Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")

@@ -1,0 +1,129 @@
+"""End to end in a real browser: headless Chromium (Debian's, driven by Playwright) against a
+real `semhash serve` subprocess on 127.0.0.1.
+
+Skips only where Chromium is not installed, saying so; under CI (SEMHASH_CI=1, set by
+.ci/run, which installs Chromium) a missing browser fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
+
+from index_fixtures import add_model, write_digit_folder  # noqa: E402
+
+from semhash.index import index_folder  # noqa: E402
+from semhash.web.local_server import CHROMIUM_ARGS, LocalServer, find_chromium  # noqa: E402
+from semhash.workspace import Workspace  # noqa: E402
+
+TIMEOUT_MS = 20_000
+
+
+def chromium_or_skip() -> str:
+    found = find_chromium()
+    if found is None:
+        reason = "Chromium is not installed (apt-get install chromium): the browser test cannot run"
+        if os.environ.get("SEMHASH_CI") == "1":
+            pytest.fail(reason + " -- and CI must not skip it")
+        print(reason)
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture
+def served(tmp_path):
+    home = tmp_path / "ws"
+    add_model(home, "m1", seed=0, n_bits=16)
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=6, classes=(0, 1, 2))
+    workspace = Workspace(home)
+    index_folder(folder, workspace.model("m1"), workspace.index_path, progress=False)
+    with LocalServer(workspace.index_path, home, log_path=tmp_path / "serve.log") as server:
+        yield server, folder
+
+
+def test_upload_then_click_through_matches(served, tmp_path):
+    chromium = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    server, folder = served
+    query = sorted((folder / "1").glob("*.png"))[0]
+    seen_urls: list[str] = []
+    problems: list[str] = []  # uncaught JavaScript errors
+    failures: list[tuple[int, str]] = []  # HTTP errors the page met
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=chromium,
+            headless=True,
+            args=list(CHROMIUM_ARGS),
+            viewport={"width": 1200, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("request", lambda request: seen_urls.append(request.url))
+            page.on("response", lambda r: r.status >= 400 and failures.append((r.status, r.url.removeprefix(server.url))))
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.goto(server.url + "/")
+
+            # the header: counts and model
+            expect(page.locator("#summary")).to_contain_text("18 images")
+            expect(page.locator("#summary")).to_contain_text("model m1 (16 bits)")
+            expect(page.locator("#buckets tbody tr").first).to_be_visible()
+
+            # upload an image: its matches appear, nearest first, itself at distance 0
+            page.set_input_files("#file", str(query))
+            expect(page.locator("#query-name")).to_have_text(query.name)
+            matches = page.locator("#results .match")
+            expect(matches.first).to_be_visible()
+            expect(matches.first.locator(".distance")).to_have_text("distance 0")
+            expect(matches.first.locator(".path")).to_have_text(str(query))
+            expect(page.locator("#results .group h3").first).to_contain_text("Distance 0")
+            distances = [int(t.split()[-1]) for t in matches.locator(".distance").all_inner_texts()]
+            assert distances == sorted(distances) and max(distances) <= 2
+
+            # click another match: the page searches from it
+            target = matches.nth(1) if matches.count() > 1 else matches.first
+            target_path = target.locator(".path").inner_text()
+            target.click()
+            expect(page.locator("#query-name")).to_have_text(target_path)
+            expect(page.locator("#results .match").first.locator(".path")).to_have_text(target_path)
+            expect(page.locator("#message")).to_contain_text("within radius 2")
+
+            # the radius slider re-runs the search
+            page.locator("#radius").fill("0")
+            page.locator("#radius").dispatch_event("change")
+            expect(page.locator("#message")).to_contain_text("within radius 0")
+            assert set(page.locator("#results .match .distance").all_inner_texts()) == {"distance 0"}
+
+            # a bucket's members
+            page.locator("#buckets tbody button").first.click()
+            expect(page.locator("#query-name")).to_contain_text("Bucket ")
+
+            # a bad file: a clear message naming it
+            bad = tmp_path / "notes.png"
+            bad.write_text("not an image")
+            page.set_input_files("#file", str(bad))
+            expect(page.locator("#message")).to_contain_text("Bad file: notes.png: not a recognised image format")
+        finally:
+            context.close()
+    assert all(url.startswith(server.url) or url.startswith(("blob:", "data:")) for url in seen_urls), seen_urls
+    assert problems == []
+    # the only errors: no report for this model yet, and the bad file
+    assert sorted(failures) == [(404, "/api/report"), (422, "/api/search/upload?radius=0&limit=60")], failures
+
+
+def test_a_missing_chromium_skips_here_but_fails_under_ci(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
+    monkeypatch.delenv("SEMHASH_CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Chromium is not installed"):
+        chromium_or_skip()
+    monkeypatch.setenv("SEMHASH_CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI must not skip"):
+        chromium_or_skip()

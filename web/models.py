@@ -1,0 +1,100 @@
+"""Pydantic response models of the HTTP API (the shapes in /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Error(BaseModel):
+    """Every error: one line saying what was wrong (plus, for a malformed request, the
+    parameters that failed validation)."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class MatchOut(BaseModel):
+    id: int = Field(description="Row id of the indexed image (use it with /api/images/{id} and /api/search/id/{id}).")
+    path: str
+    distance: int = Field(description="Hamming distance to the query's code.")
+    label: str | None
+
+
+class QueryOut(BaseModel):
+    """One query, in the shape of `semhash query --json` plus each match's id and the total."""
+
+    query: str = Field(description="The uploaded file's name, the indexed image's path, or the code's bits.")
+    code: int = Field(description="The query's code: bit i is coding unit i.")
+    bits: str = Field(description="The code's bits, unit 0 first.")
+    total: int = Field(description="Indexed images within the radius (matches holds at most `limit` of them).")
+    matches: list[MatchOut]
+
+
+class ImageOut(BaseModel):
+    id: int
+    path: str
+    label: str | None
+    code: int
+    bits: str
+    file_url: str
+    thumbnail_url: str
+
+
+class BucketOut(BaseModel):
+    """The images whose code is exactly `code`."""
+
+    code: int
+    bits: str
+    size: int = Field(description="Images in the bucket (members holds at most `limit`, by path).")
+    members: list[ImageOut]
+
+
+class BucketSummaryOut(BaseModel):
+    code: int
+    bits: str
+    size: int
+    purity: float | None = Field(description="Gini purity of the bucket's labels; null without labels.")
+    majority_label: str | None
+    majority_share: float | None
+
+
+class BucketsOut(BaseModel):
+    images: int
+    buckets: int
+    purity: float | None = Field(description="Size-weighted bucket purity over the whole index.")
+    coverage: float | None = Field(description="Share of images whose bucket holds another image.")
+    largest: list[BucketSummaryOut]
+
+
+class StatusOut(BaseModel):
+    index_path: str
+    count: int
+    labels: int
+    model: str | None
+    model_fingerprint: str | None
+    bits: int | None
+    input_shape: list[int] | None
+    created_at: str
+    last_indexed_at: str | None
+    generation: int
+    schema_version: int
+    empty: bool
+    model_available: bool
+    model_error: str | None
+    search_cache: str | None
+
+
+class FigureOut(BaseModel):
+    name: str
+    url: str
+
+
+class ReportOut(BaseModel):
+    model: str
+    name: str = Field(description="The report's folder under HOME/reports/.")
+    written_at: str
+    headline: str
+    figures: list[FigureOut]
+    report: dict[str, Any] = Field(description="The report.json written by `semhash evaluate`.")

@@ -1,0 +1,226 @@
+"""The HTTP API: thin routes over :class:`semhash.index.browse.IndexReader`.
+
+Every route is ``async def``.  Searches by code or id and a row by id call the reader on the
+event loop: a millisecond of SQLite and faiss, less than a thread-pool hop costs.  Whatever
+can take long (decoding uploads, thumbnails, files, the status or bucket statistics computed
+once after a re-index, reports) runs in the thread pool, one hop per request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from semhash.index.browse import THUMBNAIL_SIZES, FileBytes, ImageRecord, IndexReader, NotFound, SearchResult
+from semhash.web.models import (
+    BucketOut,
+    BucketsOut,
+    Error,
+    FigureOut,
+    ImageOut,
+    MatchOut,
+    QueryOut,
+    ReportOut,
+    StatusOut,
+)
+
+MAX_CODES_PER_REQUEST = 64
+MAX_UPLOAD_NAME = 200
+
+
+async def get_reader(request: Request) -> IndexReader:
+    return request.app.state.reader
+
+
+async def fresh_reader(request: Request) -> IndexReader:
+    """The reader, its search cache reloaded first (in a worker thread) if the index changed:
+    the fast routes below then run on the event loop without ever waiting for a reload."""
+    reader: IndexReader = request.app.state.reader
+    if reader.stale():
+        await run_in_threadpool(reader.refresh)
+    return reader
+
+
+Reader = Annotated[IndexReader, Depends(get_reader)]
+FreshReader = Annotated[IndexReader, Depends(fresh_reader)]
+Radius = Annotated[int, Query(ge=0, le=64, description="Hamming radius (inclusive).")]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many matches per query.")]
+ImageId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="Row id of an indexed image.")]
+
+ERRORS = {
+    400: {"model": Error, "description": "A malformed request body, or a Host header this server does not answer to"},
+    404: {"model": Error, "description": "No such image, bucket, report or figure"},
+    409: {"model": Error, "description": "The index is empty, unreadable right now, or its model cannot be loaded"},
+    422: {"model": Error, "description": "A malformed parameter or an unreadable image"},
+}
+
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+# --------------------------------------------------------------------------- converters
+def _query_out(result: SearchResult) -> QueryOut:
+    return QueryOut(
+        query=result.query,
+        code=result.code,
+        bits=result.bits,
+        total=result.total,
+        matches=[MatchOut(id=m.id, path=m.path, distance=m.distance, label=m.label) for m in result.matches],
+    )
+
+
+def _image_out(record: ImageRecord) -> ImageOut:
+    return ImageOut(
+        id=record.id,
+        path=record.path,
+        label=record.label,
+        code=record.code,
+        bits=record.bits,
+        file_url=f"/api/images/{record.id}/file",
+        thumbnail_url=f"/api/images/{record.id}/thumbnail",
+    )
+
+
+def _file_response(found: FileBytes, if_none_match: str | None) -> Response:
+    headers = {
+        "ETag": found.etag,
+        "Cache-Control": "no-cache",  # revalidate: a re-index may give the id another file
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(found.name)}",
+    }
+    if if_none_match is not None and found.etag in (tag.strip() for tag in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(content=found.data, media_type=found.media_type, headers=headers)
+
+
+def _upload_name(filename: str | None, number: int) -> str:
+    name = Path(filename or "").name.strip()
+    return name[:MAX_UPLOAD_NAME] if name else f"upload {number}"
+
+
+# --------------------------------------------------------------------------- routes
+@router.get("/status", response_model=StatusOut, summary="What the index holds")
+async def status(reader: Reader) -> StatusOut:
+    return StatusOut(**await run_in_threadpool(reader.status))
+
+
+@router.post(
+    "/search/upload",
+    response_model=list[QueryOut],
+    responses={413: {"model": Error, "description": "Over the request's byte, file-count or pixel limit"}},
+    summary="Search by uploaded images",
+)
+async def search_upload(
+    reader: Reader,
+    files: Annotated[
+        list[UploadFile], File(min_length=1, description="One or more image files (PNG, JPEG, GIF, BMP, TIFF, WebP).")
+    ],
+    radius: Radius = 2,
+    limit: Limit = 100,
+) -> list[QueryOut]:
+    """Hash each uploaded image with the index's model, then list the indexed images within
+    `radius`, nearest first (ties by path): one result per file, in upload order."""
+    uploads = [(_upload_name(f.filename, i + 1), await f.read()) for i, f in enumerate(files)]
+    return [_query_out(r) for r in await run_in_threadpool(reader.search_uploads, uploads, radius, limit)]
+
+
+@router.get("/search/id/{image_id}", response_model=list[QueryOut], summary="Search from an indexed image")
+async def search_id(reader: FreshReader, image_id: ImageId, radius: Radius = 2, limit: Limit = 100) -> list[QueryOut]:
+    """The indexed images within `radius` of indexed image `image_id`'s code."""
+    return [_query_out(reader.search_id(image_id, radius, limit))]
+
+
+@router.get("/search/code", response_model=list[QueryOut], summary="Search by code")
+async def search_code(
+    reader: FreshReader,
+    code: Annotated[
+        list[str],
+        Query(
+            min_length=1,
+            max_length=MAX_CODES_PER_REQUEST,
+            description="A code: exactly n_bits characters 0/1 (unit 0 first, as `semhash query` prints it) "
+            "or a decimal integer. Repeat the parameter for several codes.",
+        ),
+    ],
+    radius: Radius = 2,
+    limit: Limit = 100,
+) -> list[QueryOut]:
+    return [_query_out(r) for r in reader.search_codes(code, radius, limit)]
+
+
+@router.get("/images/{image_id}", response_model=ImageOut, summary="An indexed image's row")
+async def image(reader: FreshReader, image_id: ImageId) -> ImageOut:
+    return _image_out(reader.image(image_id))
+
+
+def _binary(media_type: str, description: str) -> dict:
+    """OpenAPI for a route whose 200 is a file, not JSON."""
+    return {"response_class": Response, "responses": {200: {"content": {media_type: {}}, "description": description}}}
+
+
+IfNoneMatch = Annotated[str | None, Header()]
+
+
+@router.get("/images/{image_id}/file", summary="An indexed image's file", **_binary("image/*", "The image file"))
+async def image_file(reader: Reader, image_id: ImageId, if_none_match: IfNoneMatch = None) -> Response:
+    """Only files that are rows of the index, reached by row id, inside the folder they
+    were indexed from."""
+    return _file_response(await run_in_threadpool(reader.image_file, image_id), if_none_match)
+
+
+@router.get("/images/{image_id}/thumbnail", summary="An indexed image's thumbnail", **_binary("image/png", "A PNG thumbnail"))
+async def image_thumbnail(
+    reader: Reader,
+    image_id: ImageId,
+    size: Annotated[int, Query(ge=THUMBNAIL_SIZES[0], le=THUMBNAIL_SIZES[1])] = 128,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    return _file_response(await run_in_threadpool(reader.thumbnail, image_id, size), if_none_match)
+
+
+@router.get("/buckets", response_model=BucketsOut, summary="The largest buckets, with purity")
+async def buckets(reader: Reader, n: Annotated[int, Query(ge=0, le=100)] = 20) -> BucketsOut:
+    """Computed once per index state (the first call after a re-index reads every code)."""
+    return BucketsOut(**await run_in_threadpool(reader.largest_buckets, n))
+
+
+@router.get("/buckets/{code}", response_model=BucketOut, summary="A bucket's members")
+async def bucket(
+    reader: Reader,
+    code: Annotated[str, PathParam(description="Bits (unit 0 first) or a decimal integer.")],
+    limit: Limit = 100,
+) -> BucketOut:
+    found = await run_in_threadpool(reader.bucket, code, limit)
+    return BucketOut(code=found.code, bits=found.bits, size=found.size, members=[_image_out(m) for m in found.members])
+
+
+@router.get("/report", response_model=ReportOut, summary="The latest evaluation report of the index's model")
+async def report(reader: Reader) -> ReportOut:
+    found = await run_in_threadpool(reader.latest_report)
+    if found is None:
+        model = reader.model_name
+        raise NotFound(
+            f"no evaluation report for model {model!r} yet: run 'semhash evaluate'"
+            if model
+            else "no evaluation report: the index is empty"
+        )
+    return ReportOut(
+        model=found.model,
+        name=found.name,
+        written_at=datetime.fromtimestamp(found.written_at, timezone.utc).isoformat(timespec="seconds"),
+        headline=found.headline,
+        figures=[FigureOut(name=name, url=f"/api/report/figures/{name}") for name in found.figures],
+        report=found.result,
+    )
+
+
+@router.get(
+    "/report/figures/{name}", summary="A figure of the latest evaluation report", **_binary("image/png", "A report figure")
+)
+async def report_figure(reader: Reader, name: str) -> FileResponse:
+    return FileResponse(await run_in_threadpool(reader.report_figure, name), media_type="image/png", headers={"Cache-Control": "no-cache"})

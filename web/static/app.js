@@ -1,0 +1,272 @@
+// The semhash page: search the index by an image file, browse it by clicking matches,
+// look at the largest buckets and the evaluation report. Plain DOM, no build step, no
+// network but this server. Text from the index is only ever set as textContent.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let lastSearch = null; // {kind: "upload", file} | {kind: "id", id} | {kind: "bucket", code}
+let queryPreviewUrl = null;
+let searchCounter = 0;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function plural(n, one, many) {
+  return `${n.toLocaleString()} ${n === 1 ? one : many}`;
+}
+
+function say(text, isError = false) {
+  const message = $("message");
+  message.textContent = text;
+  message.classList.toggle("error", isError);
+}
+
+async function api(url, options = {}) {
+  const response = await fetch(url, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (e) {
+    body = null;
+  }
+  if (!response.ok) {
+    const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
+    const error = new Error(detail);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function settings() {
+  const radius = Number($("radius").value);
+  let limit = Math.round(Number($("limit").value));
+  if (!Number.isFinite(limit) || limit < 1) limit = 60;
+  return `radius=${radius}&limit=${Math.min(limit, 1000)}`;
+}
+
+// ---------------------------------------------------------------- header
+async function loadStatus() {
+  try {
+    const s = await api("/api/status");
+    const parts = [plural(s.count, "image", "images")];
+    if (s.labels) parts.push(plural(s.labels, "label", "labels"));
+    if (s.model) parts.push(`model ${s.model} (${s.bits} bits)`);
+    parts.push(`generation ${s.generation}`);
+    $("summary").textContent = parts.join(" · ");
+    if (s.empty) {
+      disableSearch("The index is empty: run `semhash index DIR` to add images, then reload this page.");
+    } else if (!s.model_available) {
+      say(`Search by image is unavailable: ${s.model_error}. Click a bucket to browse.`, true);
+    }
+    return s;
+  } catch (e) {
+    $("summary").textContent = "The index cannot be read.";
+    disableSearch(e.message);
+    return null;
+  }
+}
+
+function disableSearch(text) {
+  $("drop").classList.add("disabled");
+  $("file").disabled = true;
+  say(text, true);
+}
+
+// ---------------------------------------------------------------- searching
+async function runSearch(search) {
+  lastSearch = search;
+  const mine = ++searchCounter;
+  say("Searching…");
+  try {
+    let results;
+    if (search.kind === "upload") {
+      const form = new FormData();
+      form.append("files", search.file, search.file.name);
+      results = await api(`/api/search/upload?${settings()}`, { method: "POST", body: form });
+    } else if (search.kind === "id") {
+      results = await api(`/api/search/id/${search.id}?${settings()}`);
+    } else {
+      const bucket = await api(`/api/buckets/${search.code}?${settings()}`);
+      if (mine === searchCounter) showBucket(bucket);
+      return;
+    }
+    if (mine === searchCounter) showResult(results[0], search);
+  } catch (e) {
+    if (mine !== searchCounter) return;
+    clearResults();
+    say(e.status === 422 || e.status === 413 ? `Bad file: ${e.message}` : e.message, true);
+  }
+}
+
+function clearResults() {
+  $("results").replaceChildren();
+  $("query").hidden = true;
+}
+
+function showQuery(imageUrl, name, bits, countText) {
+  $("query").hidden = false;
+  $("query-image").src = imageUrl;
+  $("query-image").alt = `Query: ${name}`;
+  $("query-name").textContent = name;
+  $("query-bits").textContent = bits;
+  $("query-count").textContent = countText;
+}
+
+function showResult(result, search) {
+  const radius = Number($("radius").value);
+  const shown = result.matches.length;
+  let count = `${plural(result.total, "match", "matches")} within radius ${radius}`;
+  if (shown < result.total) count += ` (showing the nearest ${shown.toLocaleString()})`;
+  const image = search.kind === "upload" ? queryPreviewUrl : `/api/images/${search.id}/thumbnail?size=192`;
+  showQuery(image, result.query, result.bits, count);
+  const results = $("results");
+  results.replaceChildren();
+  if (result.total === 0) {
+    say(`No indexed image within radius ${radius}. Try a larger radius.`);
+    return;
+  }
+  say(count + ". Click a match to search from it.");
+  const groups = new Map();
+  for (const match of result.matches) {
+    if (!groups.has(match.distance)) groups.set(match.distance, []);
+    groups.get(match.distance).push(match);
+  }
+  for (const [distance, matches] of groups) {
+    const heading = el("h3", { text: `Distance ${distance} · ${plural(matches.length, "image", "images")}` });
+    const list = el("ul", { class: "grid" }, ...matches.map((m) => el("li", {}, matchCard(m, `distance ${m.distance}`))));
+    results.append(el("section", { class: "group", "aria-label": `Matches at distance ${distance}` }, heading, list));
+  }
+}
+
+function showBucket(bucket) {
+  showQuery(
+    bucket.members.length ? bucket.members[0].thumbnail_url + "?size=192" : "",
+    `Bucket ${bucket.bits}`,
+    bucket.bits,
+    `${plural(bucket.size, "image", "images")} share this code` +
+      (bucket.members.length < bucket.size ? ` (showing the first ${bucket.members.length.toLocaleString()} by path)` : ""),
+  );
+  const results = $("results");
+  results.replaceChildren();
+  say(`Bucket ${bucket.bits}: ${plural(bucket.size, "image", "images")}. Click one to search from it.`);
+  const list = el("ul", { class: "grid" }, ...bucket.members.map((m) => el("li", {}, matchCard(m, "distance 0"))));
+  results.append(el("section", { class: "group", "aria-label": "Bucket members" }, el("h3", { text: "Members" }), list));
+  $("search-heading").scrollIntoView({ block: "start" });
+}
+
+function matchCard(match, distanceText) {
+  const label = match.label === null ? "no label" : `label ${match.label}`;
+  return el(
+    "button",
+    {
+      type: "button",
+      class: "match",
+      "data-id": String(match.id),
+      "aria-label": `Search from ${match.path} (${distanceText}, ${label})`,
+      onclick: () => runSearch({ kind: "id", id: match.id }),
+    },
+    el("img", { src: `/api/images/${match.id}/thumbnail`, alt: "", loading: "lazy" }),
+    el("span", { class: "facts" }, el("span", { class: "distance", text: distanceText }), el("span", { class: "label", text: label })),
+    el("span", { class: "path", text: match.path }),
+  );
+}
+
+function searchFile(file) {
+  if (!file) return;
+  if (queryPreviewUrl) URL.revokeObjectURL(queryPreviewUrl);
+  queryPreviewUrl = URL.createObjectURL(file);
+  runSearch({ kind: "upload", file });
+}
+
+// ---------------------------------------------------------------- buckets and report
+async function loadBuckets() {
+  try {
+    const data = await api("/api/buckets?n=12");
+    const facts = [`${plural(data.images, "image", "images")} in ${plural(data.buckets, "bucket", "buckets")}`];
+    if (data.purity !== null) facts.push(`bucket purity ${data.purity.toFixed(3)}`);
+    if (data.coverage !== null) facts.push(`coverage ${(100 * data.coverage).toFixed(0)}%`);
+    $("buckets-summary").textContent = facts.join(" · ") + ".";
+    const shared = data.largest.filter((b) => b.size > 1);
+    if (!shared.length) $("buckets-summary").textContent += " Every image has a code of its own: no bucket holds two.";
+    const body = $("buckets").querySelector("tbody");
+    body.replaceChildren(
+      ...shared.map((b) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, el("code", { text: b.bits })),
+          el("td", { text: b.size.toLocaleString() }),
+          el("td", { text: b.purity === null ? "–" : b.purity.toFixed(3) }),
+          el("td", { text: b.majority_label === null ? "–" : `${b.majority_label} (${(100 * b.majority_share).toFixed(0)}%)` }),
+          el("td", {}, el("button", { type: "button", text: "Show", "aria-label": `Show the ${b.size} images of bucket ${b.bits}`, onclick: () => runSearch({ kind: "bucket", code: b.bits }) })),
+        ),
+      ),
+    );
+    $("buckets").hidden = shared.length === 0;
+  } catch (e) {
+    $("buckets-summary").textContent = e.message;
+  }
+}
+
+async function loadReport() {
+  try {
+    const report = await api("/api/report");
+    $("report-summary").textContent = `Report ${report.name} for model ${report.model}, written ${report.written_at}.`;
+    if (report.headline) {
+      $("report-headline").textContent = report.headline;
+      $("report-headline").hidden = false;
+    }
+    $("figures").replaceChildren(
+      ...report.figures.map((f) => {
+        const caption = f.name.replace(/\.png$/, "").replaceAll("_", " ");
+        return el("figure", {}, el("img", { src: f.url, alt: `Report figure: ${caption}`, loading: "lazy" }), el("figcaption", { text: caption }));
+      }),
+    );
+  } catch (e) {
+    $("report-summary").textContent = e.status === 404 ? `${e.message}.` : `The report cannot be read: ${e.message}`;
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+function wire() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => searchFile(event.target.files[0]));
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (event) => {
+      event.preventDefault();
+      if (!$("file").disabled) drop.classList.add("over");
+    });
+  }
+  for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (!$("file").disabled && event.dataTransfer.files.length) searchFile(event.dataTransfer.files[0]);
+  });
+  $("radius").addEventListener("input", () => {
+    $("radius-value").textContent = $("radius").value;
+  });
+  $("radius").addEventListener("change", () => lastSearch && runSearch(lastSearch));
+  $("limit").addEventListener("change", () => lastSearch && runSearch(lastSearch));
+  $("controls").addEventListener("submit", (event) => event.preventDefault());
+}
+
+wire();
+loadStatus().then((s) => {
+  if (s && !s.empty) {
+    loadBuckets();
+    loadReport();
+  } else {
+    $("buckets-summary").textContent = "No buckets: the index is empty.";
+    $("report-summary").textContent = "No report: the index is empty.";
+  }
+});
