@@ -7,7 +7,10 @@ pytest plugin (listed in conftest.py's ``pytest_plugins``) with two fixtures:
   that folder, fsync off.  Stopped (``pg_ctl stop -m immediate``) and its folder removed at
   session end, also after a failure or Ctrl-C (pytest finalizer, with ``atexit`` behind it).
 * ``postgres_url`` (function): an SQLAlchemy URL ``postgresql+psycopg://...`` of a new,
-  empty database, dropped (``WITH (FORCE)``) after the test.
+  empty database, dropped (``WITH (FORCE)``) after the test.  Its text collation is ICU
+  ``en-US`` (where the server has ICU), as on a typical production server, not the bytewise
+  "C" order: code that assumes SQLite's bytewise TEXT order (path ranges) fails here as it
+  would there.
 
 PostgreSQL refuses to run as root, so when the tests run as root every server command runs
 as the unprivileged ``postgres`` OS user that Debian's package creates (``subprocess`` with
@@ -240,10 +243,18 @@ class PostgresServer:
         atexit.unregister(self.stop)
 
     # -- databases --------------------------------------------------------------------------
-    def create_database(self, name: str | None = None) -> str:
-        """Create an empty database; returns its name."""
+    @property
+    def has_icu(self) -> bool:
+        return bool(self._admin.execute("SELECT count(*) FROM pg_collation WHERE collprovider = 'i'").fetchone()[0])  # type: ignore[union-attr]
+
+    def create_database(self, name: str | None = None, collation: str | None = "en-US") -> str:
+        """Create an empty database with ICU ``collation`` (None, or a server without ICU:
+        the cluster's bytewise "C" order); returns its name."""
         name = name or f"t_{uuid.uuid4().hex[:16]}"
-        self._admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[union-attr]
+        locale = ""
+        if collation and self.has_icu:
+            locale = f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{collation}' LOCALE 'C.UTF-8'"
+        self._admin.execute(f'CREATE DATABASE "{name}"{locale}')  # type: ignore[union-attr]
         return name
 
     def drop_database(self, name: str) -> None:

@@ -33,6 +33,10 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "State:\tZ" in status.read_text())
 
 
+def postgres_url_has_icu(conn) -> bool:
+    return conn.execute(text("SELECT datlocprovider FROM pg_database WHERE datname = current_database()")).scalar() == "i"
+
+
 def test_connect_create_a_table_in_an_empty_database(postgres_url):
     assert postgres_url.startswith("postgresql+psycopg://")
     engine = _engine(postgres_url)
@@ -45,6 +49,9 @@ def test_connect_create_a_table_in_an_empty_database(postgres_url):
             assert conn.execute(text("SELECT name FROM t ORDER BY id")).scalars().all() == ["min", "max"]
             assert conn.execute(text("SHOW fsync")).scalar() == "off"
             assert conn.execute(text("SHOW server_encoding")).scalar() == "UTF8"
+            # a production-like collation: not SQLite's bytewise order ("B" < "a" in bytes)
+            order = conn.execute(text("SELECT x FROM (VALUES ('B'), ('a')) v(x) ORDER BY x")).scalars().all()
+            assert order == (["a", "B"] if postgres_url_has_icu(conn) else ["B", "a"])
     finally:
         engine.dispose()
 
