@@ -73,6 +73,7 @@ class HashRun:
     seconds: float  # pipeline wall time, Ray start-up excluded
     startup_seconds: float = 0.0  # ray.init (0 when Ray was already running)
     first_batch_seconds: float = 0.0  # from the pipeline's start to its first hashed batch
+    worker_cpu_seconds: float = 0.0  # CPU time the workers spent hashing (for sizing a cluster)
 
 
 def display_path(raw: bytes) -> str:
@@ -159,9 +160,12 @@ class _HashBatches:
     def __call__(self, batch):
         import pyarrow as pa
 
+        started = time.process_time()
         labels = batch.column("label").to_pylist()
         columns = hash_one_batch(self.hasher, batch.column("path_bytes").to_pylist(), labels)
-        schema = shard_schema().append(pa.field("error", pa.string()))
+        # the batch's CPU time, spread over its rows, so that the driver can add it up
+        columns["cpu_s"] = [(time.process_time() - started) / max(1, len(labels))] * len(labels)
+        schema = shard_schema().append(pa.field("error", pa.string())).append(pa.field("cpu_s", pa.float64()))
         return pa.Table.from_pydict(columns, schema=schema)
 
 
@@ -251,6 +255,7 @@ def hash_files(
     shards = _ShardWriter(out_dir, rows_per_shard)
     errors: list[tuple[bytes, str]] = []
     first_batch = 0.0
+    worker_cpu = 0.0
     try:
         _quiet_ray_data()
         workers = int(num_workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
@@ -269,7 +274,8 @@ def hash_files(
                 failed = batch.column("error").is_valid()
                 bad = batch.filter(failed)
                 errors += zip(bad.column("path_bytes").to_pylist(), bad.column("error").to_pylist())
-                shards.write(batch.filter(pc.invert(failed)).drop_columns(["error"]))
+                worker_cpu += pc.sum(batch.column("cpu_s")).as_py() or 0.0
+                shards.write(batch.filter(pc.invert(failed)).drop_columns(["error", "cpu_s"]))
                 if on_batch is not None:
                     on_batch(batch.num_rows)
         seconds = time.perf_counter() - started
@@ -278,7 +284,14 @@ def hash_files(
         if owns_ray:
             ray.shutdown()
     return HashRun(
-        shards.paths, [message for _, message in sorted(errors)], shards.rows, workers, seconds, startup, first_batch
+        shards.paths,
+        [message for _, message in sorted(errors)],
+        shards.rows,
+        workers,
+        seconds,
+        startup,
+        first_batch,
+        worker_cpu,
     )
 
 

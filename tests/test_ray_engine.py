@@ -99,6 +99,7 @@ def test_ray_codes_and_errors_are_the_local_runs(local_ray, corpus, tmp_path):
     assert all(t.schema.equals(schema) for t in tables) and [t.num_rows for t in tables] == [10, 10, 6]
     rows = [row for t in tables for row in t.to_pylist()]
     assert run.rows == len(rows) == 26 and run.workers == 2 and sum(batches) == len(files)
+    assert 0 < run.worker_cpu_seconds < 60 and 0 < run.first_batch_seconds <= run.seconds
 
     # the 25 files of the folder: identical to the local indexer's rows, field for field
     by_path = {r["path"]: r for r in rows}
