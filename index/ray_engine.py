@@ -24,7 +24,7 @@ Shard columns (one row per hashed file):
     path          string   the file's path (undecodable bytes of a non-UTF-8 name shown as \\xNN)
     path_bytes    binary   the path exactly, os.fsencode(path): lossless for any file name
     code          uint64   the code, bit i = coding unit i (Hasher.hash)
-    label         string   first-level subfolder name, null for files in the root
+    label         string   first-level subfolder name (escaped like path), null in the root
     content_hash  string   sha256 of the file's bytes, hex
     size          int64    bytes (os.stat before reading, as the local indexer records it)
     mtime         float64  seconds since the epoch (os.stat st_mtime)
@@ -244,7 +244,8 @@ def hash_files(
         raise ValueError(f"{out_dir}: the shard folder must be new or empty")
     model_bytes = Path(hasher_path).read_bytes()
     fingerprint = Hasher.load(hasher_path).fingerprint
-    pairs = [(os.fsencode(p), label) for p, label in files]
+    # Arrow strings are UTF-8: a label from a non-UTF-8 folder name is shown escaped, as paths are
+    pairs = [(os.fsencode(p), None if label is None else display_path(os.fsencode(label))) for p, label in files]
     table = pa.table(
         {"path_bytes": [p for p, _ in pairs], "label": [label for _, label in pairs]},
         schema=pa.schema([("path_bytes", pa.binary()), ("label", pa.string())]),

@@ -52,15 +52,16 @@ def corpus(tmp_path_factory):
     (root / "0" / "corrupt.png").write_bytes(good[: len(good) // 2])
     (root / "1" / "notes.png").write_text("this is a text file, not an image\n")
     (root / "2" / "empty.png").write_bytes(b"")
-    other = base / "other"
-    other.mkdir()
-    latin1 = os.fsencode(str(other)) + b"/caf\xe9.png"  # not valid UTF-8
+    other = os.fsencode(str(base)) + b"/d\xe9j\xe0"  # a folder whose name is not valid UTF-8
+    os.mkdir(other)
+    latin1 = other + b"/caf\xe9.png"
     with open(latin1, "wb") as fh:
         fh.write(good)
     home = base / "ws"
     add_model(home, "m1", seed=0, n_bits=16)
     model = Workspace(home).model("m1")
-    return {"root": root.resolve(), "latin1": latin1, "gone": other / "gone.png", "model": model, "home": home}
+    gone = base / "gone.png"
+    return {"root": root.resolve(), "latin1": latin1, "gone": gone, "model": model, "home": home}
 
 
 def _local_rows(index_path: Path) -> dict[str, tuple]:
@@ -86,7 +87,7 @@ def test_ray_codes_and_errors_are_the_local_runs(local_ray, corpus, tmp_path):
     assert len(local) == 25 and len(warnings) == 3
 
     files = list(iter_image_files(corpus["root"]))
-    files += [(os.fsdecode(corpus["latin1"]), "other"), (corpus["gone"], None)]
+    files += [(os.fsdecode(corpus["latin1"]), os.fsdecode(b"d\xe9j\xe0")), (corpus["gone"], None)]
     batches: list[int] = []
     run = ray_engine.hash_files(
         files, model.hasher_path, tmp_path / "shards", batch_size=4, rows_per_shard=10, on_batch=batches.append
@@ -121,7 +122,7 @@ def test_ray_codes_and_errors_are_the_local_runs(local_ray, corpus, tmp_path):
     (latin1_row,) = by_path.values()
     assert latin1_row["path_bytes"] == corpus["latin1"] and latin1_row["path"].endswith("caf\\xe9.png")
     expected = hasher.hash(decode_image(os.fsdecode(corpus["latin1"]), hasher.input_shape)[None])
-    assert latin1_row["code"] == int(expected[0]) and latin1_row["label"] == "other"
+    assert latin1_row["code"] == int(expected[0]) and latin1_row["label"] == "d\\xe9j\\xe0"
 
     # bad files: the local run's own lines, plus the gone file worded as the indexer words it
     assert run.errors == sorted(warnings + [f"{corpus['gone']}: no such file"])
