@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+pytest_plugins = ["postgres_server"]  # postgres_server / postgres_url fixtures: a real server
+
 
 @pytest.fixture(scope="session")
 def digits():

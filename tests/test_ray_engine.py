@@ -1,0 +1,153 @@
+"""semhash.index.ray_engine on a real local Ray (2 CPUs, started once per session): the codes
+and the bad-file lines are the local indexer's, row for row and word for word."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from index_fixtures import add_model, write_digit_folder, write_png, digits  # noqa: E402
+from postgres_server import skip_or_fail  # noqa: E402
+
+from semhash.data import decode_image, iter_image_files  # noqa: E402
+from semhash.hashing import from_signed64  # noqa: E402
+from semhash.index import index_folder  # noqa: E402
+from semhash.index import ray_engine  # noqa: E402
+from semhash.workspace import Workspace  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A local Ray with 2 CPUs for the whole session, shut down at the end."""
+    try:
+        import ray
+    except ImportError:
+        skip_or_fail("ray is not installed (pip install -e '.[distributed]')")
+    ray_engine.start_ray(num_cpus=2)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A labelled folder with bad files among good ones, a model, and extra files the walk
+    does not give (a non-UTF-8 name, a listed file that is gone)."""
+    base = tmp_path_factory.mktemp("ray")
+    root = base / "imgs"
+    write_digit_folder(root, per_class=8, classes=(0, 1, 2))
+    images, _ = digits()
+    write_png(root / "in-root.png", images[40])  # no label
+    good = (root / "1").iterdir().__next__().read_bytes()
+    (root / "0" / "corrupt.png").write_bytes(good[: len(good) // 2])
+    (root / "1" / "notes.png").write_text("this is a text file, not an image\n")
+    (root / "2" / "empty.png").write_bytes(b"")
+    other = os.fsencode(str(base)) + b"/d\xe9j\xe0"  # a folder whose name is not valid UTF-8
+    os.mkdir(other)
+    latin1 = other + b"/caf\xe9.png"
+    with open(latin1, "wb") as fh:
+        fh.write(good)
+    home = base / "ws"
+    add_model(home, "m1", seed=0, n_bits=16)
+    model = Workspace(home).model("m1")
+    gone = base / "gone.png"
+    return {"root": root.resolve(), "latin1": latin1, "gone": gone, "model": model, "home": home}
+
+
+def _local_rows(index_path: Path) -> dict[str, tuple]:
+    con = sqlite3.connect(index_path)
+    try:
+        return {
+            p: (from_signed64(c), label, h, size, mtime)
+            for p, c, label, h, size, mtime in con.execute(
+                "SELECT path, code, label, content_hash, size, mtime FROM images"
+            )
+        }
+    finally:
+        con.close()
+
+
+def test_ray_codes_and_errors_are_the_local_runs(local_ray, corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    model = corpus["model"]
+    warnings: list[str] = []
+    index_folder(corpus["root"], model, tmp_path / "local.sqlite", progress=False, on_warning=warnings.append)
+    local = _local_rows(tmp_path / "local.sqlite")
+    assert len(local) == 25 and len(warnings) == 3
+
+    files = list(iter_image_files(corpus["root"]))
+    files += [(os.fsdecode(corpus["latin1"]), os.fsdecode(b"d\xe9j\xe0")), (corpus["gone"], None)]
+    batches: list[int] = []
+    run = ray_engine.hash_files(
+        files, model.hasher_path, tmp_path / "shards", batch_size=4, rows_per_shard=10, on_batch=batches.append
+    )
+
+    # every shard has the documented columns and types; the rows are split at rows_per_shard
+    schema = ray_engine.shard_schema()
+    tables = [pq.read_table(p) for p in run.shards]
+    assert [p.name for p in run.shards] == [f"codes-{i:05d}.parquet" for i in range(3)]
+    assert all(t.schema.equals(schema) for t in tables) and [t.num_rows for t in tables] == [10, 10, 6]
+    rows = [row for t in tables for row in t.to_pylist()]
+    assert run.rows == len(rows) == 26 and run.workers == 2 and sum(batches) == len(files)
+    assert 0 < run.worker_cpu_seconds < 60 and 0 < run.first_batch_seconds <= run.seconds
+
+    # the 25 files of the folder: identical to the local indexer's rows, field for field
+    by_path = {r["path"]: r for r in rows}
+    by_code_path = {p: r["code"] for p, r in by_path.items()}
+    assert len(by_path) == len(rows)
+    for path, (code, label, content_hash, size, mtime) in local.items():
+        r = by_path.pop(path)
+        assert (r["code"], r["label"], r["content_hash"], r["size"], r["mtime"]) == (code, label, content_hash, size, mtime)
+        assert r["path_bytes"] == os.fsencode(path)
+    assert local[str(corpus["root"] / "in-root.png")][1] is None
+
+    # ... and to Hasher.hash of decode_image over all of them in one batch
+    hasher = model.load_hasher()
+    paths = sorted(local)
+    expected = hasher.hash(np.stack([decode_image(p, hasher.input_shape) for p in paths]))
+    assert [by_code_path[p] for p in paths] == expected.tolist()
+
+    # the non-UTF-8 name: kept exactly in path_bytes, shown escaped in path, hashed like locally
+    (latin1_row,) = by_path.values()
+    assert latin1_row["path_bytes"] == corpus["latin1"] and latin1_row["path"].endswith("caf\\xe9.png")
+    expected = hasher.hash(decode_image(os.fsdecode(corpus["latin1"]), hasher.input_shape)[None])
+    assert latin1_row["code"] == int(expected[0]) and latin1_row["label"] == "d\\xe9j\\xe0"
+
+    # bad files: the local run's own lines, plus the gone file worded as the indexer words it
+    assert run.errors == sorted(warnings + [f"{corpus['gone']}: no such file"])
+    assert all("\n" not in e for e in run.errors)
+
+
+def test_the_shard_folder_must_be_new_or_empty(corpus, tmp_path):
+    (tmp_path / "old.parquet").write_bytes(b"x")
+    with pytest.raises(ValueError, match="must be new or empty"):
+        ray_engine.hash_files([], corpus["model"].hasher_path, tmp_path)
+
+
+def test_read_errors_are_worded_as_the_local_indexer_words_them():
+    from semhash.index.indexer import _os_cause
+
+    for exc in (PermissionError(errno.EACCES, "Permission denied"), FileNotFoundError(errno.ENOENT, "x"), OSError(errno.EIO, "Input/output error")):
+        assert ray_engine.read_error_cause(exc) == _os_cause(exc)
+
+
+def test_importing_semhash_never_imports_ray():
+    code = (
+        "import sys, semhash, semhash.index, semhash.index.indexer, semhash.index.search, "
+        "semhash.index.ray_engine, semhash.cli; "
+        "bad = [m for m in ('ray', 'tensorflow', 'psycopg') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
