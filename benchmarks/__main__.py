@@ -15,10 +15,21 @@ import sys
 EXPERIMENTS = {
     "lookup": "benchmarks.lookup",  # radius search at 10^5..10^8 codes (issue 10)
     "lookup-layouts": "benchmarks.lookup_layouts",  # which bucket-table layout (issue 10)
+    "decode": "benchmarks.decode",  # peak memory decoding a 12000 x 12000 image (issue 9)
+    "serve": "benchmarks.serve",  # semhash serve latency and load (issue 11)
+    "hashing": "benchmarks.hashing",  # images/s: local path against Ray workers (issue 12)
+    "index-storage": "benchmarks.index_storage",  # SQLite against PostgreSQL as the record (issue 12)
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # experiments with their own argument parser (a ``main(argv)``) get the rest of the line
+    if argv and argv[0] in EXPERIMENTS:
+        module = importlib.import_module(EXPERIMENTS[argv[0]])
+        if not hasattr(module, "add_arguments"):
+            module.main(argv[1:])
+            return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
@@ -26,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, module_name in EXPERIMENTS.items():
         module = importlib.import_module(module_name)
         modules[name] = module
+        if not hasattr(module, "add_arguments"):
+            sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0], add_help=False)
+            continue
         p = sub.add_parser(name, help=module.DESCRIPTION.splitlines()[0], description=module.DESCRIPTION,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
