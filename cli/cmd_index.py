@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from semhash.cli.common import (
     echo_err,
     format_table,
     home_option,
+    index_location,
+    index_option,
     json_option,
     library_errors,
     print_json,
 )
 
-index_option = click.option(
-    "--index",
-    "index_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="SQLite index file [default: HOME/index/index.sqlite].",
-)
-
 
 def _index_path(home, index_path):
-    from semhash.workspace import Workspace
-
-    workspace = Workspace(home)
-    return workspace, Path(index_path) if index_path else workspace.index_path
+    return index_location(home, index_path)
 
 
 def format_index(data: dict) -> str:

@@ -54,7 +54,7 @@ from semhash.data import IMAGE_EXTENSIONS, decode_image
 from semhash.errors import ImageError, IndexError_, ModelError, SemhashError
 from semhash.hashing import code_to_str, from_signed64, to_signed64
 from semhash.index import faiss_store
-from semhash.index.db import ImageRow, IndexDB, IndexMeta, MetaRow, chunked, open_index
+from semhash.index.db import ImageRow, IndexDB, IndexLocation, IndexMeta, MetaRow, chunked, open_index
 from semhash.index.search import index_info
 from semhash.workspace import Workspace
 
@@ -290,8 +290,9 @@ _STATE_KEY_SQL = (
 
 
 @lru_cache(maxsize=None)
-def _rows_by_id_sql(n: int) -> str:
-    return f"SELECT id, path, label, code FROM {ImageRow.__tablename__} WHERE id IN ({', '.join('?' * n)})"
+def _rows_by_id_sql(n: int, paramstyle: str = "qmark") -> str:
+    marker = "?" if paramstyle == "qmark" else "%s"  # sqlite3, or psycopg
+    return f"SELECT id, path, label, code FROM {ImageRow.__tablename__} WHERE id IN ({', '.join([marker] * n)})"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -314,7 +315,9 @@ class IndexReader:
         limits: UploadLimits = UploadLimits(),
         busy_timeout_s: float = _BUSY_TIMEOUT_S,
     ):
-        self.path = Path(index_path).expanduser().absolute()
+        self.location = IndexLocation.parse(index_path)
+        # what messages name: the file, or the database URL without its password
+        self.path = self.location if self.location.is_url else self.location.file
         self.workspace = workspace
         self.limits = limits
         self.busy_timeout_s = busy_timeout_s
@@ -330,6 +333,7 @@ class IndexReader:
         self._db: IndexDB | None = None
         self._file_id: tuple[int, int] | None = None
         self._opened = 0  # bumped by every (re)open: per-thread connections follow it
+        self._paramstyle = "pyformat" if self.location.is_url else "qmark"  # of the raw connections
         self._last_key: tuple[float, tuple] = (-1.0, ())
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -340,6 +344,14 @@ class IndexReader:
     def _open(self) -> None:
         """(Re)open the record read-only.  open_index's checks come first, so a file that is
         not a semhash index (or of a newer schema) is refused with its one-line reason."""
+        if self.location.is_url:  # a database: no file identity to follow, its own pool
+            db = open_index(self.location)
+            old = self._engine
+            self._engine, self._db, self._file_id = db.engine, db, None
+            self._opened += 1
+            if old is not None:
+                old.dispose()
+            return
         open_index(self.path).close()
         try:
             st = os.stat(self.path)
@@ -359,7 +371,15 @@ class IndexReader:
 
     def _connect(self) -> sqlite3.Connection:
         """A read-only connection (``mode=ro``: no statement on it can write; a WAL index is
-        read through its shared-memory file without being checkpointed)."""
+        read through its shared-memory file without being checkpointed).  For a database, a
+        read-only autocommit connection of the same driver (psycopg)."""
+        if self.location.is_url:
+            assert self._engine is not None
+            dialect = self._engine.dialect
+            cargs, cparams = dialect.create_connect_args(self._engine.url)
+            conn = dialect.loaded_dbapi.connect(*cargs, **cparams, connect_timeout=10, autocommit=True)
+            conn.read_only = True
+            return conn
         uri = f"file:{quote(str(self.path))}?mode=ro"
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout_s, check_same_thread=False)
 
@@ -402,11 +422,13 @@ class IndexReader:
         checked_at, key = self._last_key
         if time.monotonic() - checked_at < KEY_REUSE_S:
             return key
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise IndexError_(f"{self.path}: index unavailable ({exc.strerror or exc})") from None
-        if (st.st_dev, st.st_ino) != self._file_id:
+        st = None
+        if not self.location.is_url:
+            try:
+                st = os.stat(self.path)
+            except OSError as exc:
+                raise IndexError_(f"{self.path}: index unavailable ({exc.strerror or exc})") from None
+        if st is not None and (st.st_dev, st.st_ino) != self._file_id:
             with self._open_lock:
                 if (st.st_dev, st.st_ino) != self._file_id:
                     self._open()  # deleted and re-created: the old connections see the old file
@@ -464,8 +486,11 @@ class IndexReader:
         """Database errors become one-line IndexError_ naming the file."""
         try:
             yield
-        except (DBAPIError, SQLAlchemyError, sqlite3.Error) as exc:
-            raise IndexError_(f"{self.path}: cannot read index ({_one_line(exc)})") from None
+        except Exception as exc:
+            driver = type(getattr(exc, "orig", None) or exc).__module__.split(".")[0] == "psycopg"
+            if not (driver or isinstance(exc, (DBAPIError, SQLAlchemyError, sqlite3.Error))):
+                raise
+            raise IndexError_(f"{self.path}: cannot read index ({self.location.scrub(_one_line(exc))})") from None
 
     # -- the model ------------------------------------------------------------------------
     @property
@@ -596,7 +621,7 @@ class IndexReader:
         found = []
         with self._raw() as conn:
             for chunk in chunked(wanted):
-                for i, path, label, code in conn.execute(_rows_by_id_sql(len(chunk)), chunk):
+                for i, path, label, code in conn.execute(_rows_by_id_sql(len(chunk), self._paramstyle), chunk):
                     found.append((int(i), display_path(path), label, from_signed64(code)))
         return found
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,7 @@ def _encode_key(key: dict[str, Any]) -> bytes:
 def write_cache(db: IndexDB, index: faiss.IndexBinary, key: dict[str, Any]) -> None:
     """Index first (its key in its header), sidecar second, each via tmp file + os.replace."""
     path = db.faiss_path
-    mode = stat.S_IMODE(db.path.stat().st_mode)
+    mode = db.cache_file_mode()
     header = _encode_key(key)
     body = faiss.serialize_index_binary(index).tobytes()
     _atomic_write(path, _HEADER_MAGIC + len(header).to_bytes(4, "little") + header + body, mode)

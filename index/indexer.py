@@ -38,6 +38,7 @@ from semhash.index import faiss_store
 from semhash.index.db import (
     ImageRow,
     IndexDB,
+    IndexLocation,
     bind_model,
     bump_generation,
     chunked,
@@ -269,11 +270,12 @@ def _remove(db: IndexDB, ids: list[int]) -> None:
 def rows_under(index_path: str | Path, folder: str | Path) -> int:
     """How many rows the index holds under ``folder`` (0 when there is no readable index):
     for hints in error messages only."""
-    if not Path(index_path).is_file():
-        return 0
     low, high = key_range(path_key(Path(folder).expanduser().resolve()))
     try:
-        with open_index(index_path) as db, database_errors(db.path), db.session() as s, s.begin():
+        location = IndexLocation.parse(index_path)
+        if location.file is not None and not location.file.is_file():
+            return 0
+        with open_index(location) as db, database_errors(db.path), db.session() as s, s.begin():
             stmt = select(func.count()).select_from(ImageRow).where(ImageRow.path >= low, ImageRow.path < high)
             return int(s.scalar(stmt) or 0)
     except IndexError_:

@@ -164,23 +164,29 @@ def _search_faiss(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limi
     ]
 
 
+# the driver's positional placeholder: sqlite3 takes '?', psycopg '%s'
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
 @lru_cache(maxsize=None)
-def _code_lookup_sql(n: int) -> str:
-    """Driver-level SQL for ``code IN (n placeholders)``, cached per chunk length: compiling
-    an expanding ORM IN clause costs milliseconds, and radius 4 on 64 bits is ~1,400 chunks
-    of 500 neighbour codes per query."""
-    return f"SELECT path, label, code FROM {ImageRow.__tablename__} WHERE code IN ({', '.join('?' * n)})"
+def _code_lookup_sql(n: int, paramstyle: str = "qmark") -> str:
+    """Driver-level SQL for ``code IN (n placeholders)``, cached per chunk length and
+    driver: compiling an expanding ORM IN clause costs milliseconds, and radius 4 on 64 bits
+    is ~1,400 chunks of 500 neighbour codes per query."""
+    marker = _PLACEHOLDERS[paramstyle]
+    return f"SELECT path, label, code FROM {ImageRow.__tablename__} WHERE code IN ({', '.join([marker] * n)})"
 
 
 def _search_sql(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limit: int | None) -> list[list[Match]]:
     results = []
     with db.session() as s, s.begin():
         conn = s.connection()
+        paramstyle = conn.dialect.paramstyle
         for query in codes.tolist():
             neighbours = [to_signed64(code) for code, _ in neighbour_codes(query, n_bits, radius)]
             matches = []
             for chunk in chunked(neighbours, 500):
-                for path, label, stored in conn.exec_driver_sql(_code_lookup_sql(len(chunk)), tuple(chunk)):
+                for path, label, stored in conn.exec_driver_sql(_code_lookup_sql(len(chunk), paramstyle), tuple(chunk)):
                     code = from_signed64(stored)
                     matches.append(Match(path, (query ^ code).bit_count(), label, code))
             results.append(_finish(matches, limit))
