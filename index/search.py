@@ -177,6 +177,9 @@ def _code_lookup_sql(n: int, paramstyle: str = "qmark") -> str:
     return f"SELECT path, label, code FROM {ImageRow.__tablename__} WHERE code IN ({', '.join([marker] * n)})"
 
 
+_CODE_ANY_SQL = f"SELECT path, label, code FROM {ImageRow.__tablename__} WHERE code = ANY(%s)"
+
+
 def _search_sql(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limit: int | None) -> list[list[Match]]:
     results = []
     with db.session() as s, s.begin():
@@ -185,8 +188,12 @@ def _search_sql(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limit:
         for query in codes.tolist():
             neighbours = [to_signed64(code) for code, _ in neighbour_codes(query, n_bits, radius)]
             matches = []
-            for chunk in chunked(neighbours, 500):
-                for path, label, stored in conn.exec_driver_sql(_code_lookup_sql(len(chunk), paramstyle), tuple(chunk)):
+            if paramstyle == "qmark":  # SQLite: IN lists under its variable limit
+                statements = [(_code_lookup_sql(len(chunk), paramstyle), tuple(chunk)) for chunk in chunked(neighbours, 500)]
+            else:  # PostgreSQL: one statement, every neighbour in one array parameter
+                statements = [(_CODE_ANY_SQL, (neighbours,))]
+            for sql, params in statements:
+                for path, label, stored in conn.exec_driver_sql(sql, params):
                     code = from_signed64(stored)
                     matches.append(Match(path, (query ^ code).bit_count(), label, code))
             results.append(_finish(matches, limit))

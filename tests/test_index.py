@@ -1,4 +1,8 @@
-"""semhash.index on real SQLite, real faiss and real PNG files (no mocks of either store)."""
+"""semhash.index on real SQLite, real faiss and real PNG files (no mocks of either store).
+
+Every test that takes ``index_path`` (or ``index_location``) runs twice: on a SQLite file and
+on a real PostgreSQL database (the session server of tests/postgres_server.py, one fresh
+database per test), through the same library calls."""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from semhash.index import (  # noqa: E402
     search_codes,
 )
 from semhash.index import faiss_store  # noqa: E402
-from semhash.index.db import ImageRow, MetaRow, bind_model, bump_generation, utc_now  # noqa: E402
+from semhash.index.db import ImageRow, IndexLocation, MetaRow, bind_model, bump_generation, utc_now  # noqa: E402
 from semhash.workspace import ModelInfo, Workspace  # noqa: E402
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -60,9 +64,40 @@ def folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_location(request, tmp_path: Path):
+    """Where the test's index lives: a SQLite file, or a fresh PostgreSQL database (its
+    caches under tmp_path)."""
+    if request.param == "sqlite":
+        return tmp_path / "ws" / "index" / "index.sqlite"
+    return IndexLocation.parse(request.getfixturevalue("postgres_url"), cache_root=tmp_path / "cache")
+
+
 @pytest.fixture
-def index_path(home: Path) -> Path:
-    return home / "index" / "index.sqlite"
+def index_path(home: Path, index_location):
+    return index_location
+
+
+def is_sqlite(index_path) -> bool:
+    return not isinstance(index_path, IndexLocation)
+
+
+def faiss_path_of(index_path) -> Path:
+    """Where the faiss cache of this index goes: beside the file, or in the database's cache folder."""
+    base = index_path if is_sqlite(index_path) else index_path.cache_base
+    return faiss_store.faiss_path_for(base)
+
+
+def index_exists(index_path) -> bool:
+    if is_sqlite(index_path):
+        return index_path.exists()
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(index_path.url)
+    try:
+        return bool(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def run(folder: Path, model: ModelInfo, index_path: Path, **kw) -> tuple[IndexSummary, list[str]]:
@@ -71,24 +106,16 @@ def run(folder: Path, model: ModelInfo, index_path: Path, **kw) -> tuple[IndexSu
     return summary, warnings
 
 
-def rows(index_path: Path) -> dict[str, tuple]:
-    """path -> (id, content_hash, size, mtime, label, uint64 code), read with plain sqlite3."""
-    con = sqlite3.connect(index_path)
-    try:
-        return {
-            r[0]: (r[1], r[2], r[3], r[4], r[5], from_signed64(r[6]))
-            for r in con.execute("SELECT path, id, content_hash, size, mtime, label, code FROM images")
-        }
-    finally:
-        con.close()
+def rows(index_path) -> dict[str, tuple]:
+    """path -> (id, content_hash, size, mtime, label, uint64 code), read with plain SQL."""
+    with open_index(index_path) as db, db.session() as s:
+        result = s.connection().exec_driver_sql("SELECT path, id, content_hash, size, mtime, label, code FROM images")
+        return {r[0]: (r[1], r[2], r[3], r[4], r[5], from_signed64(r[6])) for r in result}
 
 
-def meta_value(index_path: Path, key: str) -> str:
-    con = sqlite3.connect(index_path)
-    try:
-        return con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
-    finally:
-        con.close()
+def meta_value(index_path, key: str) -> str:
+    with open_index(index_path) as db, db.session() as s:
+        return s.scalar(select(MetaRow.value).where(MetaRow.key == key))
 
 
 def bump_mtime(path: Path, seconds: float = 10.0) -> None:
@@ -101,7 +128,7 @@ def test_index_then_reindex_is_all_unchanged(folder, ws, index_path):
     summary, warnings = run(folder, ws.model("m1"), index_path)
     assert (summary.added, summary.updated, summary.unchanged, summary.skipped, summary.removed) == (15, 0, 0, 0, 0)
     assert summary.total == 15 and warnings == []
-    assert summary.index_path == index_path and summary.faiss_path == index_path.with_suffix(".faiss")
+    assert summary.index_path == index_path and summary.faiss_path == faiss_path_of(index_path)
     assert summary.faiss_path.is_file() and faiss_store.sidecar_path_for(summary.faiss_path).is_file()
     generation = meta_value(index_path, "generation")
 
@@ -251,7 +278,7 @@ def test_missing_empty_and_non_folders_raise_dataset_error(tmp_path, ws, index_p
     (tmp_path / "empty" / "readme.txt").write_text("no images")
     with pytest.raises(DatasetError, match="no image files found"):
         index_folder(tmp_path / "empty", ws.model("m1"), index_path, progress=False)
-    assert not index_path.exists()  # nothing created for a bad folder
+    assert not index_exists(index_path)  # nothing created for a bad folder
 
 
 # --------------------------------------------------------------------------- model binding
@@ -333,9 +360,10 @@ def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
     with pytest.raises(KeyboardInterrupt):
         index_folder(more, InterruptingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=4, progress=False)
 
-    con = sqlite3.connect(index_path)
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    con.close()
+    if is_sqlite(index_path):
+        con = sqlite3.connect(index_path)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
     after = rows(index_path)
     assert {k: after[k] for k in before} == before
     assert len(after) == len(before) + 4  # the first batch was committed, the second was not
@@ -378,13 +406,13 @@ def clustered_codes(rng: np.random.Generator, n_bits: int, n_centres: int = 12, 
 
 
 @pytest.mark.parametrize("n_bits", [64, 16, 12])
-def test_faiss_and_sql_search_agree_with_brute_force(tmp_path, n_bits):
+def test_faiss_and_sql_search_agree_with_brute_force(index_location, n_bits):
     rng = np.random.default_rng(n_bits)
     codes = clustered_codes(rng, n_bits)
     if n_bits == 64:
         codes += [(1 << 64) - 1, 1 << 63, 0]
         assert any(c >= 1 << 63 for c in codes)
-    index_path = tmp_path / "codes.sqlite"
+    index_path = index_location
     paths = make_code_index(index_path, codes, n_bits)
     top = (1 << n_bits) - 1
     queries = codes[::16] + [int(c) & top for c in rng.integers(0, 1 << 63, size=5, dtype=np.uint64) * 2 + 1]
@@ -402,10 +430,10 @@ def test_faiss_and_sql_search_agree_with_brute_force(tmp_path, n_bits):
         assert sum(len(f) for f in by_faiss) > len(queries) // 2  # the test is not vacuous
 
 
-def test_results_sorted_by_distance_then_path_and_limit(tmp_path):
+def test_results_sorted_by_distance_then_path_and_limit(index_location):
     centre = 0b1010_1010_1010_1010
     codes = [centre ^ 1, centre, centre ^ 0b11, centre ^ 2, centre, centre ^ 1]
-    index_path = tmp_path / "codes.sqlite"
+    index_path = index_location
     paths = make_code_index(index_path, codes, 16)
     for method in ("faiss", "sql"):
         (found,) = search_codes(index_path, [centre], 2, method=method)
@@ -424,11 +452,14 @@ def test_results_sorted_by_distance_then_path_and_limit(tmp_path):
     assert len(search_codes(index_path, [centre], 16)[0]) == len(codes)  # radius n_bits: everything
 
 
-def test_faiss_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path):
-    index_path = tmp_path / "codes.sqlite"
+def test_faiss_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path, index_location):
+    index_path = index_location
     make_code_index(index_path, [1, 2, 3, 7], 16)
-    faiss_path = faiss_store.faiss_path_for(index_path)
-    assert faiss_path == tmp_path / "codes.faiss"
+    faiss_path = faiss_path_of(index_path)
+    if is_sqlite(index_path):
+        assert faiss_path == index_path.with_suffix(".faiss")
+    else:  # a database's cache: in its own folder under the cache root, named without the password
+        assert faiss_path.parent.parent == tmp_path / "cache" and index_path.url.database in faiss_path.parent.name
     expected = search_codes(index_path, [3], 1)
     assert faiss_path.is_file()
 
@@ -489,8 +520,8 @@ def test_open_index_refuses_files_it_does_not_understand(tmp_path):
         open_index(tmp_path)
 
 
-def test_an_empty_index_refuses_searches_clearly(tmp_path, ws):
-    index_path = tmp_path / "fresh.sqlite"
+def test_an_empty_index_refuses_searches_clearly(index_location, ws):
+    index_path = index_location
     open_index(index_path, create=True).close()
     with pytest.raises(IndexError_, match="empty.*semhash index"):
         search_codes(index_path, [1], 1)
@@ -512,7 +543,7 @@ def test_load_index_codes_and_index_info(folder, ws, index_path):
     info = index_info(index_path)
     assert info["count"] == 15 and info["model"] == "m1" and info["bits"] == 16
     assert info["schema_version"] == SCHEMA_VERSION and info["labels"] == 3
-    assert info["index_path"] == str(index_path) and info["faiss_path"] == str(index_path.with_suffix(".faiss"))
+    assert info["index_path"] == str(index_path) and info["faiss_path"] == str(faiss_path_of(index_path))
     assert info["faiss_current"] is True
 
 
