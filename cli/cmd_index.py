@@ -50,11 +50,24 @@ def format_index(data: dict) -> str:
 @click.option("--relabel", is_flag=True, help="Give rows under FOLDER the label FOLDER gives them, even where they were first indexed with another.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the new and changed files are hashed: in this process, or on Ray (pip install 'semhash[distributed]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine ray: the Ray cluster (ray://HOST:10001 or HOST:6379; every worker must read FOLDER at the same path) [default: a local Ray on this machine's cores].",
+)
 @index_option
 @home_option
 @json_option
 @library_errors
-def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, home, as_json):
+def index(folder, model_name, rebuild, relabel, batch_size, quiet, engine, address, index_path, home, as_json):
     """Hash every image under FOLDER into the index (incremental: new files are added,
     changed ones rehashed, unchanged ones left alone, deleted ones removed).
 
@@ -71,9 +84,13 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
       semhash index images/
       semhash index images/ --model ae30 --rebuild
       semhash index images/cats --relabel
+      semhash index images/ --engine ray --address ray://head:10001
+      semhash index images/ --index postgresql+psycopg://me@db.example/semhash
     """
     from semhash.index import index_folder, printable
 
+    if address is not None and engine != "ray":
+        raise click.UsageError("--address is for --engine ray")
     workspace, path = _index_path(home, index_path)
     model = workspace.model(model_name)
     summary = index_folder(
@@ -85,6 +102,8 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
         batch_size=batch_size,
         progress=not quiet,
         on_warning=lambda message: echo_err(f"warning: {message}"),
+        engine=engine,
+        address=address,
     )
     shown = printable(str(folder))
     data = {

@@ -113,6 +113,14 @@ def _image_message(path: Path, exc: ImageError) -> str:
     return f"{path_key(path)}: {cause}"
 
 
+def file_error(path: Path, exc: OSError | ImageError) -> str:
+    """The one line a file that cannot be indexed gets, "<path key>: <cause>": a local run
+    and the Ray engine (:mod:`semhash.index.ray_engine`) both word it here."""
+    if isinstance(exc, OSError):
+        return f"{path_key(path)}: {_os_cause(exc)}"
+    return _image_message(path, exc)
+
+
 def file_is_gone(key: str) -> bool:
     """Whether the file a row names no longer exists (as a regular file).  A file that cannot
     be checked (permission denied on a folder above it) is not gone."""
@@ -211,6 +219,9 @@ class _Run:
         for message in skipped_msgs:
             self.skip(message)
         self.bar.update(len(work))
+
+    def finish(self) -> None:
+        """After the last flush: nothing left here (a Ray run hashes everything now)."""
 
 
 def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool) -> int:
@@ -344,6 +355,9 @@ def index_folder(
     batch_size: int = 256,
     progress: bool = True,
     on_warning: Callable[[str], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    num_workers: int | None = None,
 ) -> IndexSummary:
     """Bring the index up to date with every image file under ``folder``.
 
@@ -352,9 +366,22 @@ def index_folder(
     missing folder or one without image files (saying how many rows the index still holds
     under it), and IndexError_ (one line naming the index file) when the index belongs to
     another model (unless ``rebuild``) or cannot be read or written.
+
+    ``engine="ray"`` hashes the new and changed files on Ray instead
+    (:mod:`semhash.index.ray_engine`; the cluster at ``address``, else a local Ray on this
+    machine's cores, ``num_workers`` hashing actors) and loads them with the bulk import;
+    everything else (which files, labels, removals, the lines of bad files) is as above.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}: use 'local' or 'ray'")
+    if engine != "ray" and (address is not None or num_workers is not None):
+        raise ValueError("address and num_workers are for engine='ray'")
+    if engine == "ray":
+        from semhash.index import ray_engine
+
+        ray_engine.require_ray()  # before anything is read or written
 
     def warn(message: str) -> None:
         if on_warning is not None:
@@ -388,7 +415,12 @@ def index_folder(
         with tqdm(
             total=len(files), desc="indexing", unit="img", file=sys.stderr, disable=not progress, leave=False
         ) as bar:
-            run = _Run(db, hasher, summary, warn, bar)
+            if engine == "ray":
+                run = ray_engine.ray_index_run(
+                    db, model, hasher, summary, warn, bar, address=address, num_workers=num_workers, batch_size=batch_size
+                )
+            else:
+                run = _Run(db, hasher, summary, warn, bar)
             relabel_limit = max(batch_size, 1000)
             for path, folder_label in files:
                 key = path_key(path)
@@ -420,6 +452,7 @@ def index_folder(
                 if len(run.work) >= batch_size:
                     run.flush()
             run.flush()
+            run.finish()
 
         # only rows whose file is really gone: one not walked (unreadable or hidden folder,
         # another extension) but still there keeps its row

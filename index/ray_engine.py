@@ -21,16 +21,22 @@ so it does not.
 
 Shard columns (one row per hashed file):
 
-    path          string   the file's path (undecodable bytes of a non-UTF-8 name shown as \\xNN)
+    path          string   the path's key (semhash.index.pathkeys.path_key: undecodable bytes
+                           of a non-UTF-8 name as \\xNN, backslashes doubled), as the index stores it
     path_bytes    binary   the path exactly, os.fsencode(path): lossless for any file name
     code          uint64   the code, bit i = coding unit i (Hasher.hash)
-    label         string   first-level subfolder name (escaped like path), null in the root
+    label         string   first-level subfolder name's key (as path), null in the root
+    label_bytes   binary   that name exactly (what the bulk import stores, through path_key)
     content_hash  string   sha256 of the file's bytes, hex
     size          int64    bytes (os.stat before reading, as the local indexer records it)
     mtime         float64  seconds since the epoch (os.stat st_mtime)
 
-Errors are "<path>: <cause>" strings worded exactly as the local indexer words them
-(decode errors are semhash.errors.ImageError messages; read errors as ``indexer._os_cause``).
+Errors are "<path key>: <cause>" lines, made by the local indexer's own functions
+(``indexer.file_error``), so a bad file reads the same whichever engine hashed it.
+
+:func:`index_files_on_ray` is ``semhash index DIR --engine ray``: the local indexer plans the
+run (which files are new or changed, their labels), this hashes them, and the shards go into
+the index through the bulk import.
 """
 
 from __future__ import annotations
@@ -47,12 +53,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from semhash.errors import SemhashError
+from semhash.index.pathkeys import path_key
 
 SHARD_SCHEMA_FIELDS = (
     ("path", "string"),
     ("path_bytes", "binary"),
     ("code", "uint64"),
     ("label", "string"),
+    ("label_bytes", "binary"),
     ("content_hash", "string"),
     ("size", "int64"),
     ("mtime", "float64"),
@@ -67,7 +75,8 @@ class HashRun:
     """What :func:`hash_files` did."""
 
     shards: list[Path]  # Parquet files written, in order
-    errors: list[str]  # "<path>: <cause>" per bad file, sorted by path
+    errors: list[str]  # "<path key>: <cause>" per bad file, sorted by path
+    failed: list[bytes]  # the bad files' paths (os.fsencode), in the order of ``errors``
     rows: int  # files hashed (rows in the shards)
     workers: int
     seconds: float  # pipeline wall time, Ray start-up excluded
@@ -76,35 +85,23 @@ class HashRun:
     worker_cpu_seconds: float = 0.0  # CPU time the workers spent hashing (for sizing a cluster)
 
 
-def display_path(raw: bytes) -> str:
-    """A path for people and Arrow strings: UTF-8, undecodable bytes as \\xNN escapes."""
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def read_error_cause(exc: OSError) -> str:
-    """Why a file could not be read, worded as the local indexer words it (indexer._os_cause)."""
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    return f"cannot read ({exc.strerror or exc})"
-
-
 def shard_schema():
     import pyarrow as pa
 
     return pa.schema([(name, getattr(pa, kind)()) for name, kind in SHARD_SCHEMA_FIELDS])
 
 
-def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[str | None]) -> dict[str, list]:
+def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[bytes | None]) -> dict[str, list]:
     """stat + read + sha256 + decode + hash for one batch of files, in this process.
 
-    Returns columns for the shard schema plus ``error`` (None for a hashed file).  The same
-    steps, in the same order, as the local indexer's batch: a stat or read failure and a
-    decode failure give the messages it gives.
+    ``labels``: each file's label as the folder name's bytes (None: no label).  Returns
+    columns for the shard schema plus ``error`` (None for a hashed file).  The same steps,
+    in the same order, as the local indexer's batch: a stat or read failure and a decode
+    failure give the lines it gives (its own ``file_error``).
     """
     from semhash.data import decode_image
     from semhash.errors import ImageError
+    from semhash.index.indexer import file_error
 
     out: dict[str, list] = {name: [] for name, _ in SHARD_SCHEMA_FIELDS}
     out["error"] = []
@@ -116,17 +113,18 @@ def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[str | No
             st = path.stat()
             data = path.read_bytes()
         except OSError as exc:
-            error = f"{path}: {read_error_cause(exc)}"
+            error = file_error(path, exc)
         else:
             digest = hashlib.sha256(data).hexdigest()
             del data
             try:
                 images.append(decode_image(path, hasher.input_shape))
             except ImageError as exc:
-                error = str(exc)
-        out["path"].append(display_path(raw))
+                error = file_error(path, exc)
+        out["path"].append(path_key(raw))
         out["path_bytes"].append(raw)
-        out["label"].append(label)
+        out["label"].append(None if label is None else path_key(label))
+        out["label_bytes"].append(label)
         out["error"].append(error)
         ok = error is None
         out["content_hash"].append(digest if ok else None)
@@ -161,7 +159,7 @@ class _HashBatches:
         import pyarrow as pa
 
         started = time.process_time()
-        labels = batch.column("label").to_pylist()
+        labels = batch.column("label_bytes").to_pylist()
         columns = hash_one_batch(self.hasher, batch.column("path_bytes").to_pylist(), labels)
         # the batch's CPU time, spread over its rows, so that the driver can add it up
         columns["cpu_s"] = [(time.process_time() - started) / max(1, len(labels))] * len(labels)
@@ -244,11 +242,11 @@ def hash_files(
         raise ValueError(f"{out_dir}: the shard folder must be new or empty")
     model_bytes = Path(hasher_path).read_bytes()
     fingerprint = Hasher.load(hasher_path).fingerprint
-    # Arrow strings are UTF-8: a label from a non-UTF-8 folder name is shown escaped, as paths are
-    pairs = [(os.fsencode(p), None if label is None else display_path(os.fsencode(label))) for p, label in files]
+    # names travel as bytes (any file name); the workers make the keys
+    pairs = [(os.fsencode(p), None if label is None else os.fsencode(label)) for p, label in files]
     table = pa.table(
-        {"path_bytes": [p for p, _ in pairs], "label": [label for _, label in pairs]},
-        schema=pa.schema([("path_bytes", pa.binary()), ("label", pa.string())]),
+        {"path_bytes": [p for p, _ in pairs], "label_bytes": [label for _, label in pairs]},
+        schema=pa.schema([("path_bytes", pa.binary()), ("label_bytes", pa.binary())]),
     )
 
     owns_ray = not ray.is_initialized()
@@ -259,10 +257,12 @@ def hash_files(
     worker_cpu = 0.0
     try:
         _quiet_ray_data()
-        workers = int(num_workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        blocks = max(1, -(-len(pairs) // batch_size))
+        # no more actors than batches: an idle one would only cost its start-up
+        workers = min(blocks, int(num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))))
         started = time.perf_counter()
         if pairs:
-            ds = ray.data.from_arrow(table, override_num_blocks=max(1, -(-len(pairs) // batch_size)))
+            ds = ray.data.from_arrow(table, override_num_blocks=blocks)
             ds = ds.map_batches(
                 _worker_class(model_bytes, fingerprint),
                 batch_size=batch_size,
@@ -284,9 +284,11 @@ def hash_files(
         shards.close()
         if owns_ray:
             ray.shutdown()
+    errors.sort()
     return HashRun(
         shards.paths,
-        [message for _, message in sorted(errors)],
+        [message for _, message in errors],
+        [raw for raw, _ in errors],
         shards.rows,
         workers,
         seconds,
@@ -328,3 +330,120 @@ class _ShardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# --------------------------------------------------------------------------- semhash index --engine ray
+def require_ray() -> None:
+    """Refuse, in one line, before anything is read or written, when Ray is not installed."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise SemhashError("--engine ray needs Ray: pip install 'semhash[distributed]'") from None
+
+
+def ray_index_run(db, model, hasher, summary, warn, bar, *, address=None, num_workers=None, batch_size=DEFAULT_BATCH_SIZE):
+    """The local indexer's run (``indexer._Run``) with its hashing moved to Ray (see
+    :class:`_RayIndexRun`)."""
+    require_ray()
+    from semhash.index.indexer import _Run
+
+    class _RayIndexRun(_Run):
+        """Plans exactly as a local run: :func:`semhash.index.indexer.index_folder`'s walk
+        decides which files are new or changed and what label each gets, and hands them
+        over batch by batch.  Instead of hashing each batch, this keeps them; relabels of
+        unchanged files are committed as locally.  :meth:`finish` hashes them all on Ray,
+        loads the shards with the bulk import, then does what a local batch does besides:
+        relabels changed rows, drops the rows of files that turned unreadable, counts."""
+
+        def __init__(self):
+            super().__init__(db, hasher, summary, warn, bar)
+            self.pending: list = []
+
+        def flush(self) -> None:
+            self.pending += self.work
+            self.work = []
+            super().flush()  # no files left in it: only the relabels of unchanged files
+
+        def finish(self) -> None:
+            work, self.pending = self.pending, []
+            if work:
+                _hash_and_load(db, model, work, summary, self.skip, bar, address, num_workers, batch_size)
+
+    return _RayIndexRun()
+
+
+def _hash_and_load(db, model, work, summary, skip, bar, address, num_workers, batch_size) -> None:
+    import pyarrow.parquet as pq
+    from sqlalchemy import delete, update
+
+    from semhash.index.db import ImageRow, bump_generation, chunked
+    from semhash.index.pathkeys import key_path
+
+    files = [(w.path, None if w.label is None else key_path(w.label)) for w in work]
+    with tempfile.TemporaryDirectory(prefix="semhash-shards-") as tmp:
+        run = hash_files(
+            files, model.hasher_path, Path(tmp) / "shards", address=address, num_workers=num_workers,
+            batch_size=batch_size, on_batch=bar.update,
+        )  # fmt: skip
+        hashed: dict[bytes, str] = {}
+        for shard in run.shards:
+            table = pq.read_table(shard, columns=["path_bytes", "content_hash"])
+            hashed.update(zip(table.column("path_bytes").to_pylist(), table.column("content_hash").to_pylist()))
+        if run.shards:
+            _load_shards(db, model, run.shards)
+    failed = dict(zip(run.failed, run.errors))
+    relabel, drop = [], []
+    for w in work:
+        raw = os.fsencode(w.path)
+        if raw in failed:
+            if w.row is not None:
+                drop.append(w.row.id)  # indexed before, unreadable now: the old code is stale
+            continue
+        if w.row is None:
+            summary.added += 1
+        elif hashed.get(raw) == w.row.content_hash:
+            summary.unchanged += 1  # same bytes, new stat (the code is the same too)
+        else:
+            summary.updated += 1
+        if w.relabels:  # the import keeps a row's label (first indexed wins): set this run's
+            summary.relabelled += 1
+            if w.row is not None:
+                relabel.append({"id": w.row.id, "label": w.label})
+    if relabel or drop:
+        with db.write_session() as s, s.begin():
+            if relabel:
+                s.execute(update(ImageRow), relabel)
+            for ids in chunked(drop):
+                s.execute(delete(ImageRow).where(ImageRow.id.in_(ids)))
+            bump_generation(s)
+    for w in work:  # the bad files' lines, in the walk's order as a local run gives them
+        message = failed.get(os.fsencode(w.path))
+        if message is not None:
+            skip(message)
+
+
+def _load_shards(db, model, shards: list[Path]) -> None:
+    """The shards into the index: upserts keyed on the path, in one transaction (a row
+    another run inserted first keeps its label, as in a local run)."""
+    import pyarrow.parquet as pq
+
+    from semhash.hashing import to_signed64
+    from semhash.index.db import bump_generation, upsert_images, utc_now
+    from semhash.index.indexer import _CONTENT_COLUMNS
+
+    now = utc_now()
+    with db.write_session() as s, s.begin():
+        for shard in shards:
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=65536):
+                columns = batch.to_pydict()
+                rows = [
+                    {"path": path_key(raw), "content_hash": digest, "size": size, "mtime": mtime,
+                     "label": None if label is None else path_key(label), "code": to_signed64(code), "indexed_at": now}
+                    for raw, digest, size, mtime, label, code in zip(
+                        columns["path_bytes"], columns["content_hash"], columns["size"], columns["mtime"],
+                        columns["label_bytes"], columns["code"],
+                    )
+                ]  # fmt: skip
+                upsert_images(s, rows, _CONTENT_COLUMNS)
+        bump_generation(s)
