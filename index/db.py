@@ -8,7 +8,7 @@ Two tables (SQLAlchemy 2.0 typed ORM):
   64-bit integer (:func:`semhash.hashing.to_signed64`) because SQLite integers are signed.
 * ``meta``    key/value strings: schema_version, the model the index is bound to (name,
   fingerprint, bits, input shape), created_at and ``generation``, a counter bumped by every
-  transaction that changes rows, so the faiss cache can tell whether it is current.
+  transaction that changes rows, so the lookup cache can tell whether it is current.
 
 Every transaction is a real SQLite transaction (``BEGIN`` is issued explicitly rather than
 left to the sqlite3 module), so reads see one consistent snapshot and an interrupted write
@@ -128,10 +128,10 @@ class IndexDB:
         self._write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
 
     @property
-    def faiss_path(self) -> Path:
-        from semhash.index.faiss_store import faiss_path_for
+    def lookup_path(self) -> Path:
+        from semhash.index.search import lookup_path_for
 
-        return faiss_path_for(self.path)
+        return lookup_path_for(self.path)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
