@@ -20,7 +20,8 @@ state its cache was loaded from; only when the ``generation`` (or the model, or 
 changed is the cache reloaded, by one thread while the others go on answering from the
 previous state.  Nothing per request is O(index size).
 
-Files are only ever reached through a row id, and only when the row's stored path is
+Files are only ever reached through a row id, and only when the row's stored path (a key of
+:mod:`semhash.index.pathkeys`, opened through ``key_path``: any file name works) is
 absolute and normalised, its real path (symlinks resolved) lies inside the folder the row
 was indexed from, it is a regular file with an image extension, and Pillow recognises it.
 """
@@ -55,6 +56,7 @@ from semhash.errors import ImageError, IndexError_, ModelError, SemhashError
 from semhash.hashing import code_to_str, from_signed64, to_signed64
 from semhash.index import search as index_search
 from semhash.index.db import ImageRow, IndexDB, IndexMeta, MetaRow, chunked, open_index
+from semhash.index.pathkeys import key_path, printable
 from semhash.index.search import CodeError, index_info
 from semhash.workspace import Workspace
 
@@ -744,7 +746,10 @@ class IndexReader:
         return thumb
 
     def _read_row_file(self, record: ImageRecord) -> tuple[bytes, os.stat_result]:
-        path = file_path(record.path)
+        try:
+            path = file_path(record.path)
+        except ValueError:  # a row no indexer wrote (not a path key)
+            raise NotFound(f"image {record.id}: its stored path is not a path key") from None
         text = str(path)
         if not path.is_absolute() or ".." in path.parts or os.path.normpath(text) != text:
             raise NotFound(f"image {record.id}: its stored path is not an absolute, normalised path")
@@ -812,28 +817,28 @@ class IndexReader:
 
 # --------------------------------------------------------------------------- path helpers
 def display_path(key: str) -> str:
-    """A stored path as text that any JSON encoder accepts (undecodable bytes, which a
-    file system may hold, shown as U+FFFD)."""
-    try:
-        key.encode("utf-8")
-        return key
-    except UnicodeEncodeError:
-        return key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A stored path key as text for people and JSON (:func:`semhash.index.pathkeys.printable`:
+    a key already is printable text, undecodable bytes written ``\\xNN``)."""
+    return printable(key)
 
 
 def file_path(key: str) -> Path:
-    """A stored path as the file-system path it names."""
-    return Path(key)
+    """A stored path key as the file-system path it names (exact bytes, any file name)."""
+    return Path(key_path(key))
 
 
 def _indexed_root(path: Path, label: str | None) -> Path:
-    """The folder a row was indexed from: its label is the first-level subfolder under it
-    (none for a file directly in the folder).  Where the label's name occurs twice among the
-    ancestors, the deeper (narrower) folder is taken: a file is refused rather than served
-    from a folder wider than the one indexed."""
+    """The folder a row was indexed from: its label (a key, like the path) is the name of the
+    first-level subfolder under it (none for a file directly in the folder).  Where the
+    label's name occurs twice among the ancestors, the deeper (narrower) folder is taken: a
+    file is refused rather than served from a folder wider than the one indexed."""
     if label is not None:
+        try:
+            name = key_path(label)
+        except ValueError:
+            return path.parent
         for ancestor in path.parents:
-            if ancestor.name == label and ancestor.parent != ancestor:
+            if ancestor.name == name and ancestor.parent != ancestor:
                 return ancestor.parent
     return path.parent
 
