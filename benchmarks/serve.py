@@ -83,12 +83,13 @@ def save_bench_model(home: Path, hasher) -> str:
 def fill_index_with_random_codes(index_path: Path, hasher, model_name: str, n: int, seed: int = 0, chunk: int = 100_000) -> np.ndarray:
     """A benchmark-only index: ``n`` rows with uniformly random ``hasher.n_bits``-bit codes,
     fake paths (``/semhash-benchmark/random/NNNNNNN.png``, no files) and labels 0-9, inserted
-    in bulk through the index's own tables, then its faiss cache built.  Returns the codes.
+    in bulk through the index's own tables, then its lookup cache built.  Returns the codes.
     Stands in for ``semhash import`` (issue 10) until that exists."""
     from sqlalchemy import insert
 
     from semhash.hashing import to_signed64
-    from semhash.index import faiss_store, open_index
+    from semhash.index import open_index
+    from semhash.index.search import refresh_lookup
     from semhash.index.db import ImageRow, bind_model, bump_generation, utc_now
 
     rng = np.random.default_rng(seed)
@@ -107,7 +108,7 @@ def fill_index_with_random_codes(index_path: Path, hasher, model_name: str, n: i
             with db.write_session() as s, s.begin():
                 s.execute(insert(ImageRow), rows)
                 bump_generation(s)
-        faiss_store.load_or_build(db)
+        refresh_lookup(db)
     return codes
 
 
@@ -295,9 +296,8 @@ def cpu_ms(fn, n: int) -> float:
 
 def in_process_costs(index_path: Path, home: Path, query_codes: Sequence[int], pngs: Sequence[Path]) -> dict[str, Any]:
     """CPU per call of the server's parts, without HTTP: the search cache, the whole search,
-    hashing one image, a whole upload; first with the libraries' default thread teams, then
+    hashing one image, a whole upload; hashing first with BLAS's default thread team, then
     with one thread each, as the server runs them."""
-    import faiss
     from threadpoolctl import threadpool_limits
 
     from semhash.index.browse import IndexReader
@@ -311,25 +311,15 @@ def in_process_costs(index_path: Path, home: Path, query_codes: Sequence[int], p
     image = np.zeros((1, *hasher.input_shape), dtype=np.float32)
     n = len(codes)
     out: dict[str, Any] = {"threads_default": {}, "threads_one": {}}
-    out["threads_default"]["faiss_search_ms"] = cpu_ms(
-        lambda i: faiss_range_search_default_threads(state.cache, codes[i % n : i % n + 1]), 100)
     out["threads_default"]["hash_one_image_ms"] = cpu_ms(lambda i: hasher.hash(image), 100)
     threadpool_limits(1)
-    faiss.omp_set_num_threads(1)
     one = out["threads_one"]
-    one["faiss_search_ms"] = cpu_ms(lambda i: state.cache.search(codes[i % n : i % n + 1], RADIUS), 300)
+    one["lookup_search_ms"] = cpu_ms(lambda i: state.cache.search(codes[i % n : i % n + 1], RADIUS), 300)
     one["search_codes_ms"] = cpu_ms(lambda i: reader.search_codes([int(codes[i % n])], RADIUS, LIMIT), 300)
     one["hash_one_image_ms"] = cpu_ms(lambda i: hasher.hash(image), 300)
     one["search_uploads_ms"] = cpu_ms(lambda i: reader.search_uploads([uploads[i % len(uploads)]], RADIUS, LIMIT), 100)
     reader.close()
     return out
-
-
-def faiss_range_search_default_threads(cache, codes: np.ndarray):
-    """The cache's faiss search without its one-thread setting (faiss's default team)."""
-    from semhash.index import faiss_store
-
-    return faiss_store.range_search(cache.index, faiss_store.pack_codes(codes, cache.n_bits), RADIUS)
 
 
 # --------------------------------------------------------------------------- main
@@ -393,7 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_generator": "wrk 4.1 (Debian), 1 thread, Lua script cycling through the queries, on the same machine",
         "index": {"codes": args.codes, "bits": int(hasher.n_bits), "reused": reused,
                   "model": "random-weight 784-1000-500-30 encoder" if not args.home else args.model,
-                  "search_cache": "faiss IndexBinaryFlat (linear scan), one OpenMP thread per search"},
+                  "search_cache": "semhash lookup (index/lookup.py), memory-mapped from index.lookup"},
         "queries": {"radius": RADIUS, "limit": LIMIT, "codes": len(query_codes), "pngs": len(pngs)},
         "servers": servers,
         "in_process_cpu_ms": in_process,

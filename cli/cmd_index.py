@@ -39,7 +39,7 @@ def format_index(data: dict) -> str:
         lines.append(f"labels: {data['labels_kept']} kept their label from an earlier run (--relabel changes them)")
     if data["relabelled"]:
         lines.append(f"labels: {data['relabelled']} relabelled from {data['folder']}")
-    lines.append(f"wrote:\n  {data['index']}\n  {data['faiss']}")
+    lines.append(f"wrote:\n  {data['index']}\n  {data['lookup']}")
     return "\n".join(lines)
 
 
@@ -122,7 +122,7 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, engine, addre
         "labels_kept": summary.labels_kept,
         "relabelled": summary.relabelled,
         "index": str(summary.index_path),
-        "faiss": str(summary.faiss_path),
+        "lookup": str(summary.lookup_path),
         "damaged_index_moved_to": str(summary.damaged_index_moved_to) if summary.damaged_index_moved_to else None,
     }
     if as_json:
@@ -205,8 +205,35 @@ def format_query(data: list[dict]) -> str:
     return "\n\n".join(blocks)
 
 
+def _read_codes_file(path: str) -> tuple[list[str], list[str]]:
+    """(codes as given, "FILE:LINE" of each) from a file of one code per line; blank lines
+    and lines starting with # are skipped."""
+    from semhash.index import printable
+
+    shown = printable(str(path))
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise click.ClickException(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    codes, origins = [], []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            text = line.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{shown}:{number}: not a code (a code is 0/1 bits or a decimal integer)") from None
+        if text and not text.startswith("#"):
+            codes.append(text)
+            origins.append(f"{shown}:{number}")
+    if not codes:
+        raise click.ClickException(f"{shown}: no codes in the file (one code per line: bits or an integer)")
+    return codes, origins
+
+
 @click.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--code", "codes", multiple=True, metavar="BITS_OR_INT", help="Query by a code instead of an image: its bits (unit 0 first, as printed) or a decimal integer. Repeatable.")
+@click.option("--codes-from", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="Query by every code in FILE (one per line, bits or an integer; # starts a comment).")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query (the count of all of them is still printed: 'N of M matches').")
 @click.option(
@@ -221,25 +248,42 @@ def format_query(data: list[dict]) -> str:
 @home_option
 @json_option
 @library_errors
-def query(images, radius, limit, show, index_path, home, as_json):
-    """Every indexed image within Hamming RADIUS of each query image, nearest first
-    (ties by path).  With --limit N the first N are printed, followed by how many there are
-    in all ("8 of 13 matches within radius 2"; "total" in --json).
+def query(images, codes, codes_from, radius, limit, show, index_path, home, as_json):
+    """Every indexed image within Hamming RADIUS of each query image (or code), nearest
+    first (ties by path).  With --limit N the first N are printed, followed by how many there
+    are in all ("8 of 13 matches within radius 2"; "total" in --json).  A query by --code
+    needs no model: only the index's bit width.
 
     \b
     Examples:
       semhash query img.png --radius 2
       semhash query a.png b.png --limit 5 --json
       semhash query img.png --show matches.png
+      semhash query --code 101100111000101011110000110101 --code 123456789
+      semhash query --codes-from codes.txt --radius 1 --json
     """
-    from semhash.index import query_files
+    from semhash.index import query_codes, query_files
 
+    by_code = bool(codes or codes_from)
+    if by_code and images:
+        raise click.UsageError("give image files or --code/--codes-from, not both")
+    if not by_code and not images:
+        raise click.UsageError("give at least one image file, --code or --codes-from")
+    if show and by_code:
+        raise click.UsageError("--show draws query images: it does not apply to --code/--codes-from")
     if show:
         from semhash.visualize import check_picture_path
 
         show = check_picture_path(show)  # a bad picture name fails before any work
     workspace, path = _index_path(home, index_path)
-    results = query_files(path, workspace, list(images), radius=radius, limit=limit)
+    if by_code:
+        given, origins = list(codes), [f"--code {c!r}" for c in codes]
+        if codes_from:
+            more, where = _read_codes_file(codes_from)
+            given, origins = given + more, origins + where
+        results = query_codes(path, given, radius=radius, limit=limit, origins=origins)
+    else:
+        results = query_files(path, workspace, list(images), radius=radius, limit=limit)
     data = query_json(results, radius)
     if as_json:
         print_json(data)

@@ -10,7 +10,7 @@ Two tables (SQLAlchemy 2.0 typed ORM):
   64-bit integer (:func:`semhash.hashing.to_signed64`) because SQLite integers are signed.
 * ``meta``    key/value strings: schema_version, the model the index is bound to (name,
   fingerprint, bits, input shape), created_at and ``generation``, a counter bumped by every
-  transaction that changes rows, so the faiss cache can tell whether it is current.
+  transaction that changes rows, so the lookup cache can tell whether it is current.
 
 Every transaction is a real SQLite transaction (``BEGIN`` is issued explicitly rather than
 left to the sqlite3 module), so reads see one consistent snapshot and an interrupted write
@@ -28,9 +28,9 @@ gives); a write transaction takes a transaction-level advisory lock first, so wr
 exactly as on SQLite's ``BEGIN IMMEDIATE`` (schema creation included, so two first writers
 create it once), and runs in READ COMMITTED so it sees what the writer before it committed.
 ``path`` and ``label`` are ``COLLATE "C"`` (bytewise, as SQLite compares TEXT), so a folder's
-keys stay one range there too.  The derived caches (faiss, lookup) of a database index live
-in a folder of their own (:attr:`IndexLocation.cache_dir`), since there is no file to put
-them beside.  A password in a URL never appears in a message.
+keys stay one range there too.  The derived cache (the lookup) of a database index lives
+in a folder of its own (:attr:`IndexLocation.cache_dir`), since there is no file to put
+it beside.  A password in a URL never appears in a message.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class IndexLocation:
 
     @property
     def cache_base(self) -> Path:
-        """The path derived cache files are named after (``index.faiss`` etc. from it)."""
+        """The path derived cache files are named after (``index.lookup`` from it)."""
         return self.file if self.file is not None else self.cache_dir / "index.sqlite"
 
     def to_config(self) -> dict[str, str | None]:
@@ -286,10 +286,10 @@ class IndexDB:
         return self.location.cache_base
 
     @property
-    def faiss_path(self) -> Path:
-        from semhash.index.faiss_store import faiss_path_for
+    def lookup_path(self) -> Path:
+        from semhash.index.search import lookup_path_for
 
-        return faiss_path_for(self.cache_base)
+        return lookup_path_for(self.cache_base)
 
     def cache_file_mode(self) -> int:
         """Permission bits for a derived cache file: the SQLite file's own (whoever can read

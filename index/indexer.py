@@ -8,7 +8,7 @@ everything committed before it.  Rows are written as upserts keyed on the path, 
 over the same or overlapping folders both finish, with every file once.  At the end, rows
 under *this* folder whose file is gone are removed (a row whose file still exists but was not
 walked, e.g. in a folder that could not be read, stays); rows from other folders are never
-touched.  Finally the faiss cache is refreshed.
+touched.  Finally the lookup cache is refreshed.
 
 Paths and labels are stored as keys (:mod:`semhash.index.pathkeys`), so any file name works.
 A row's label is set when its file is first indexed: the name of the first-level subfolder of
@@ -34,7 +34,6 @@ from tqdm import tqdm
 from semhash.data import WalkReport, check_folder, decode_image, iter_image_files
 from semhash.errors import DatasetError, ImageError, IndexError_
 from semhash.hashing import to_signed64
-from semhash.index import faiss_store
 from semhash.index.db import (
     ImageRow,
     IndexDB,
@@ -52,6 +51,7 @@ from semhash.index.db import (
     utc_now,
 )
 from semhash.index.pathkeys import key_path, path_key, printable
+from semhash.index.search import refresh_lookup
 from semhash.workspace import ModelInfo
 
 # columns a run sets on a row another run inserted first (never its label: first indexed wins)
@@ -75,7 +75,7 @@ class IndexSummary:
     labels_kept: int = 0  # rows whose label differs from what this root gives, left as they were
     relabelled: int = 0  # rows given this root's label (relabel=True)
     index_path: Path | None = None
-    faiss_path: Path | None = None
+    lookup_path: Path | None = None
     damaged_index_moved_to: Path | None = None  # rebuild set a damaged index file aside here
     skipped_files: list[str] = field(default_factory=list)
 
@@ -408,7 +408,7 @@ def index_folder(
         warn(f"{path_key(unreadable)}: cannot read the folder ({_os_cause(exc)}): its indexed images are kept")
 
     with _open_for_indexing(index_path, rebuild, summary, warn) as db, database_errors(db.path):
-        summary.index_path, summary.faiss_path = db.path, db.faiss_path
+        summary.index_path, summary.lookup_path = db.path, db.lookup_path
         summary.removed += _bind(db, model, hasher, rebuild)
         existing = _existing(db, path_key(root))
         seen: set[str] = set()
@@ -460,7 +460,7 @@ def index_folder(
         _remove(db, gone)
         summary.removed += len(gone)
         summary.total = db.count()
-        faiss_store.load_or_build(db)
+        refresh_lookup(db)
     if summary.labels_kept:
         warn(
             f"{summary.labels_kept} indexed images kept the label they were first indexed with, which differs "

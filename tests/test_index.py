@@ -1,4 +1,4 @@
-"""semhash.index on real SQLite, real faiss and real PNG files (no mocks of either store).
+"""semhash.index on real SQLite, the real lookup cache and real PNG files (no mocks of either store).
 
 Every test that takes ``index_path`` (or ``index_location``) runs twice: on a SQLite file and
 on a real PostgreSQL database (the session server of tests/postgres_server.py, one fresh
@@ -35,7 +35,8 @@ from semhash.index import (  # noqa: E402
     query_files,
     search_codes,
 )
-from semhash.index import faiss_store  # noqa: E402
+from semhash.index import lookup as hamming_lookup  # noqa: E402
+from semhash.index import search as index_search  # noqa: E402
 from semhash.index.db import ImageRow, IndexLocation, MetaRow, bind_model, bump_generation, utc_now  # noqa: E402
 from semhash.workspace import ModelInfo, Workspace  # noqa: E402
 
@@ -82,10 +83,10 @@ def is_sqlite(index_path) -> bool:
     return not isinstance(index_path, IndexLocation)
 
 
-def faiss_path_of(index_path) -> Path:
-    """Where the faiss cache of this index goes: beside the file, or in the database's cache folder."""
+def lookup_path_of(index_path) -> Path:
+    """Where the lookup cache of this index goes: beside the file, or in the database's cache folder."""
     base = index_path if is_sqlite(index_path) else index_path.cache_base
-    return faiss_store.faiss_path_for(base)
+    return index_search.lookup_path_for(base)
 
 
 def index_exists(index_path) -> bool:
@@ -128,8 +129,8 @@ def test_index_then_reindex_is_all_unchanged(folder, ws, index_path):
     summary, warnings = run(folder, ws.model("m1"), index_path)
     assert (summary.added, summary.updated, summary.unchanged, summary.skipped, summary.removed) == (15, 0, 0, 0, 0)
     assert summary.total == 15 and warnings == []
-    assert summary.index_path == index_path and summary.faiss_path == faiss_path_of(index_path)
-    assert summary.faiss_path.is_file() and faiss_store.sidecar_path_for(summary.faiss_path).is_file()
+    assert summary.index_path == index_path and summary.lookup_path == lookup_path_of(index_path)
+    assert summary.lookup_path.is_file() and hamming_lookup.read_header(summary.lookup_path)["count"] == 15
     generation = meta_value(index_path, "generation")
 
     again, warnings = run(folder, ws.model("m1"), index_path)
@@ -384,8 +385,8 @@ def make_code_index(path: Path, codes: list[int], n_bits: int) -> list[str]:
                 [
                     {"path": p, "content_hash": "-", "size": 1, "mtime": 0.0, "label": str(i % 3),
                      "code": to_signed64(c), "indexed_at": utc_now()}
-                    for i, (p, c) in enumerate(zip(paths, codes))
-                ],
+                    for i, (p, c) in reversed(list(enumerate(zip(paths, codes))))
+                ],  # ids in reverse path order: ties broken by path, never by id
             )  # fmt: skip
             bump_generation(s)
     return paths
@@ -406,7 +407,7 @@ def clustered_codes(rng: np.random.Generator, n_bits: int, n_centres: int = 12, 
 
 
 @pytest.mark.parametrize("n_bits", [64, 16, 12])
-def test_faiss_and_sql_search_agree_with_brute_force(index_location, n_bits):
+def test_lookup_and_sql_search_agree_with_brute_force(index_location, n_bits):
     rng = np.random.default_rng(n_bits)
     codes = clustered_codes(rng, n_bits)
     if n_bits == 64:
@@ -419,15 +420,18 @@ def test_faiss_and_sql_search_agree_with_brute_force(index_location, n_bits):
     queries += [codes[3] ^ 0b101, codes[10] ^ 1]
     stored = np.array(codes, dtype=np.uint64)
     for radius in range(0, 4):
-        by_faiss = search_codes(index_path, np.array(queries, dtype=np.uint64), radius, method="faiss")
+        by_lookup = search_codes(index_path, np.array(queries, dtype=np.uint64), radius, method="lookup")
         by_sql = search_codes(index_path, queries, radius, method="sql")
-        assert by_faiss == by_sql
-        for q, found in zip(queries, by_faiss):
+        assert by_lookup == by_sql
+        for q, found in zip(queries, by_lookup):
             d = hamming(np.uint64(q), stored)
             expected = sorted((int(d[i]), paths[i]) for i in np.flatnonzero(d <= radius))
             assert [(m.distance, m.path) for m in found] == expected
             assert all(m.code == codes[paths.index(m.path)] for m in found)
-        assert sum(len(f) for f in by_faiss) > len(queries) // 2  # the test is not vacuous
+        assert sum(len(f) for f in by_lookup) > len(queries) // 2  # the test is not vacuous
+        for limit in (1, 3):  # a limit cuts the (distance, path) order, whatever the row ids' order
+            limited = search_codes(index_path, queries, radius, limit=limit)
+            assert limited == [found[:limit] for found in by_sql]
 
 
 def test_results_sorted_by_distance_then_path_and_limit(index_location):
@@ -435,7 +439,7 @@ def test_results_sorted_by_distance_then_path_and_limit(index_location):
     codes = [centre ^ 1, centre, centre ^ 0b11, centre ^ 2, centre, centre ^ 1]
     index_path = index_location
     paths = make_code_index(index_path, codes, 16)
-    for method in ("faiss", "sql"):
+    for method in ("lookup", "sql"):
         (found,) = search_codes(index_path, [centre], 2, method=method)
         assert [(m.distance, m.path) for m in found] == [
             (0, paths[1]), (0, paths[4]), (1, paths[0]), (1, paths[3]), (1, paths[5]), (2, paths[2])
@@ -452,26 +456,28 @@ def test_results_sorted_by_distance_then_path_and_limit(index_location):
     assert len(search_codes(index_path, [centre], 16)[0]) == len(codes)  # radius n_bits: everything
 
 
-def test_faiss_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path, index_location):
+def test_lookup_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path, index_location):
     index_path = index_location
     make_code_index(index_path, [1, 2, 3, 7], 16)
-    faiss_path = faiss_path_of(index_path)
+    lookup_path = lookup_path_of(index_path)
     if is_sqlite(index_path):
-        assert faiss_path == index_path.with_suffix(".faiss")
+        assert lookup_path == index_path.with_suffix(".lookup")
     else:  # a database's cache: in its own folder under the cache root, named without the password
-        assert faiss_path.parent.parent == tmp_path / "cache" and index_path.url.database in faiss_path.parent.name
+        assert lookup_path.parent.parent == tmp_path / "cache" and index_path.url.database in lookup_path.parent.name
     expected = search_codes(index_path, [3], 1)
-    assert faiss_path.is_file()
+    assert lookup_path.is_file()
 
-    faiss_path.unlink()
-    assert search_codes(index_path, [3], 1) == expected and faiss_path.is_file()
+    lookup_path.unlink()
+    assert search_codes(index_path, [3], 1) == expected and lookup_path.is_file()
 
-    faiss_path.write_bytes(b"definitely not a faiss index")
+    lookup_path.write_bytes(b"definitely not a lookup")
     assert search_codes(index_path, [3], 1) == expected
-    assert faiss_path.read_bytes() != b"definitely not a faiss index"
+    assert lookup_path.read_bytes() != b"definitely not a lookup"
 
-    faiss_store.sidecar_path_for(faiss_path).write_text("{not json")
+    whole = lookup_path.read_bytes()
+    lookup_path.write_bytes(whole[: len(whole) // 2])  # truncated: the header names arrays past its end
     assert search_codes(index_path, [3], 1) == expected
+    assert lookup_path.read_bytes() == whole
 
     with open_index(index_path) as db:  # a change behind the cache's back bumps the generation
         with db.write_session() as s, s.begin():
@@ -479,11 +485,28 @@ def test_faiss_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path, index_locat
             new.indexed_at = utc_now()
             s.add(new)
             bump_generation(s)
-        assert not faiss_store.is_current(db)
+        assert not index_search.lookup_is_current(db)
     (found,) = search_codes(index_path, [3], 1)
     assert "/synthetic/new.png" in [m.path for m in found]
     with open_index(index_path) as db:
-        assert faiss_store.is_current(db)
+        assert index_search.lookup_is_current(db)
+        assert hamming_lookup.read_header(lookup_path)["key"]["generation"] == db.meta().generation
+
+
+def test_open_lookup_never_writes_and_builds_in_memory_when_stale(tmp_path):
+    index_path = tmp_path / "codes.sqlite"
+    make_code_index(index_path, [1, 2, 3, 7], 16)
+    lookup_path = index_search.lookup_path_for(index_path)
+    with open_index(index_path) as db:
+        meta, searcher = index_search.open_lookup(db)
+        assert searcher.source == "built in memory" and not lookup_path.exists()
+        assert meta.generation == searcher.key["generation"]
+        ids, distances = searcher.search([3], 1)[0]
+        assert sorted(distances.tolist()) == [0, 1, 1, 1] and len(set(ids.tolist())) == 4
+        index_search.refresh_lookup(db)  # what a writer does
+        _, cached = index_search.open_lookup(db)
+        assert cached.source == "cache file"
+        assert cached.search([3], 1).equals(searcher.search([3], 1))
 
 
 # --------------------------------------------------------------------------- opening
@@ -543,8 +566,8 @@ def test_load_index_codes_and_index_info(folder, ws, index_path):
     info = index_info(index_path)
     assert info["count"] == 15 and info["model"] == "m1" and info["bits"] == 16
     assert info["schema_version"] == SCHEMA_VERSION and info["labels"] == 3
-    assert info["index_path"] == str(index_path) and info["faiss_path"] == str(faiss_path_of(index_path))
-    assert info["faiss_current"] is True
+    assert info["index_path"] == str(index_path) and info["lookup_path"] == str(lookup_path_of(index_path))
+    assert info["lookup_current"] is True
 
 
 def test_meta_table_is_plain_key_value(index_path, folder, ws):

@@ -39,7 +39,6 @@ from semhash.hashing import hamming, to_signed64  # noqa: E402
 from semhash.index import (  # noqa: E402
     SCHEMA_VERSION,
     check_index,
-    faiss_store,
     index_folder,
     key_bytes,
     key_path,
@@ -50,6 +49,7 @@ from semhash.index import (  # noqa: E402
     search_codes,
 )
 from semhash.index import db as index_db  # noqa: E402
+from semhash.index.search import lookup_path_for  # noqa: E402
 from semhash.index.db import ImageRow, IndexLocation, bind_model, bump_generation, utc_now  # noqa: E402
 from semhash.workspace import Workspace  # noqa: E402
 
@@ -574,7 +574,7 @@ def test_a_damaged_index_is_one_line_everywhere_and_rebuild_recovers(folder, hom
     cli("index", folder, "--quiet", home=home)
     synthetic_rows(index_path, 4000)
     query = sorted(folder.rglob("*.png"))[0]
-    cli("query", query, "--radius", "16", home=home)  # the faiss cache is now current
+    cli("query", query, "--radius", "16", home=home)  # the lookup cache is now current
     damage(index_path)
 
     for args in (["status"], ["index", folder, "--quiet"], ["query", query, "--radius", "16"], ["status", "--check"]):
@@ -623,11 +623,11 @@ def test_the_cache_answers_only_what_the_record_confirms(any_index):
     assert all(m.distance == int(hamming(np.uint64(0), np.uint64(m.code))) for m in found)
 
 
-def test_a_cache_file_swapped_under_its_sidecar_is_not_trusted(tmp_path):
+def test_an_older_cache_file_swapped_in_is_not_trusted(tmp_path):
     path = tmp_path / "codes.sqlite"
     paths = make_code_index(path, [0b0, 0xFF00, 0xFFFF])
     search_codes(path, [0], 2)
-    cache = faiss_store.faiss_path_for(path)
+    cache = lookup_path_for(path)
     old = cache.read_bytes()
     with open_index(path) as db:  # same row count, one code moved next to the query
         with db.write_session() as s, s.begin():
@@ -636,7 +636,7 @@ def test_a_cache_file_swapped_under_its_sidecar_is_not_trusted(tmp_path):
     assert [m.path for m in search_codes(path, [0], 2)[0]] == paths[:2]  # cache rebuilt for the new state
     time.sleep(0.01)
     tmp = cache.with_name("swap.tmp")
-    tmp.write_bytes(old)  # two writers interleaved: the older state's file under the newer sidecar
+    tmp.write_bytes(old)  # two writers interleaved: the older state's file renamed last
     os.replace(tmp, cache)
     assert [m.path for m in search_codes(path, [0], 2)[0]] == paths[:2]
 

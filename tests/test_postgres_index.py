@@ -76,7 +76,7 @@ def test_cli_index_query_status_remove_on_a_database_url(tmp_path, home, postgre
     result = _cli("status", "--index", postgres_url, home=home)
     assert result.exit_code == 0 and "count: 8" in result.output and password not in result.output
     cache_dirs = list((home / "cache").iterdir())  # the derived caches live under HOME/cache
-    assert len(cache_dirs) == 1 and (cache_dirs[0] / "index.faiss").is_file() and password not in cache_dirs[0].name
+    assert len(cache_dirs) == 1 and (cache_dirs[0] / "index.lookup").is_file() and password not in cache_dirs[0].name
     result = _cli("remove", folder / "1", "--index", postgres_url, home=home)
     assert result.exit_code == 0 and "removed 4 rows" in result.output
     assert _scalar(postgres_url, "SELECT count(*) FROM images") == 4

@@ -45,7 +45,7 @@ def test_random_code_index_is_a_real_searchable_index(tmp_path):
     index = tmp_path / "index.sqlite"
     codes = fill_index_with_random_codes(index, hasher, "bench", 5000, chunk=2000)
     info = index_info(index)
-    assert info["count"] == 5000 and info["bits"] == 30 and info["faiss_current"]
+    assert info["count"] == 5000 and info["bits"] == 30 and info["lookup_current"]
     assert int(codes.max()) < 1 << 30
     found = search_codes(index, codes[:5], radius=0)
     assert all(any(m.code == int(c) and m.distance == 0 for m in ms) for c, ms in zip(codes[:5], found))

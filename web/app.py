@@ -240,8 +240,7 @@ def app_from_env() -> FastAPI:
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread: the server parallelises across requests, and a BLAS team hashing one
-    # image spent 3.5x the CPU on a busy 2-core machine (docs/BENCHMARKS.md, serve); faiss's
-    # OpenMP is set per search thread (index/browse.py)
+    # image spent 3.5x the CPU on a busy 2-core machine (docs/BENCHMARKS.md, serve)
     threadpool_limits(1)
     config = json.loads(os.environ[_ENV])
     return create_app(IndexLocation.from_config(config), Workspace(config["home"]), allowed_hosts=config["hosts"])
