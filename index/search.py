@@ -184,7 +184,9 @@ def stream_codes(session: Session) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every row's ``(ids int64, codes int64 as stored)``, in chunks, read in ``session``'s
     transaction on the raw DBAPI cursor: a tuple per row is all the driver makes, no ORM row,
     and each chunk becomes two arrays at once."""
-    cursor = session.connection().connection.cursor()
+    raw = session.connection().connection
+    # PostgreSQL: a server-side cursor, so the rows arrive a chunk at a time, not all at once
+    cursor = raw.cursor(name="semhash_stream_codes") if session.get_bind().dialect.name == "postgresql" else raw.cursor()
     try:
         cursor.execute(f"SELECT id, code FROM {ImageRow.__tablename__}")
         while True:
