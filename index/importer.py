@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from semhash.errors import IndexError_, SemhashError
-from semhash.index.db import ImageRow, IndexDB, bind_model, bump_generation, database_errors, open_index, read_meta, utc_now
+from semhash.index.db import ImageRow, IndexDB, IndexLocation, bind_model, bump_generation, database_errors, open_index, read_meta, utc_now
 from semhash.index.pathkeys import path_key, printable
-from semhash.index.search import lookup_path_for, refresh_lookup
+from semhash.index.search import refresh_lookup
 
 BATCH_ROWS = 1 << 16
 OPTIONAL_COLUMNS = ("label", "label_bytes", "content_hash", "size", "mtime")
@@ -357,7 +357,10 @@ def _import_generic(db: IndexDB, files: list[_File], model, hasher, indexed_at, 
         for f in files:
             for first, batch in f.batches():
                 rows = _prepare(batch, f, first, n_bits)
-                upsert_images(s, rows.dicts(indexed_at=indexed_at), _UPDATED)
+                # one statement may not touch a row twice (PostgreSQL): a path repeated in
+                # the batch keeps its last row, as the SQLite import does
+                last = {row["path"]: row for row in rows.dicts(indexed_at=indexed_at)}
+                upsert_images(s, list(last.values()), _UPDATED)
         added = int(s.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.id > before)) or 0)
         bump_generation(s)
     return added
@@ -389,12 +392,13 @@ def import_parquet(
     summary = ImportSummary(files=[f.path for f in files], rows=total_rows)
     bar = tqdm(total=total_rows, desc="importing", unit="row", unit_scale=True, file=sys.stderr,
                disable=not progress, leave=False)  # fmt: skip
-    created = not Path(index_path).expanduser().exists()
+    location = IndexLocation.parse(index_path)  # a file, or a database URL
+    created = location.file is not None and not location.file.exists()
     try:
-        _import(index_path, files, model, hasher, summary, bar)
+        _import(location, files, model, hasher, summary, bar)
     except BaseException:
         if created:
-            _remove_if_still_empty(index_path)
+            _remove_if_still_empty(location.file)
         raise
     summary.seconds = time.perf_counter() - started
     return summary
@@ -402,7 +406,7 @@ def import_parquet(
 
 def _import(index_path, files: list[_File], model, hasher, summary: ImportSummary, bar) -> None:
     with bar, open_index(index_path, create=True) as db, database_errors(db.path):
-        summary.index_path, summary.lookup_path = db.path, lookup_path_for(db.path)
+        summary.index_path, summary.lookup_path = db.path, db.lookup_path
         if db.engine.dialect.name == "sqlite":
             # the text SQLAlchemy's DateTime stores in SQLite (the staged rows bypass it)
             indexed_at: Any = utc_now().strftime("%Y-%m-%d %H:%M:%S.%f")

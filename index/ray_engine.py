@@ -378,6 +378,7 @@ def _hash_and_load(db, model, work, summary, skip, bar, address, num_workers, ba
     from sqlalchemy import delete, update
 
     from semhash.index.db import ImageRow, bump_generation, chunked
+    from semhash.index.importer import import_parquet
     from semhash.index.pathkeys import key_path
 
     files = [(w.path, None if w.label is None else key_path(w.label)) for w in work]
@@ -390,8 +391,8 @@ def _hash_and_load(db, model, work, summary, skip, bar, address, num_workers, ba
         for shard in run.shards:
             table = pq.read_table(shard, columns=["path_bytes", "content_hash"])
             hashed.update(zip(table.column("path_bytes").to_pylist(), table.column("content_hash").to_pylist()))
-        if run.shards:
-            _load_shards(db, model, run.shards)
+        if run.shards:  # one transaction of upserts; a row already indexed keeps its label
+            import_parquet(db.location, run.shards, model)
     failed = dict(zip(run.failed, run.errors))
     relabel, drop = [], []
     for w in work:
@@ -421,29 +422,3 @@ def _hash_and_load(db, model, work, summary, skip, bar, address, num_workers, ba
         message = failed.get(os.fsencode(w.path))
         if message is not None:
             skip(message)
-
-
-def _load_shards(db, model, shards: list[Path]) -> None:
-    """The shards into the index: upserts keyed on the path, in one transaction (a row
-    another run inserted first keeps its label, as in a local run)."""
-    import pyarrow.parquet as pq
-
-    from semhash.hashing import to_signed64
-    from semhash.index.db import bump_generation, upsert_images, utc_now
-    from semhash.index.indexer import _CONTENT_COLUMNS
-
-    now = utc_now()
-    with db.write_session() as s, s.begin():
-        for shard in shards:
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=65536):
-                columns = batch.to_pydict()
-                rows = [
-                    {"path": path_key(raw), "content_hash": digest, "size": size, "mtime": mtime,
-                     "label": None if label is None else path_key(label), "code": to_signed64(code), "indexed_at": now}
-                    for raw, digest, size, mtime, label, code in zip(
-                        columns["path_bytes"], columns["content_hash"], columns["size"], columns["mtime"],
-                        columns["label_bytes"], columns["code"],
-                    )
-                ]  # fmt: skip
-                upsert_images(s, rows, _CONTENT_COLUMNS)
-        bump_generation(s)

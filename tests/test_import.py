@@ -274,8 +274,9 @@ def test_import_a_ray_engine_shard(tmp_path, home, index_path):
 
     raw = [b"/data/0/a.png", b"/data/caf\xe9/b.png"]
     table = pa.table(
-        {"path": [r.decode("utf-8", "backslashreplace") for r in raw], "path_bytes": raw,
-         "code": np.array([3, 4], np.uint64), "label": ["0", None], "content_hash": ["a" * 64, "b" * 64],
+        {"path": [path_key(r) for r in raw], "path_bytes": raw,
+         "code": np.array([3, 4], np.uint64), "label": ["0", "d\\xe9j\\xe0"], "label_bytes": [b"0", b"d\xe9j\xe0"],
+         "content_hash": ["a" * 64, "b" * 64],
          "size": np.array([10, 20], np.int64), "mtime": np.array([1.5, 2.5])},
         schema=shard_schema(),
     )  # fmt: skip
@@ -283,7 +284,7 @@ def test_import_a_ray_engine_shard(tmp_path, home, index_path):
     warnings: list[str] = []
     summary = import_parquet(index_path, [tmp_path], Workspace(home).model("m1"), on_warning=warnings.append)
     assert summary.added == 2 and warnings == []
-    assert stored_rows(index_path)["/data/caf\\xe9/b.png"] == (None, 4, "b" * 64, 20, 2.5)
+    assert stored_rows(index_path)["/data/caf\\xe9/b.png"] == ("d\\xe9j\\xe0", 4, "b" * 64, 20, 2.5)
 
 
 def test_import_and_query_by_code_never_import_tensorflow_or_faiss(tmp_path, home, index_path):

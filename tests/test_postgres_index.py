@@ -252,3 +252,25 @@ def test_semhash_serve_with_a_database_url(tmp_path, home, postgres_url):
         out, err = proc.communicate(timeout=30)
     password = IndexLocation.parse(postgres_url).password
     assert "serving postgresql+psycopg://" in out and password not in out + err
+
+
+def test_semhash_import_into_a_database_url(tmp_path, home, postgres_url):
+    """`semhash import` with a URL: the rows land once each (a path repeated, across files or
+    in one: the last one wins, as on SQLite), the index is bound to the model, queries find them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = {"path": ["/data/0/a.png", "/data/1/b.png"], "code": pa.array([5, 9], pa.uint64()), "label": ["0", "1"]}
+    second = {"path": ["/data/1/b.png", "/data/2/c.png", "/data/2/c.png"], "code": pa.array([7, 8, 6], pa.uint64()),
+              "label": ["1", "2", "2"]}
+    pq.write_table(pa.table(first), tmp_path / "a.parquet")
+    pq.write_table(pa.table(second), tmp_path / "b.parquet")
+    result = _cli("import", tmp_path / "a.parquet", tmp_path / "b.parquet", "--model", "m1", "--index", postgres_url, home=home)
+    assert result.exit_code == 0, result.output
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT path, code FROM images")).tuples().all())
+    engine.dispose()
+    assert rows == {"/data/0/a.png": 5, "/data/1/b.png": 7, "/data/2/c.png": 6}
+    found = _cli("query", "--code", "7", "--radius", "0", "--index", postgres_url, "--json", home=home)
+    assert found.exit_code == 0 and "/data/1/b.png" in found.output
