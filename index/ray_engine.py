@@ -46,6 +46,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -263,13 +264,20 @@ def hash_files(
         started = time.perf_counter()
         if pairs:
             ds = ray.data.from_arrow(table, override_num_blocks=blocks)
-            ds = ds.map_batches(
-                _worker_class(model_bytes, fingerprint),
-                batch_size=batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1,
-            )
+            with warnings.catch_warnings():
+                # max_restarts: a worker that dies fails the run (rerun it: what was indexed
+                # stays) instead of restarting, and Ray no longer logs an error line at every
+                # actor start about restarts.  Ray 2.60 calls passing it this way deprecated
+                # (for 2.64) without a named replacement yet: not the user's concern
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ds = ds.map_batches(
+                    _worker_class(model_bytes, fingerprint),
+                    batch_size=batch_size,
+                    batch_format="pyarrow",
+                    compute=ray.data.ActorPoolStrategy(size=workers),
+                    num_cpus=1,
+                    max_restarts=0,
+                )
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 first_batch = first_batch or time.perf_counter() - started
                 failed = batch.column("error").is_valid()

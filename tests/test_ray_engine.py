@@ -209,7 +209,9 @@ def test_semhash_index_engine_ray_into_postgresql(local_ray, corpus, tmp_path, p
     root = _odd_folder(tmp_path / "imgs")
     home = corpus["home"]
     result = run_cli("index", root, "--engine", "ray", "--index", postgres_url, "--quiet", home=home)
-    assert "18 added" in result.output and "3 skipped" in result.output
+    assert "18 added" in result.stdout and "3 skipped" in result.stdout
+    lines = result.stderr.splitlines()  # the bad files' lines, and nothing of Ray's
+    assert len(lines) == 3 and all(line.startswith(f"warning: {root.resolve()}/") for line in lines), lines
     index_folder(root, corpus["model"], tmp_path / "local.sqlite", progress=False)
     assert _all_rows(IndexLocation.parse(postgres_url, cache_root=tmp_path / "cache")) == _all_rows(tmp_path / "local.sqlite")
     wrong = run_cli("index", root, "--address", "127.0.0.1:1", home=home, ok=False)
