@@ -77,6 +77,11 @@ def test_cli_index_query_status_remove_on_a_database_url(tmp_path, home, postgre
     assert result.exit_code == 0 and "count: 8" in result.output and password not in result.output
     cache_dirs = list((home / "cache").iterdir())  # the derived caches live under HOME/cache
     assert len(cache_dirs) == 1 and (cache_dirs[0] / "index.lookup").is_file() and password not in cache_dirs[0].name
+    result = _cli("evaluate", "--index", postgres_url, "--json", home=home)
+    assert result.exit_code == 0, result.output
+    assert "8 labelled images" in result.output and password not in result.output
+    result = _cli("status", "--check", "--index", postgres_url, "--json", home=home)
+    assert result.exit_code == 0 and '"missing": 0' in result.output
     result = _cli("remove", folder / "1", "--index", postgres_url, home=home)
     assert result.exit_code == 0 and "removed 4 rows" in result.output
     assert _scalar(postgres_url, "SELECT count(*) FROM images") == 4
