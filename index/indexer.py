@@ -381,7 +381,7 @@ def index_folder(
     if engine == "ray":
         from semhash.index import ray_engine
 
-        ray_engine.require_ray()  # before anything is read or written
+        ray_engine.require_ray(address)  # before anything is read or written
 
     def warn(message: str) -> None:
         if on_warning is not None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -183,12 +184,31 @@ def _quiet_ray_data() -> None:
     ctx.enable_auto_log_stats = False
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """One line, at once, when nothing answers at a cluster address ``HOST:PORT`` or
+    ``ray://HOST:PORT`` (Ray itself retries for minutes, logging as it goes).  Other forms
+    (``auto``) are left to Ray."""
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        cause = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise SemhashError(f"cannot reach the Ray cluster at {address}: {cause}") from None
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     """Connect to the cluster at ``address``, or start a local Ray on ``num_cpus`` cores
     (default: all of this machine's), quietly.  Returns the seconds it took."""
     import ray
 
     started = time.perf_counter()
+    if address:
+        check_reachable(address)
     logging.getLogger("ray").setLevel(logging.ERROR)
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     try:
@@ -341,13 +361,16 @@ class _ShardWriter:
 
 
 # --------------------------------------------------------------------------- semhash index --engine ray
-def require_ray() -> None:
-    """Refuse, in one line, before anything is read or written, when Ray is not installed."""
+def require_ray(address: str | None = None) -> None:
+    """Refuse, in one line, before anything is read or written, when Ray is not installed or
+    nothing answers at the cluster ``address``."""
     try:
         import ray  # noqa: F401
         import ray.data  # noqa: F401
     except ImportError:
         raise SemhashError("--engine ray needs Ray: pip install 'semhash[distributed]'") from None
+    if address:
+        check_reachable(address)
 
 
 def ray_index_run(db, model, hasher, summary, warn, bar, *, address=None, num_workers=None, batch_size=DEFAULT_BATCH_SIZE):

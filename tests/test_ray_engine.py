@@ -227,3 +227,13 @@ def test_importing_semhash_never_imports_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_an_unreachable_cluster_is_one_line_before_anything_is_written(corpus, tmp_path, cli):
+    from postgres_server import _free_port
+
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    result = cli("index", corpus["root"], "--engine", "ray", "--address", address, "--index", tmp_path / "i.sqlite",
+                 home=corpus["home"], ok=False)  # fmt: skip
+    assert result.exit_code == 1 and result.output.strip() == f"Error: cannot reach the Ray cluster at {address}: Connection refused"
+    assert not (tmp_path / "i.sqlite").exists()
