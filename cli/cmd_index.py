@@ -59,13 +59,14 @@ def format_index(data: dict) -> str:
 @click.option("--model", "model_name", default=None, help="Model to hash with [default: the latest trained].")
 @click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model (a damaged index file is kept aside as *.damaged).")
 @click.option("--relabel", is_flag=True, help="Give rows under FOLDER the label FOLDER gives them, even where they were first indexed with another.")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Files per hashing task and per transaction.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Processes that read, decode and hash files [default: one per CPU]; 1 hashes in this process.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @index_option
 @home_option
 @json_option
 @library_errors
-def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, home, as_json):
+def index(folder, model_name, rebuild, relabel, batch_size, workers, quiet, index_path, home, as_json):
     """Hash every image under FOLDER into the index (incremental: new files are added,
     changed ones rehashed, unchanged ones left alone, deleted ones removed).
 
@@ -82,6 +83,7 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
       semhash index images/
       semhash index images/ --model ae30 --rebuild
       semhash index images/cats --relabel
+      semhash index images/ --workers 1
     """
     from semhash.index import index_folder, printable
 
@@ -94,6 +96,7 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
         rebuild=rebuild,
         relabel=relabel,
         batch_size=batch_size,
+        workers=workers,
         progress=not quiet,
         on_warning=lambda message: echo_err(f"warning: {message}"),
     )

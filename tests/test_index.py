@@ -332,7 +332,9 @@ def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
 
     m1 = ws.model("m1")
     with pytest.raises(KeyboardInterrupt):
-        index_folder(more, InterruptingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=4, progress=False)
+        # in this process (workers=1): the interruption is raised by the second batch's hashing
+        index_folder(more, InterruptingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=4, progress=False,
+                     workers=1)  # fmt: skip
 
     con = sqlite3.connect(index_path)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -553,3 +555,64 @@ def test_index_and_search_never_import_tensorflow():
         "assert 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- process pool
+def test_a_process_pool_indexes_exactly_what_one_process_does(tmp_path, folder, ws):
+    """workers=2 with small batches (so several are in flight): the same rows, codes,
+    labels, skips and counts as hashing in this process, and the same on a re-run."""
+    (folder / "1" / "broken.png").write_bytes(b"not an image")
+    results = {}
+    for workers in (1, 2):
+        index_path = tmp_path / f"w{workers}.sqlite"
+        warnings: list[str] = []
+        summary = index_folder(folder, ws.model("m1"), index_path, batch_size=2, workers=workers, progress=False,
+                               on_warning=warnings.append)  # fmt: skip
+        counts = (summary.added, summary.skipped, summary.total)
+        results[workers] = (counts, warnings, rows(index_path))
+        bump_mtime(sorted((folder / "2").glob("*.png"))[0], 5)  # same bytes, new mtime: "unchanged" after a hash
+        again = index_folder(folder, ws.model("m1"), index_path, batch_size=2, workers=workers, progress=False)
+        assert (again.added, again.updated, again.unchanged, again.skipped) == (0, 0, 15, 1)
+    assert results[1][0] == results[2][0] == (15, 1, 15)
+    assert results[1][1] == results[2][1] and "broken.png" in results[1][1][0]
+    same = lambda found: {p: (i, h, size, label, code) for p, (i, h, size, _, label, code) in found.items()}  # noqa: E731
+    assert same(results[1][2]) == same(results[2][2])  # row ids too: batches commit in the order they were made
+
+
+def test_workers_option_is_checked(folder, ws, index_path):
+    with pytest.raises(ValueError, match="workers"):
+        index_folder(folder, ws.model("m1"), index_path, workers=0, progress=False)
+
+
+class _DyingHasher:
+    """Wraps a hasher; its second batch kills the process hashing it (as the OOM killer would)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def hash(self, images):
+        self.calls += 1
+        if self.calls == 2:
+            os._exit(9)
+        return self.inner.hash(images)
+
+
+def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_path, folder, ws, index_path):
+    class DyingModel(ModelInfo):
+        def load_hasher(self):
+            return _DyingHasher(super().load_hasher())
+
+    m1 = ws.model("m1")
+    with pytest.raises(IndexError_, match="a hashing process died") as err:
+        index_folder(folder, DyingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=2, workers=2,
+                     progress=False)  # fmt: skip
+    assert "\n" not in str(err.value)
+    con = sqlite3.connect(index_path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    assert len(rows(index_path)) % 2 == 0  # whole batches only
+    again, _ = run(folder, m1, index_path)
+    assert again.total == 15
