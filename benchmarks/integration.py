@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,14 +55,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="JSON path (default docs/benchmarks/integration.json)")
 
 
-def semhash(*args: str, timeout: float = 3600) -> tuple[float, str]:
-    """Run ``python -m semhash ARGS`` in a fresh process: (wall seconds, stdout)."""
-    started = time.perf_counter()
+def semhash(*args: str, timeout: float = 3600) -> tuple[float, str, float]:
+    """Run ``python -m semhash ARGS`` in a fresh process: (wall seconds, stdout, the
+    process's CPU seconds: what other jobs on the machine disturb least)."""
+    started, cpu = time.perf_counter(), _children_cpu_s()
     out = subprocess.run([sys.executable, "-m", "semhash", *args], capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"semhash {' '.join(args)} failed: {out.stdout}{out.stderr}")
-    return seconds, out.stdout
+    return seconds, out.stdout, _children_cpu_s() - cpu
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_parquet(path: Path, n: int, bits: int, chunk: int = 1 << 20) -> np.ndarray:
@@ -99,28 +106,31 @@ def measure(n: int, args: argparse.Namespace, home: Path, model: str) -> dict[st
         old.unlink()
     load = common.load_average()
     common.log(f"[integration] N={n:,}: semhash import ...")
-    import_s, out = semhash("import", str(parquet), "--model", model, "--index", str(index), "--home", str(home),
+    import_s, out, import_cpu_s = semhash("import", str(parquet), "--model", model, "--index", str(index), "--home", str(home),
                             "--json", "--quiet")  # fmt: skip
     imported = json.loads(out)
     common.log(f"[integration]   import {import_s:.1f} s ({n / import_s:,.0f} rows/s); status ...")
     status_times, status = [], {}
     for _ in range(args.status_runs):
-        seconds, out = semhash("status", "--index", str(index), "--home", str(home), "--json")
+        seconds, out, _ = semhash("status", "--index", str(index), "--home", str(home), "--json")
         status_times.append(seconds)
         status = json.loads(out)
     rng = np.random.default_rng(n)
     picks = [int(c) for c in codes[rng.integers(0, n, args.cold_runs)]]
-    cold, totals = [], []
+    cold, cold_cpu, totals = [], [], []
     for code in picks:
-        seconds, out = semhash("query", "--code", str(code), "--radius", str(RADIUS), "--limit", str(LIMIT),
+        seconds, out, cpu = semhash("query", "--code", str(code), "--radius", str(RADIUS), "--limit", str(LIMIT),
                                "--index", str(index), "--home", str(home), "--json")  # fmt: skip
         cold.append(seconds)
+        cold_cpu.append(cpu)
         totals.append(json.loads(out)[0]["total"])
     row = {
         "n": n,
         "parquet_generate_s": round(generate_s, 1),
         "import_s": round(import_s, 2),
         "import_rows_per_s": round(n / import_s),
+        "import_cpu_s": round(import_cpu_s, 2),
+        "import_rows_per_cpu_s": round(n / import_cpu_s),
         "import_library_s": imported["seconds"],
         "import_library_rows_per_s": imported["rows_per_s"],
         "status_median_s": round(statistics.median(status_times), 3),
@@ -128,6 +138,7 @@ def measure(n: int, args: argparse.Namespace, home: Path, model: str) -> dict[st
         "lookup_current": status.get("lookup_current"),
         "cold_query_median_s": round(statistics.median(cold), 3),
         "cold_query_min_s": round(min(cold), 3),
+        "cold_query_median_cpu_s": round(statistics.median(cold_cpu), 3),
         "cold_query_mean_total": round(float(np.mean(totals)), 1),
         "index_bytes": index.stat().st_size,
         "lookup_bytes": index.with_suffix(".lookup").stat().st_size,
@@ -170,8 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "checks": checks,
     }
     path = common.write_json("integration", payload, args.out)
-    print(common.table(rows, ["n", "import_s", "import_rows_per_s", "import_library_rows_per_s", "status_median_s",
-                              "cold_query_median_s", "cold_query_min_s", "cold_query_mean_total",
-                              "load_average_at_start"]))  # fmt: skip
+    print(common.table(rows, ["n", "import_s", "import_rows_per_s", "import_rows_per_cpu_s", "status_median_s",
+                              "cold_query_median_s", "cold_query_min_s", "cold_query_median_cpu_s",
+                              "cold_query_mean_total", "load_average_at_start"]))  # fmt: skip
     print(f"\n{json.dumps(checks)}\nload average before {load_before}, after {payload['load_average_after']}; wrote {path}")
     return payload

@@ -539,6 +539,8 @@ def test_load_index_codes_and_index_info(folder, ws, index_path):
     assert info["schema_version"] == SCHEMA_VERSION and info["labels"] == 3
     assert info["index_path"] == str(index_path) and info["lookup_path"] == str(index_path.with_suffix(".lookup"))
     assert info["lookup_current"] is True
+    index_path.with_suffix(".lookup").unlink()  # the figures from the record itself are the same
+    assert index_info(index_path) == {**info, "lookup_current": False}
 
 
 def test_meta_table_is_plain_key_value(index_path, folder, ws):
