@@ -186,7 +186,7 @@ def lookup_is_current(db: IndexDB, meta: IndexMeta | None = None) -> bool:
 def stream_codes(session: Session) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every row's ``(ids int64, codes int64 as stored)``, in chunks, read in ``session``'s
     transaction on the raw DBAPI cursor: a tuple per row is all the driver makes, no ORM row,
-    and each chunk becomes two arrays at once."""
+    and each chunk becomes two arrays in one pass in C."""
     cursor = session.connection().connection.cursor()
     try:
         cursor.execute(f"SELECT id, code FROM {ImageRow.__tablename__}")
@@ -221,9 +221,9 @@ def _build_lookup(db: IndexDB, session: Session, meta: IndexMeta, write: bool) -
 
 
 def _record_figures(session: Session, count: int) -> dict[str, Any]:
-    """What ``semhash status`` shows besides the meta, read in the snapshot the lookup was
-    built from and kept in its header: one scan when the record changes instead of one per
-    status (two full-table aggregates at 10^7 rows take seconds)."""
+    """What ``semhash status`` shows besides the meta, read from the record.  The writer that
+    builds the lookup keeps them in its header (one scan per record state instead of one per
+    status: at 10^7 rows these two aggregates take seconds); status reads them there."""
     n_labels, last = session.execute(select(func.count(distinct(ImageRow.label)), func.max(ImageRow.indexed_at))).one()
     return {
         "count": int(count),
