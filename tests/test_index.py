@@ -307,33 +307,42 @@ def test_query_files_finds_itself_and_rejects_unreadable_queries(tmp_path, folde
         query_files(index_path, ws, [broken])
 
 
+class _FailingHasher:
+    """Wraps a hasher; the call hashing its second batch runs ``fail`` instead."""
+
+    def __init__(self, inner, fail):
+        self.inner, self.fail, self.calls = inner, fail, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def hash(self, images):
+        self.calls += 1
+        if self.calls == 2:
+            self.fail()
+        return self.inner.hash(images)
+
+
+def failing_model(model: ModelInfo, fail) -> ModelInfo:
+    class FailingModel(ModelInfo):
+        def load_hasher(self):
+            return _FailingHasher(super().load_hasher(), fail)
+
+    return FailingModel(model.name, model.directory, model.meta)
+
+
 def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
     run(folder, ws.model("m1"), index_path)
     before = rows(index_path)
     more = tmp_path / "more"
     write_digit_folder(more, per_class=4, classes=(6, 7, 8))  # 12 files, batches of 4
 
-    class Interrupting:
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
+    def interrupt():
+        raise KeyboardInterrupt
 
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def hash(self, images):
-            self.calls += 1
-            if self.calls == 2:
-                raise KeyboardInterrupt
-            return self.inner.hash(images)
-
-    class InterruptingModel(ModelInfo):
-        def load_hasher(self):
-            return Interrupting(super().load_hasher())
-
-    m1 = ws.model("m1")
     with pytest.raises(KeyboardInterrupt):
         # in this process (workers=1): the interruption is raised by the second batch's hashing
-        index_folder(more, InterruptingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=4, progress=False,
+        index_folder(more, failing_model(ws.model("m1"), interrupt), index_path, batch_size=4, progress=False,
                      workers=1)  # fmt: skip
 
     con = sqlite3.connect(index_path)
@@ -343,7 +352,7 @@ def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
     assert {k: after[k] for k in before} == before
     assert len(after) == len(before) + 4  # the first batch was committed, the second was not
 
-    summary, _ = run(more, m1, index_path, batch_size=4)
+    summary, _ = run(more, ws.model("m1"), index_path, batch_size=4)
     assert (summary.added, summary.unchanged, summary.total) == (8, 4, 27)
 
 
@@ -586,30 +595,10 @@ def test_workers_option_is_checked(folder, ws, index_path):
         index_folder(folder, ws.model("m1"), index_path, workers=0, progress=False)
 
 
-class _DyingHasher:
-    """Wraps a hasher; its second batch kills the process hashing it (as the OOM killer would)."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def hash(self, images):
-        self.calls += 1
-        if self.calls == 2:
-            os._exit(9)
-        return self.inner.hash(images)
-
-
 def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_path, folder, ws, index_path):
-    class DyingModel(ModelInfo):
-        def load_hasher(self):
-            return _DyingHasher(super().load_hasher())
-
     m1 = ws.model("m1")
-    with pytest.raises(IndexError_, match="a hashing process died") as err:
-        index_folder(folder, DyingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=2, workers=2,
+    with pytest.raises(IndexError_, match="a hashing process died") as err:  # as the OOM killer would
+        index_folder(folder, failing_model(m1, lambda: os._exit(9)), index_path, batch_size=2, workers=2,
                      progress=False)  # fmt: skip
     assert "\n" not in str(err.value)
     con = sqlite3.connect(index_path)
