@@ -48,14 +48,15 @@ def format_index(data: dict) -> str:
 @click.option("--model", "model_name", default=None, help="Model to hash with [default: the latest trained].")
 @click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model (a damaged index file is kept aside as *.damaged).")
 @click.option("--relabel", is_flag=True, help="Give rows under FOLDER the label FOLDER gives them, even where they were first indexed with another.")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Files per hashing task and per transaction.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Processes that read, decode and hash files [default: one per CPU]; 1 hashes in this process. With --engine ray: hashing actors [default: every CPU the cluster has].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="Where the new and changed files are hashed: in this process, or on Ray (pip install 'semhash[distributed]').",
+    help="Where the new and changed files are hashed: on this machine (--workers processes), or on Ray (pip install 'semhash[distributed]').",
 )
 @click.option(
     "--address",
@@ -67,7 +68,7 @@ def format_index(data: dict) -> str:
 @home_option
 @json_option
 @library_errors
-def index(folder, model_name, rebuild, relabel, batch_size, quiet, engine, address, index_path, home, as_json):
+def index(folder, model_name, rebuild, relabel, batch_size, workers, quiet, engine, address, index_path, home, as_json):
     """Hash every image under FOLDER into the index (incremental: new files are added,
     changed ones rehashed, unchanged ones left alone, deleted ones removed).
 
@@ -84,6 +85,7 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, engine, addre
       semhash index images/
       semhash index images/ --model ae30 --rebuild
       semhash index images/cats --relabel
+      semhash index images/ --workers 1
       semhash index images/ --engine ray --address ray://head:10001
       semhash index images/ --index postgresql+psycopg://me@db.example/semhash
     """
@@ -100,6 +102,7 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, engine, addre
         rebuild=rebuild,
         relabel=relabel,
         batch_size=batch_size,
+        workers=workers,
         progress=not quiet,
         on_warning=lambda message: echo_err(f"warning: {message}"),
         engine=engine,

@@ -611,9 +611,12 @@ class HammingLookup:
         return np.concatenate(out_q), np.concatenate(out_d), np.concatenate(out_ids)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, key: dict[str, Any] | None = None, mode: int | None = None) -> None:
+    def save(
+        self, path: str | Path, key: dict[str, Any] | None = None, mode: int | None = None, info: dict[str, Any] | None = None
+    ) -> None:
         """Write to ``path`` atomically (temporary file + rename), recording ``key`` (the
-        record state it was built from; JSON-able) in the header."""
+        record state it was built from; JSON-able) in the header, and ``info`` (anything
+        JSON-able the caller wants to read back with :func:`read_header`)."""
         path = Path(path)
         arrays: list[np.ndarray] = []
         tables_meta = []
@@ -630,6 +633,7 @@ class HammingLookup:
             "n_bits": self.n_bits,
             "count": self.count,
             "key": _jsonable(key),
+            "info": _jsonable(info),
             "tables": tables_meta,
         }
         # offsets depend on the header's length, which depends on the offsets: fix the

@@ -41,7 +41,6 @@ the index through the bulk import.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -94,46 +93,42 @@ def shard_schema():
 
 
 def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[bytes | None]) -> dict[str, list]:
-    """stat + read + sha256 + decode + hash for one batch of files, in this process.
+    """stat, then the local indexer's own batch work (:func:`semhash.index.indexer.hash_batch`:
+    read, sha256, decode, hash, and the lines it prints for a bad file), for one batch of
+    files, in this process.
 
     ``labels``: each file's label as the folder name's bytes (None: no label).  Returns
-    columns for the shard schema plus ``error`` (None for a hashed file).  The same steps,
-    in the same order, as the local indexer's batch: a stat or read failure and a decode
-    failure give the lines it gives (its own ``file_error``).
+    columns for the shard schema plus ``error`` (None for a hashed file).
     """
-    from semhash.data import decode_image
-    from semhash.errors import ImageError
-    from semhash.index.indexer import file_error
+    from semhash.index.indexer import file_error, hash_batch
 
+    paths = [Path(os.fsdecode(raw)) for raw in raw_paths]
+    stats: list = []
+    for path in paths:
+        try:
+            stats.append(path.stat())
+        except OSError as exc:
+            stats.append(file_error(path, exc))  # a line, as a local run's walk gives it
+    outcomes = iter(hash_batch(hasher, [(p, None) for p, st in zip(paths, stats) if not isinstance(st, str)]))
     out: dict[str, list] = {name: [] for name, _ in SHARD_SCHEMA_FIELDS}
     out["error"] = []
-    images: list[np.ndarray] = []
-    for raw, label in zip(raw_paths, labels):
-        path = Path(os.fsdecode(raw))
-        error = None
-        try:
-            st = path.stat()
-            data = path.read_bytes()
-        except OSError as exc:
-            error = file_error(path, exc)
+    for raw, label, st in zip(raw_paths, labels, stats):
+        digest = code = None
+        if isinstance(st, str):
+            error = st
         else:
-            digest = hashlib.sha256(data).hexdigest()
-            del data
-            try:
-                images.append(decode_image(path, hasher.input_shape))
-            except ImageError as exc:
-                error = file_error(path, exc)
+            kind, text, code = next(outcomes)
+            error, digest = (text, None) if kind == "skip" else (None, text)
+        ok = error is None
         out["path"].append(path_key(raw))
         out["path_bytes"].append(raw)
         out["label"].append(None if label is None else path_key(label))
         out["label_bytes"].append(label)
         out["error"].append(error)
-        ok = error is None
+        out["code"].append(code if ok else None)
         out["content_hash"].append(digest if ok else None)
         out["size"].append(st.st_size if ok else None)
         out["mtime"].append(st.st_mtime if ok else None)
-    codes = iter(hasher.hash(np.stack(images)).tolist() if images else [])
-    out["code"] = [next(codes) if e is None else None for e in out["error"]]
     return out
 
 
@@ -373,7 +368,7 @@ def require_ray(address: str | None = None) -> None:
         check_reachable(address)
 
 
-def ray_index_run(db, model, hasher, summary, warn, bar, *, address=None, num_workers=None, batch_size=DEFAULT_BATCH_SIZE):
+def ray_index_run(db, model, hasher, summary, warn, bar, *, address=None, workers=None, batch_size=DEFAULT_BATCH_SIZE):
     """The local indexer's run (``indexer._Run``) with its hashing moved to Ray (see
     :class:`_RayIndexRun`)."""
     require_ray()
@@ -383,28 +378,30 @@ def ray_index_run(db, model, hasher, summary, warn, bar, *, address=None, num_wo
         """Plans exactly as a local run: :func:`semhash.index.indexer.index_folder`'s walk
         decides which files are new or changed and what label each gets, and hands them
         over batch by batch.  Instead of hashing each batch, this keeps them; relabels of
-        unchanged files are committed as locally.  :meth:`finish` hashes them all on Ray,
-        loads the shards with the bulk import, then does what a local batch does besides:
-        relabels changed rows, drops the rows of files that turned unreadable, counts."""
+        unchanged files are committed as locally.  :meth:`drain` (after the last batch)
+        hashes them all on Ray, loads the shards with the bulk import, then does what a local
+        batch does besides: relabels changed rows, drops the rows of files that turned
+        unreadable, counts."""
 
         def __init__(self):
-            super().__init__(db, hasher, summary, warn, bar)
-            self.pending: list = []
+            super().__init__(db, hasher, summary, warn, bar)  # no pool: nothing is hashed here
+            self.planned: list = []
 
         def flush(self) -> None:
-            self.pending += self.work
+            self.planned += self.work
             self.work = []
             super().flush()  # no files left in it: only the relabels of unchanged files
 
-        def finish(self) -> None:
-            work, self.pending = self.pending, []
+        def drain(self) -> None:
+            super().drain()
+            work, self.planned = self.planned, []
             if work:
-                _hash_and_load(db, model, work, summary, self.skip, bar, address, num_workers, batch_size)
+                _hash_and_load(db, model, work, summary, self.skip, bar, address, workers, batch_size)
 
     return _RayIndexRun()
 
 
-def _hash_and_load(db, model, work, summary, skip, bar, address, num_workers, batch_size) -> None:
+def _hash_and_load(db, model, work, summary, skip, bar, address, workers, batch_size) -> None:
     import pyarrow.parquet as pq
     from sqlalchemy import delete, update
 
@@ -415,7 +412,7 @@ def _hash_and_load(db, model, work, summary, skip, bar, address, num_workers, ba
     files = [(w.path, None if w.label is None else key_path(w.label)) for w in work]
     with tempfile.TemporaryDirectory(prefix="semhash-shards-") as tmp:
         run = hash_files(
-            files, model.hasher_path, Path(tmp) / "shards", address=address, num_workers=num_workers,
+            files, model.hasher_path, Path(tmp) / "shards", address=address, num_workers=workers,
             batch_size=batch_size, on_batch=bar.update,
         )  # fmt: skip
         hashed: dict[bytes, str] = {}

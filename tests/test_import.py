@@ -321,3 +321,30 @@ def test_import_then_index_the_same_folder_rehashes_changed_files(tmp_path, home
     cli("import", source, "--model", "m1", "--quiet", home=home)
     data = json.loads(cli("index", folder, "--model", "m1", "--quiet", "--json", home=home).stdout)
     assert (data["added"], data["updated"], data["total"]) == (0, len(files), len(files))
+
+
+def test_every_value_round_trips_exactly(tmp_path, home, index_path):
+    """Rows are staged as JSON: integers up to 64 bits, any double, any text come back as
+    they were written (the 64-bit model's codes, too)."""
+    add_model(home, "wide", seed=2, n_bits=64)
+    rng = np.random.default_rng(7)
+    n = 3000
+    mtimes = np.concatenate([rng.uniform(1e9, 2e9, n // 3), rng.standard_normal(n // 3) * 1e6,
+                             np.frombuffer(rng.bytes(8 * (n - 2 * (n // 3))), dtype=np.float64)])  # fmt: skip
+    mtimes[~np.isfinite(mtimes)] = 0.5
+    codes = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    codes[:3] = [0, 2**63, 2**64 - 1]
+    columns = {
+        "path": [f"/data/\u00e9\u4e2d\U0001f600 \"q\" {i}.png" for i in range(n)],
+        "code": codes,
+        "content_hash": [f"{i:064x}" for i in range(n)],
+        "size": rng.integers(0, 2**62, n, dtype=np.int64),
+        "mtime": mtimes,
+    }
+    source = write_parquet(tmp_path / "exact.parquet", columns)
+    import_parquet(index_path, [source], Workspace(home).model("wide"))
+    rows = stored_rows(index_path)
+    for i in range(n):
+        label, code, content_hash, size, mtime = rows[columns["path"][i]]
+        assert (code % 2**64, content_hash, size, mtime) == (int(codes[i]), columns["content_hash"][i],
+                                                              int(columns["size"][i]), float(mtimes[i]))  # fmt: skip

@@ -334,32 +334,43 @@ def test_query_files_finds_itself_and_rejects_unreadable_queries(tmp_path, folde
         query_files(index_path, ws, [broken])
 
 
+class _FailingHasher:
+    """Wraps a hasher; the call hashing its second batch runs ``fail`` instead."""
+
+    def __init__(self, inner, fail):
+        self.inner, self.fail, self.calls = inner, fail, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def hash(self, images):
+        self.calls += 1
+        if self.calls == 2:
+            self.fail()
+        return self.inner.hash(images)
+
+
+def failing_model(model: ModelInfo, fail) -> ModelInfo:
+    class FailingModel(ModelInfo):
+        def load_hasher(self):
+            return _FailingHasher(super().load_hasher(), fail)
+
+    return FailingModel(model.name, model.directory, model.meta)
+
+
 def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
     run(folder, ws.model("m1"), index_path)
     before = rows(index_path)
     more = tmp_path / "more"
     write_digit_folder(more, per_class=4, classes=(6, 7, 8))  # 12 files, batches of 4
 
-    class Interrupting:
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
+    def interrupt():
+        raise KeyboardInterrupt
 
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def hash(self, images):
-            self.calls += 1
-            if self.calls == 2:
-                raise KeyboardInterrupt
-            return self.inner.hash(images)
-
-    class InterruptingModel(ModelInfo):
-        def load_hasher(self):
-            return Interrupting(super().load_hasher())
-
-    m1 = ws.model("m1")
     with pytest.raises(KeyboardInterrupt):
-        index_folder(more, InterruptingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=4, progress=False)
+        # in this process (workers=1): the interruption is raised by the second batch's hashing
+        index_folder(more, failing_model(ws.model("m1"), interrupt), index_path, batch_size=4, progress=False,
+                     workers=1)  # fmt: skip
 
     if is_sqlite(index_path):
         con = sqlite3.connect(index_path)
@@ -369,7 +380,7 @@ def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
     assert {k: after[k] for k in before} == before
     assert len(after) == len(before) + 4  # the first batch was committed, the second was not
 
-    summary, _ = run(more, m1, index_path, batch_size=4)
+    summary, _ = run(more, ws.model("m1"), index_path, batch_size=4)
     assert (summary.added, summary.unchanged, summary.total) == (8, 4, 27)
 
 
@@ -568,6 +579,8 @@ def test_load_index_codes_and_index_info(folder, ws, index_path):
     assert info["schema_version"] == SCHEMA_VERSION and info["labels"] == 3
     assert info["index_path"] == str(index_path) and info["lookup_path"] == str(lookup_path_of(index_path))
     assert info["lookup_current"] is True
+    lookup_path_of(index_path).unlink()  # the figures from the record itself are the same
+    assert index_info(index_path) == {**info, "lookup_current": False}
 
 
 def test_meta_table_is_plain_key_value(index_path, folder, ws):
@@ -584,3 +597,45 @@ def test_index_and_search_never_import_tensorflow():
         "assert 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- process pool
+def test_a_process_pool_indexes_exactly_what_one_process_does(tmp_path, folder, ws):
+    """workers=2 with small batches (so several are in flight): the same rows, codes,
+    labels, skips and counts as hashing in this process, and the same on a re-run."""
+    (folder / "1" / "broken.png").write_bytes(b"not an image")
+    results = {}
+    for workers in (1, 2):
+        index_path = tmp_path / f"w{workers}.sqlite"
+        warnings: list[str] = []
+        summary = index_folder(folder, ws.model("m1"), index_path, batch_size=2, workers=workers, progress=False,
+                               on_warning=warnings.append)  # fmt: skip
+        counts = (summary.added, summary.skipped, summary.total)
+        results[workers] = (counts, warnings, rows(index_path))
+        bump_mtime(sorted((folder / "2").glob("*.png"))[0], 5)  # same bytes, new mtime: "unchanged" after a hash
+        again = index_folder(folder, ws.model("m1"), index_path, batch_size=2, workers=workers, progress=False)
+        assert (again.added, again.updated, again.unchanged, again.skipped) == (0, 0, 15, 1)
+    assert results[1][0] == results[2][0] == (15, 1, 15)
+    assert results[1][1] == results[2][1] and "broken.png" in results[1][1][0]
+    same = lambda found: {p: (i, h, size, label, code) for p, (i, h, size, _, label, code) in found.items()}  # noqa: E731
+    assert same(results[1][2]) == same(results[2][2])  # row ids too: batches commit in the order they were made
+
+
+def test_workers_option_is_checked(folder, ws, index_path):
+    with pytest.raises(ValueError, match="workers"):
+        index_folder(folder, ws.model("m1"), index_path, workers=0, progress=False)
+
+
+def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_path, folder, ws, index_path):
+    m1 = ws.model("m1")
+    with pytest.raises(IndexError_, match="a hashing process died") as err:  # as the OOM killer would
+        index_folder(folder, failing_model(m1, lambda: os._exit(9)), index_path, batch_size=2, workers=2,
+                     progress=False)  # fmt: skip
+    assert "\n" not in str(err.value)
+    if is_sqlite(index_path):
+        con = sqlite3.connect(index_path)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
+    assert len(rows(index_path)) % 2 == 0  # whole batches only
+    again, _ = run(folder, m1, index_path)
+    assert again.total == 15

@@ -577,7 +577,9 @@ def test_a_damaged_index_is_one_line_everywhere_and_rebuild_recovers(folder, hom
     cli("query", query, "--radius", "16", home=home)  # the lookup cache is now current
     damage(index_path)
 
-    for args in (["status"], ["index", folder, "--quiet"], ["query", query, "--radius", "16"], ["status", "--check"]):
+    # plain `status` is left out: while the lookup is current it answers from the lookup's
+    # header and reads no row (int10: status at 10^7 rows), so only --check finds the damage
+    for args in (["index", folder, "--quiet"], ["query", query, "--radius", "16"], ["status", "--check"]):
         result = cli(*args, home=home, ok=False)
         assert result.exit_code == 1, (args, result.output)
         assert ONE_LINE.match(result.output), (args, result.output)
