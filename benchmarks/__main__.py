@@ -17,6 +17,8 @@ EXPERIMENTS = {
     "lookup-layouts": "benchmarks.lookup_layouts",  # which bucket-table layout (issue 10)
     "decode": "benchmarks.decode",  # peak memory decoding a 12000 x 12000 image (issue 9)
     "serve": "benchmarks.serve",  # semhash serve latency and load (issue 11)
+    "indexing": "benchmarks.indexing",  # semhash index images/s with 1 and 2 processes (issue 10)
+    "integration": "benchmarks.integration",  # semhash import / status / cold query --code at 10^4..10^7 (issue 10)
     "hashing": "benchmarks.hashing",  # images/s: local path against Ray workers (issue 12)
     "index-storage": "benchmarks.index_storage",  # SQLite against PostgreSQL as the record (issue 12)
 }

@@ -151,7 +151,7 @@ def run_local(files, hasher, batch_size: int, threads: int | None) -> dict:
     codes: dict[str, int] = {}
     errors = 0
     raw = [os.fsencode(p) for p, _ in files]
-    labels = [label for _, label in files]
+    labels = [None if label is None else os.fsencode(label) for _, label in files]
     with threadpool_limits(limits=threads):
         arrivals = Arrivals()
         started = arrivals.start

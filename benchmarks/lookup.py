@@ -31,12 +31,9 @@ DESCRIPTION = __doc__
 METHODS = ("semhash", "semhash-numpy", "semhash-cold", "hash-probe", "faiss-hash", "faiss-flat")
 FAISS_HASH_BYTES_PER_CODE = 90  # resident growth measured at 10^7 (82): the guard before building it
 
-# Phase 2 hooks (issue 10's integration measures).  Each entry is called once per
-# (distribution, N) as ``measure(ids, codes, n_bits, workdir) -> dict`` after the lookup
-# rows are done, and its dict is stored under "integration" in the JSON.  To be registered
-# once the index reads this lookup: a cold `semhash query --code` process at each N,
-# `semhash import` rows/s into SQLite, and `semhash status` time at 10^7 rows.
-INTEGRATION_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray, int, Path], dict[str, Any]]] = {}
+# The same lookup behind the real commands (`semhash import`, `status`, a cold `semhash query
+# --code` process at each N) is measured by benchmarks/integration.py (`python -m benchmarks
+# integration`).
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -310,11 +307,6 @@ def _measure_size(distribution: str, n: int, args, methods: list[str], radii: li
     for row in rows:
         if row["method"] == "semhash" and rows_note:
             row["note"] = rows_note
-    if INTEGRATION_MEASURES:
-        with tempfile.TemporaryDirectory(prefix="semhash-bench-") as work:
-            integration = {name: m(ids, codes, bits, Path(work)) for name, m in INTEGRATION_MEASURES.items()}
-        for row in rows:
-            row["integration"] = integration
     return rows
 
 

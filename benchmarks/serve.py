@@ -6,8 +6,8 @@
 What it does, all on 127.0.0.1:
 
 1. builds (or reuses, in ``--work``) an index of ``--codes`` random 30-bit codes bound to a
-   model, filled by :func:`fill_index_with_random_codes` straight through the index's own
-   SQLAlchemy tables (until ``semhash import`` exists); the model is a trained one
+   model, filled by :func:`fill_index_with_random_codes` with ``semhash import`` of a
+   generated Parquet file; the model is a trained one
    (``--home``/``--model``) or, by default, a hasher with the default autoencoder's shape
    (784-1000-500-30) and random weights: latency depends on the shape, not the weights;
 2. starts a real ``semhash serve`` subprocess (once per ``--workers`` value);
@@ -80,34 +80,29 @@ def save_bench_model(home: Path, hasher) -> str:
     return BENCH_MODEL
 
 
-def fill_index_with_random_codes(index_path: Path, hasher, model_name: str, n: int, seed: int = 0, chunk: int = 100_000) -> np.ndarray:
-    """A benchmark-only index: ``n`` rows with uniformly random ``hasher.n_bits``-bit codes,
-    fake paths (``/semhash-benchmark/random/NNNNNNN.png``, no files) and labels 0-9, inserted
-    in bulk through the index's own tables, then its faiss cache built.  Returns the codes.
-    Stands in for ``semhash import`` (issue 10) until that exists."""
-    from sqlalchemy import insert
-
-    from semhash.hashing import to_signed64
-    from semhash.index import faiss_store, open_index
-    from semhash.index.db import ImageRow, bind_model, bump_generation, utc_now
+def fill_index_with_random_codes(index_path: Path, home: Path, model_name: str, n_bits: int, n: int, seed: int = 0) -> np.ndarray:
+    """A benchmark-only index: ``n`` rows with uniformly random ``n_bits``-bit codes, fake
+    paths (``/semhash-benchmark/random/NNNNNNN.png``, no files) and labels 0-9, written to a
+    Parquet file beside the index and loaded with ``semhash import`` (a real process, as a
+    user runs it), which also builds the lookup cache.  Returns the codes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    codes = rng.integers(0, 1 << hasher.n_bits, size=n, dtype=np.uint64)
-    now = utc_now()
-    with open_index(index_path, create=True) as db:
-        with db.write_session() as s, s.begin():
-            bind_model(s, name=model_name, fingerprint=hasher.fingerprint, n_bits=hasher.n_bits, input_shape=hasher.input_shape)
-            bump_generation(s)
-        for start in range(0, n, chunk):
-            rows = [
-                {"path": f"/semhash-benchmark/random/{i:07d}.png", "content_hash": "random", "size": 0, "mtime": 0.0,
-                 "label": str(i % 10), "code": to_signed64(int(codes[i])), "indexed_at": now}
-                for i in range(start, min(n, start + chunk))
-            ]
-            with db.write_session() as s, s.begin():
-                s.execute(insert(ImageRow), rows)
-                bump_generation(s)
-        faiss_store.load_or_build(db)
+    codes = rng.integers(0, 1 << n_bits, size=n, dtype=np.uint64)
+    source = Path(index_path).with_suffix(".parquet")
+    numbers = np.arange(n)
+    table = pa.table({
+        "path": pa.array(np.char.add(np.char.add("/semhash-benchmark/random/", np.char.zfill(numbers.astype(str), 7)), ".png")),
+        "code": pa.array(codes),
+        "label": pa.array((numbers % 10).astype(str)),
+    })  # fmt: skip
+    pq.write_table(table, source)
+    out = subprocess.run([sys.executable, "-m", "semhash", "import", str(source), "--model", model_name, "--index",
+                          str(index_path), "--home", str(home), "--quiet"], capture_output=True, text=True, timeout=3600)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"semhash import failed: {out.stdout}{out.stderr}")
+    source.unlink()
     return codes
 
 
@@ -131,9 +126,9 @@ def prepare(work: Path, n_codes: int, home: Path | None, model: str | None, log)
         return index_path, home, hasher, np.load(codes_file), True
     for old in work.glob(f"index-{n_codes}*"):
         old.unlink()
-    log(f"filling {index_path} with {n_codes:,} random codes ...")
+    log(f"filling {index_path} with {n_codes:,} random codes (semhash import) ...")
     started = time.perf_counter()
-    codes = fill_index_with_random_codes(index_path, hasher, model_name, n_codes)
+    codes = fill_index_with_random_codes(index_path, home, model_name, hasher.n_bits, n_codes)
     log(f"  {time.perf_counter() - started:.1f} s")
     np.save(codes_file, codes)
     stamp.write_text(json.dumps(settings))
@@ -295,9 +290,8 @@ def cpu_ms(fn, n: int) -> float:
 
 def in_process_costs(index_path: Path, home: Path, query_codes: Sequence[int], pngs: Sequence[Path]) -> dict[str, Any]:
     """CPU per call of the server's parts, without HTTP: the search cache, the whole search,
-    hashing one image, a whole upload; first with the libraries' default thread teams, then
+    hashing one image, a whole upload; hashing first with BLAS's default thread team, then
     with one thread each, as the server runs them."""
-    import faiss
     from threadpoolctl import threadpool_limits
 
     from semhash.index.browse import IndexReader
@@ -311,25 +305,15 @@ def in_process_costs(index_path: Path, home: Path, query_codes: Sequence[int], p
     image = np.zeros((1, *hasher.input_shape), dtype=np.float32)
     n = len(codes)
     out: dict[str, Any] = {"threads_default": {}, "threads_one": {}}
-    out["threads_default"]["faiss_search_ms"] = cpu_ms(
-        lambda i: faiss_range_search_default_threads(state.cache, codes[i % n : i % n + 1]), 100)
     out["threads_default"]["hash_one_image_ms"] = cpu_ms(lambda i: hasher.hash(image), 100)
     threadpool_limits(1)
-    faiss.omp_set_num_threads(1)
     one = out["threads_one"]
-    one["faiss_search_ms"] = cpu_ms(lambda i: state.cache.search(codes[i % n : i % n + 1], RADIUS), 300)
+    one["lookup_search_ms"] = cpu_ms(lambda i: state.cache.search(codes[i % n : i % n + 1], RADIUS), 300)
     one["search_codes_ms"] = cpu_ms(lambda i: reader.search_codes([int(codes[i % n])], RADIUS, LIMIT), 300)
     one["hash_one_image_ms"] = cpu_ms(lambda i: hasher.hash(image), 300)
     one["search_uploads_ms"] = cpu_ms(lambda i: reader.search_uploads([uploads[i % len(uploads)]], RADIUS, LIMIT), 100)
     reader.close()
     return out
-
-
-def faiss_range_search_default_threads(cache, codes: np.ndarray):
-    """The cache's faiss search without its one-thread setting (faiss's default team)."""
-    from semhash.index import faiss_store
-
-    return faiss_store.range_search(cache.index, faiss_store.pack_codes(codes, cache.n_bits), RADIUS)
 
 
 # --------------------------------------------------------------------------- main
@@ -393,7 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_generator": "wrk 4.1 (Debian), 1 thread, Lua script cycling through the queries, on the same machine",
         "index": {"codes": args.codes, "bits": int(hasher.n_bits), "reused": reused,
                   "model": "random-weight 784-1000-500-30 encoder" if not args.home else args.model,
-                  "search_cache": "faiss IndexBinaryFlat (linear scan), one OpenMP thread per search"},
+                  "search_cache": "semhash lookup (index/lookup.py), memory-mapped from index.lookup"},
         "queries": {"radius": RADIUS, "limit": LIMIT, "codes": len(query_codes), "pngs": len(pngs)},
         "servers": servers,
         "in_process_cpu_ms": in_process,

@@ -57,7 +57,9 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from semhash.cli import cmd_data, cmd_demo, cmd_evaluate, cmd_index, cmd_models, cmd_serve, cmd_train, cmd_tune, cmd_zoo
+    from semhash.cli import (
+        cmd_data, cmd_demo, cmd_evaluate, cmd_import, cmd_index, cmd_models, cmd_serve, cmd_train, cmd_tune, cmd_zoo,
+    )  # fmt: skip
 
     for command in (
         cmd_train.train,
@@ -65,6 +67,7 @@ def _register() -> None:
         cmd_index.query,
         cmd_index.status,
         cmd_index.remove,
+        cmd_import.import_,
         cmd_evaluate.evaluate,
         cmd_models.models,
         cmd_data.export_dataset,

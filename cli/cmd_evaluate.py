@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from semhash.cli.common import echo_err, format_table, home_option, json_option, library_errors, print_json, print_paths
+from semhash.cli.common import (
+    IndexLocationType,
+    echo_err,
+    format_table,
+    home_option,
+    index_location,
+    json_option,
+    library_errors,
+    print_json,
+    print_paths,
+)
 
 _DEFAULT_INDEX = ""  # what a bare --index (no FILE) stands for: HOME/index/index.sqlite
 
@@ -32,9 +42,9 @@ def format_comparison(rows: list[dict]) -> str:
     is_flag=False,
     flag_value=_DEFAULT_INDEX,
     default=None,
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="Evaluate the index FILE instead: leave-one-out over its labelled images "
+    metavar="FILE|URL",
+    type=IndexLocationType(),
+    help="Evaluate the index FILE (or PostgreSQL URL) instead: leave-one-out over its labelled images "
     "(a bare --index: HOME/index/index.sqlite).",
 )
 @click.option("--index-path", "old_index_path", type=click.Path(dir_okay=False), default=None, hidden=True)
@@ -75,6 +85,8 @@ def evaluate(model_name, dataset, index_path, old_index_path, compare, more_mode
         return
     if index_path == _DEFAULT_INDEX:
         index_path = workspace.index_path
+    elif index_path is not None:
+        workspace, index_path = index_location(home, index_path)
     run = evaluate_what_there_is(workspace, model_name, dataset, index_path, data_dir, out)
     data = {"model": run.model, "source": run.source, "result": run.result, "paths": [str(p) for p in run.paths]}
     print_json(data) if as_json else click.echo(format_evaluation(data))

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from semhash.cli.common import (
     echo_err,
     format_table,
     home_option,
+    index_location,
+    index_option,
     json_option,
     library_errors,
     print_json,
 )
 
-index_option = click.option(
-    "--index",
-    "index_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="SQLite index file [default: HOME/index/index.sqlite].",
-)
-
 
 def _index_path(home, index_path):
-    from semhash.workspace import Workspace
-
-    workspace = Workspace(home)
-    return workspace, Path(index_path) if index_path else workspace.index_path
+    return index_location(home, index_path)
 
 
 def format_index(data: dict) -> str:
@@ -50,7 +39,7 @@ def format_index(data: dict) -> str:
         lines.append(f"labels: {data['labels_kept']} kept their label from an earlier run (--relabel changes them)")
     if data["relabelled"]:
         lines.append(f"labels: {data['relabelled']} relabelled from {data['folder']}")
-    lines.append(f"wrote:\n  {data['index']}\n  {data['faiss']}")
+    lines.append(f"wrote:\n  {data['index']}\n  {data['lookup']}")
     return "\n".join(lines)
 
 
@@ -59,13 +48,27 @@ def format_index(data: dict) -> str:
 @click.option("--model", "model_name", default=None, help="Model to hash with [default: the latest trained].")
 @click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model (a damaged index file is kept aside as *.damaged).")
 @click.option("--relabel", is_flag=True, help="Give rows under FOLDER the label FOLDER gives them, even where they were first indexed with another.")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Files per hashing task and per transaction.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Processes that read, decode and hash files [default: one per CPU]; 1 hashes in this process. With --engine ray: hashing actors [default: every CPU the cluster has].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the new and changed files are hashed: on this machine (--workers processes), or on Ray (pip install 'semhash[distributed]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine ray: the Ray cluster (ray://HOST:10001 or HOST:6379; every worker must read FOLDER at the same path) [default: a local Ray on this machine's cores].",
+)
 @index_option
 @home_option
 @json_option
 @library_errors
-def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, home, as_json):
+def index(folder, model_name, rebuild, relabel, batch_size, workers, quiet, engine, address, index_path, home, as_json):
     """Hash every image under FOLDER into the index (incremental: new files are added,
     changed ones rehashed, unchanged ones left alone, deleted ones removed).
 
@@ -82,9 +85,14 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
       semhash index images/
       semhash index images/ --model ae30 --rebuild
       semhash index images/cats --relabel
+      semhash index images/ --workers 1
+      semhash index images/ --engine ray --address ray://head:10001
+      semhash index images/ --index postgresql+psycopg://me@db.example/semhash
     """
     from semhash.index import index_folder, printable
 
+    if address is not None and engine != "ray":
+        raise click.UsageError("--address is for --engine ray")
     workspace, path = _index_path(home, index_path)
     model = workspace.model(model_name)
     summary = index_folder(
@@ -94,8 +102,11 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
         rebuild=rebuild,
         relabel=relabel,
         batch_size=batch_size,
+        workers=workers,
         progress=not quiet,
         on_warning=lambda message: echo_err(f"warning: {message}"),
+        engine=engine,
+        address=address,
     )
     shown = printable(str(folder))
     data = {
@@ -114,7 +125,7 @@ def index(folder, model_name, rebuild, relabel, batch_size, quiet, index_path, h
         "labels_kept": summary.labels_kept,
         "relabelled": summary.relabelled,
         "index": str(summary.index_path),
-        "faiss": str(summary.faiss_path),
+        "lookup": str(summary.lookup_path),
         "damaged_index_moved_to": str(summary.damaged_index_moved_to) if summary.damaged_index_moved_to else None,
     }
     if as_json:
@@ -197,8 +208,35 @@ def format_query(data: list[dict]) -> str:
     return "\n\n".join(blocks)
 
 
+def _read_codes_file(path: str) -> tuple[list[str], list[str]]:
+    """(codes as given, "FILE:LINE" of each) from a file of one code per line; blank lines
+    and lines starting with # are skipped."""
+    from semhash.index import printable
+
+    shown = printable(str(path))
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise click.ClickException(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    codes, origins = [], []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            text = line.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{shown}:{number}: not a code (a code is 0/1 bits or a decimal integer)") from None
+        if text and not text.startswith("#"):
+            codes.append(text)
+            origins.append(f"{shown}:{number}")
+    if not codes:
+        raise click.ClickException(f"{shown}: no codes in the file (one code per line: bits or an integer)")
+    return codes, origins
+
+
 @click.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--code", "codes", multiple=True, metavar="BITS_OR_INT", help="Query by a code instead of an image: its bits (unit 0 first, as printed) or a decimal integer. Repeatable.")
+@click.option("--codes-from", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="Query by every code in FILE (one per line, bits or an integer; # starts a comment).")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query (the count of all of them is still printed: 'N of M matches').")
 @click.option(
@@ -213,25 +251,42 @@ def format_query(data: list[dict]) -> str:
 @home_option
 @json_option
 @library_errors
-def query(images, radius, limit, show, index_path, home, as_json):
-    """Every indexed image within Hamming RADIUS of each query image, nearest first
-    (ties by path).  With --limit N the first N are printed, followed by how many there are
-    in all ("8 of 13 matches within radius 2"; "total" in --json).
+def query(images, codes, codes_from, radius, limit, show, index_path, home, as_json):
+    """Every indexed image within Hamming RADIUS of each query image (or code), nearest
+    first (ties by path).  With --limit N the first N are printed, followed by how many there
+    are in all ("8 of 13 matches within radius 2"; "total" in --json).  A query by --code
+    needs no model: only the index's bit width.
 
     \b
     Examples:
       semhash query img.png --radius 2
       semhash query a.png b.png --limit 5 --json
       semhash query img.png --show matches.png
+      semhash query --code 101100111000101011110000110101 --code 123456789
+      semhash query --codes-from codes.txt --radius 1 --json
     """
-    from semhash.index import query_files
+    from semhash.index import query_codes, query_files
 
+    by_code = bool(codes or codes_from)
+    if by_code and images:
+        raise click.UsageError("give image files or --code/--codes-from, not both")
+    if not by_code and not images:
+        raise click.UsageError("give at least one image file, --code or --codes-from")
+    if show and by_code:
+        raise click.UsageError("--show draws query images: it does not apply to --code/--codes-from")
     if show:
         from semhash.visualize import check_picture_path
 
         show = check_picture_path(show)  # a bad picture name fails before any work
     workspace, path = _index_path(home, index_path)
-    results = query_files(path, workspace, list(images), radius=radius, limit=limit)
+    if by_code:
+        given, origins = list(codes), [f"--code {c!r}" for c in codes]
+        if codes_from:
+            more, where = _read_codes_file(codes_from)
+            given, origins = given + more, origins + where
+        results = query_codes(path, given, radius=radius, limit=limit, origins=origins)
+    else:
+        results = query_files(path, workspace, list(images), radius=radius, limit=limit)
     data = query_json(results, radius)
     if as_json:
         print_json(data)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
-from semhash.cli.cmd_index import index_option
-from semhash.cli.common import home_option, library_errors
+from semhash.cli.common import home_option, index_location, index_option, library_errors
 
 
 @click.command()
@@ -30,10 +28,8 @@ def serve(index_path, home, host, port, workers, quiet):
       curl -F files=@img.png 'http://127.0.0.1:8000/api/search/upload?radius=2&limit=5'
     """
     from semhash.web.app import run_server
-    from semhash.workspace import Workspace
 
-    workspace = Workspace(home)
-    path = Path(index_path) if index_path else workspace.index_path
+    workspace, path = index_location(home, index_path)
     run_server(
         path,
         workspace,

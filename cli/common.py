@@ -20,6 +20,47 @@ home_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 
+INDEX_HELP = (
+    "The index: a SQLite file, or a PostgreSQL database URL "
+    "postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DBNAME [default: HOME/index/index.sqlite]."
+)
+
+
+class IndexLocationType(click.ParamType):
+    """``--index``: a SQLite file path or a database URL (kept as given; :func:`index_location`
+    resolves it).  A folder is refused here, as ``click.Path(dir_okay=False)`` did."""
+
+    name = "FILE|URL"
+
+    def convert(self, value, param, ctx):
+        from semhash.index.db import is_database_url
+
+        if not isinstance(value, str) or is_database_url(value):
+            return value
+        return click.Path(dir_okay=False).convert(value, param, ctx)
+
+
+index_option = click.option("--index", "index_path", type=IndexLocationType(), default=None, help=INDEX_HELP)
+
+
+def index_location(home, index_path):
+    """(workspace, where the index is): ``--index`` as given (a file path, or a database URL
+    whose caches go under HOME/cache), else the workspace's own index file."""
+    from pathlib import Path
+
+    from semhash.index.db import IndexLocation, is_database_url
+    from semhash.workspace import Workspace
+
+    workspace = Workspace(home)
+    if not index_path:
+        return workspace, workspace.index_path
+    if is_database_url(index_path):
+        try:
+            return workspace, IndexLocation.parse(index_path, cache_root=workspace.root / "cache")
+        except SemhashError as exc:
+            raise click.ClickException(str(exc)) from None
+    return workspace, Path(index_path)
+
 
 def library_errors(func: Callable) -> Callable:
     """Turn library errors into one-line click errors (exit code 1)."""

@@ -1,5 +1,6 @@
-"""The image index: SQLite of record (:mod:`.db`), a faiss cache beside it
-(:mod:`.faiss_store`), folder indexing (:mod:`.indexer`), Hamming search (:mod:`.search`),
+"""The image index: SQLite of record (:mod:`.db`), a Hamming lookup cache beside it
+(:mod:`.lookup`), folder indexing (:mod:`.indexer`), bulk import of precomputed codes
+(:mod:`.importer`), Hamming search (:mod:`.search`),
 removal and checks (:mod:`.maintenance`), and the one scheme for storing file paths as text
 (:mod:`.pathkeys`).
 
@@ -7,7 +8,6 @@ Nothing here imports TensorFlow: indexing and querying run on an exported NumPy 
 """
 
 from semhash.index.db import SCHEMA_VERSION, IndexDB, database_errors, open_index
-from semhash.index.faiss_store import faiss_path_for
 from semhash.index.indexer import IndexSummary, index_folder
 from semhash.index.maintenance import RemoveSummary, check_index, remove_paths
 from semhash.index.pathkeys import key_bytes, key_path, path_key, printable
@@ -17,6 +17,8 @@ from semhash.index.search import (
     QueryResult,
     index_info,
     load_index_codes,
+    lookup_path_for,
+    query_codes,
     query_files,
     search_codes,
 )
@@ -31,15 +33,16 @@ __all__ = [
     "RemoveSummary",
     "check_index",
     "database_errors",
-    "faiss_path_for",
     "index_folder",
     "index_info",
     "key_bytes",
     "key_path",
     "load_index_codes",
+    "lookup_path_for",
     "open_index",
     "path_key",
     "printable",
+    "query_codes",
     "query_files",
     "remove_paths",
     "search_codes",

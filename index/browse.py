@@ -9,9 +9,10 @@ evaluation report of the index's model.  It holds
   the index, and a WAL database is read without checkpointing it);
 * the model's NumPy :class:`~semhash.inference.Hasher` (never TensorFlow), checked against the
   fingerprint the index was built with;
-* the **search cache** (today the faiss binary index from :mod:`semhash.index.faiss_store`),
-  loaded once per index state behind one class, :class:`_SearchCache`, so that another
-  lookup structure can replace it without touching anything else here.
+* the **search cache**: the Hamming lookup (:func:`semhash.index.search.open_lookup`),
+  memory-mapped from ``index.lookup`` when that file is current, else built in memory from
+  one snapshot of the record (never written: the service is read-only), loaded once per
+  index state behind one class, :class:`_SearchCache`.
 
 A re-index is noticed without a restart: every request reads the ``meta`` table's few rows
 (and stats the file, to notice a deleted and re-created index) and compares them with the
@@ -19,7 +20,8 @@ state its cache was loaded from; only when the ``generation`` (or the model, or 
 changed is the cache reloaded, by one thread while the others go on answering from the
 previous state.  Nothing per request is O(index size).
 
-Files are only ever reached through a row id, and only when the row's stored path is
+Files are only ever reached through a row id, and only when the row's stored path (a key of
+:mod:`semhash.index.pathkeys`, opened through ``key_path``: any file name works) is
 absolute and normalised, its real path (symlinks resolved) lies inside the folder the row
 was indexed from, it is a regular file with an image extension, and Pillow recognises it.
 """
@@ -44,7 +46,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import quote
 
-import faiss
 import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -53,9 +54,10 @@ from sqlalchemy.pool import QueuePool
 from semhash.data import IMAGE_EXTENSIONS, decode_image
 from semhash.errors import ImageError, IndexError_, ModelError, SemhashError
 from semhash.hashing import code_to_str, from_signed64, to_signed64
-from semhash.index import faiss_store
-from semhash.index.db import ImageRow, IndexDB, IndexMeta, MetaRow, chunked, open_index
-from semhash.index.search import index_info
+from semhash.index import search as index_search
+from semhash.index.db import ImageRow, IndexDB, IndexLocation, IndexMeta, MetaRow, chunked, open_index
+from semhash.index.pathkeys import key_path, printable
+from semhash.index.search import CodeError, index_info
 from semhash.workspace import Workspace
 
 __all__ = [
@@ -173,20 +175,12 @@ class EvaluationReport:
 # --------------------------------------------------------------------------- codes
 def parse_code(text: str, n_bits: int) -> int:
     """A code given as text: exactly ``n_bits`` characters of 0/1 are the bits, unit 0 first
-    (as ``semhash query`` prints them); otherwise a decimal integer below ``2**n_bits``."""
-    value = str(text).strip()
-    if len(value) == n_bits and set(value) <= {"0", "1"}:
-        return int(value[::-1], 2)
-    if value.isascii() and value.isdigit() and len(value) <= 20:
-        code = int(value)
-        if code >> n_bits:
-            raise BadQuery(f"code {code} has bits set above this index's {n_bits} bits")
-        return code
-    shown = value if len(value) <= 80 else value[:77] + "..."
-    raise BadQuery(
-        f"code {shown!r}: give {n_bits} bits (0/1, unit 0 first, as `semhash query` prints them) "
-        f"or an integer below 2**{n_bits}"
-    )
+    (as ``semhash query`` prints them); otherwise a decimal integer below ``2**n_bits``
+    (:func:`semhash.index.search.parse_code`, as ``semhash query --code`` reads it)."""
+    try:
+        return index_search.parse_code(str(text), n_bits)
+    except CodeError as exc:
+        raise BadQuery(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- uploads
@@ -230,40 +224,29 @@ def decode_upload(name: str, data: bytes, shape: Sequence[int], max_pixels: int)
 
 # --------------------------------------------------------------------------- the search cache
 class _SearchCache:
-    """The structure radius searches run on, loaded once per index state.
+    """The structure radius searches run on, loaded once per index state: the Hamming
+    lookup of :func:`semhash.index.search.open_lookup` with ``write=False`` (the file when it
+    is current, else built in memory from one snapshot of the record; the server never
+    writes it)."""
 
-    Today: the faiss binary cache (``index.faiss``) when it is current, else a faiss index
-    built in memory from one snapshot of the record (never written: the server is
-    read-only).  The lookup of issue 10 replaces this class and nothing else.
-    """
+    kind = "lookup"
 
-    kind = "faiss"
-
-    def __init__(self, index: Any, n_bits: int, source: str):
-        self.index = index
-        self.n_bits = n_bits
-        self.source = source  # "cache file" or "built in memory"
+    def __init__(self, searcher: index_search.Searcher):
+        self.searcher = searcher
+        self.n_bits = searcher.n_bits
+        self.source = searcher.source  # "cache file" or "built in memory"
 
     @classmethod
-    def load(cls, db: IndexDB, meta: IndexMeta) -> "_SearchCache":
-        n_bits = int(meta.n_bits)  # type: ignore[arg-type]
-        cached = faiss_store.load_cached(db)
-        if cached is not None:
-            return cls(cached, n_bits, "cache file")
-        with db.session() as s, s.begin():
-            conn = s.connection()
-            rows = conn.exec_driver_sql(f"SELECT id, code FROM {ImageRow.__tablename__}").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        codes = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)).view(np.uint64)
-        return cls(faiss_store.build_index(ids, codes, n_bits), n_bits, "built in memory")
+    def load(cls, db: IndexDB) -> tuple[IndexMeta, "_SearchCache | None"]:
+        """The record's meta and its cache (None while the index is empty), one snapshot."""
+        meta, searcher = index_search.open_lookup(db, write=False)
+        return meta, None if searcher is None else cls(searcher)
 
     def search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For each code, (row ids, distances) of every entry within ``radius`` (inclusive)."""
-        # one thread per search, set in the calling thread (OpenMP's setting is per thread):
-        # requests run in parallel already, and on a busy 2-core machine faiss's default team
-        # spent 5x the CPU on one radius search (docs/BENCHMARKS.md, serve)
-        faiss.omp_set_num_threads(1)
-        return faiss_store.range_search(self.index, faiss_store.pack_codes(codes, self.n_bits), radius)
+        """For each code, (row ids, distances) of every entry within ``radius`` (inclusive),
+        nearest first."""
+        found = self.searcher.search(codes, radius)
+        return [found[i] for i in range(len(found))]
 
 
 # --------------------------------------------------------------------------- index state
@@ -290,8 +273,9 @@ _STATE_KEY_SQL = (
 
 
 @lru_cache(maxsize=None)
-def _rows_by_id_sql(n: int) -> str:
-    return f"SELECT id, path, label, code FROM {ImageRow.__tablename__} WHERE id IN ({', '.join('?' * n)})"
+def _rows_by_id_sql(n: int, paramstyle: str = "qmark") -> str:
+    marker = "?" if paramstyle == "qmark" else "%s"  # sqlite3, or psycopg
+    return f"SELECT id, path, label, code FROM {ImageRow.__tablename__} WHERE id IN ({', '.join([marker] * n)})"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -314,7 +298,9 @@ class IndexReader:
         limits: UploadLimits = UploadLimits(),
         busy_timeout_s: float = _BUSY_TIMEOUT_S,
     ):
-        self.path = Path(index_path).expanduser().absolute()
+        self.location = IndexLocation.parse(index_path)
+        # what messages name: the file, or the database URL without its password
+        self.path = self.location if self.location.is_url else self.location.file
         self.workspace = workspace
         self.limits = limits
         self.busy_timeout_s = busy_timeout_s
@@ -330,6 +316,7 @@ class IndexReader:
         self._db: IndexDB | None = None
         self._file_id: tuple[int, int] | None = None
         self._opened = 0  # bumped by every (re)open: per-thread connections follow it
+        self._paramstyle = "pyformat" if self.location.is_url else "qmark"  # of the raw connections
         self._last_key: tuple[float, tuple] = (-1.0, ())
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -340,6 +327,14 @@ class IndexReader:
     def _open(self) -> None:
         """(Re)open the record read-only.  open_index's checks come first, so a file that is
         not a semhash index (or of a newer schema) is refused with its one-line reason."""
+        if self.location.is_url:  # a database: no file identity to follow, its own pool
+            db = open_index(self.location)
+            old = self._engine
+            self._engine, self._db, self._file_id = db.engine, db, None
+            self._opened += 1
+            if old is not None:
+                old.dispose()
+            return
         open_index(self.path).close()
         try:
             st = os.stat(self.path)
@@ -359,7 +354,15 @@ class IndexReader:
 
     def _connect(self) -> sqlite3.Connection:
         """A read-only connection (``mode=ro``: no statement on it can write; a WAL index is
-        read through its shared-memory file without being checkpointed)."""
+        read through its shared-memory file without being checkpointed).  For a database, a
+        read-only autocommit connection of the same driver (psycopg)."""
+        if self.location.is_url:
+            assert self._engine is not None
+            dialect = self._engine.dialect
+            cargs, cparams = dialect.create_connect_args(self._engine.url)
+            conn = dialect.loaded_dbapi.connect(*cargs, **cparams, connect_timeout=10, autocommit=True)
+            conn.read_only = True
+            return conn
         uri = f"file:{quote(str(self.path))}?mode=ro"
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout_s, check_same_thread=False)
 
@@ -402,11 +405,13 @@ class IndexReader:
         checked_at, key = self._last_key
         if time.monotonic() - checked_at < KEY_REUSE_S:
             return key
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise IndexError_(f"{self.path}: index unavailable ({exc.strerror or exc})") from None
-        if (st.st_dev, st.st_ino) != self._file_id:
+        st = None
+        if not self.location.is_url:
+            try:
+                st = os.stat(self.path)
+            except OSError as exc:
+                raise IndexError_(f"{self.path}: index unavailable ({exc.strerror or exc})") from None
+        if st is not None and (st.st_dev, st.st_ino) != self._file_id:
             with self._open_lock:
                 if (st.st_dev, st.st_ino) != self._file_id:
                     self._open()  # deleted and re-created: the old connections see the old file
@@ -433,8 +438,7 @@ class IndexReader:
             with self._db_errors():
                 # labelled with the key read before loading: if the index moved on meanwhile,
                 # the next request sees a newer key and loads again
-                meta = self._db.meta()
-                cache = _SearchCache.load(self._db, meta) if meta.bound else None
+                meta, cache = _SearchCache.load(self._db)
             self._state = _State(key, meta, cache)
             # while an indexing run bumps the generation batch after batch, reload at most
             # every 2x the last reload's time: at most half the CPU goes to reloading
@@ -464,8 +468,11 @@ class IndexReader:
         """Database errors become one-line IndexError_ naming the file."""
         try:
             yield
-        except (DBAPIError, SQLAlchemyError, sqlite3.Error) as exc:
-            raise IndexError_(f"{self.path}: cannot read index ({_one_line(exc)})") from None
+        except Exception as exc:
+            driver = type(getattr(exc, "orig", None) or exc).__module__.split(".")[0] == "psycopg"
+            if not (driver or isinstance(exc, (DBAPIError, SQLAlchemyError, sqlite3.Error))):
+                raise
+            raise IndexError_(f"{self.path}: cannot read index ({self.location.scrub(_one_line(exc))})") from None
 
     # -- the model ------------------------------------------------------------------------
     @property
@@ -579,10 +586,7 @@ class IndexReader:
         boundary distance, whose ties are broken by path), sorted and cut."""
         if len(ids) == 0:
             return []
-        if limit is not None and len(ids) > limit:
-            boundary = np.partition(distances, limit - 1)[limit - 1]
-            keep = distances <= boundary
-            ids, distances = ids[keep], distances[keep]
+        ids, distances = index_search.first_tiers(ids, distances, limit)
         distance_of = dict(zip(ids.tolist(), distances.tolist()))
         hits = [
             Hit(i, path, distance_of[i], label, code)
@@ -596,7 +600,7 @@ class IndexReader:
         found = []
         with self._raw() as conn:
             for chunk in chunked(wanted):
-                for i, path, label, code in conn.execute(_rows_by_id_sql(len(chunk)), chunk):
+                for i, path, label, code in conn.execute(_rows_by_id_sql(len(chunk), self._paramstyle), chunk):
                     found.append((int(i), display_path(path), label, from_signed64(code)))
         return found
 
@@ -767,7 +771,10 @@ class IndexReader:
         return thumb
 
     def _read_row_file(self, record: ImageRecord) -> tuple[bytes, os.stat_result]:
-        path = file_path(record.path)
+        try:
+            path = file_path(record.path)
+        except ValueError:  # a row no indexer wrote (not a path key)
+            raise NotFound(f"image {record.id}: its stored path is not a path key") from None
         text = str(path)
         if not path.is_absolute() or ".." in path.parts or os.path.normpath(text) != text:
             raise NotFound(f"image {record.id}: its stored path is not an absolute, normalised path")
@@ -835,28 +842,28 @@ class IndexReader:
 
 # --------------------------------------------------------------------------- path helpers
 def display_path(key: str) -> str:
-    """A stored path as text that any JSON encoder accepts (undecodable bytes, which a
-    file system may hold, shown as U+FFFD)."""
-    try:
-        key.encode("utf-8")
-        return key
-    except UnicodeEncodeError:
-        return key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A stored path key as text for people and JSON (:func:`semhash.index.pathkeys.printable`:
+    a key already is printable text, undecodable bytes written ``\\xNN``)."""
+    return printable(key)
 
 
 def file_path(key: str) -> Path:
-    """A stored path as the file-system path it names."""
-    return Path(key)
+    """A stored path key as the file-system path it names (exact bytes, any file name)."""
+    return Path(key_path(key))
 
 
 def _indexed_root(path: Path, label: str | None) -> Path:
-    """The folder a row was indexed from: its label is the first-level subfolder under it
-    (none for a file directly in the folder).  Where the label's name occurs twice among the
-    ancestors, the deeper (narrower) folder is taken: a file is refused rather than served
-    from a folder wider than the one indexed."""
+    """The folder a row was indexed from: its label (a key, like the path) is the name of the
+    first-level subfolder under it (none for a file directly in the folder).  Where the
+    label's name occurs twice among the ancestors, the deeper (narrower) folder is taken: a
+    file is refused rather than served from a folder wider than the one indexed."""
     if label is not None:
+        try:
+            name = key_path(label)
+        except ValueError:
+            return path.parent
         for ancestor in path.parents:
-            if ancestor.name == label and ancestor.parent != ancestor:
+            if ancestor.name == name and ancestor.parent != ancestor:
                 return ancestor.parent
     return path.parent
 

@@ -1,4 +1,6 @@
-"""The index of record: one SQLite file holding every indexed image and its code.
+"""The index of record: one SQLite file, or one PostgreSQL database, holding every indexed
+image and its code.  One code path for both (:func:`open_index` takes a file or a
+``postgresql+psycopg://user@host/db`` URL, see :class:`IndexLocation`).
 
 Two tables (SQLAlchemy 2.0 typed ORM):
 
@@ -8,7 +10,7 @@ Two tables (SQLAlchemy 2.0 typed ORM):
   64-bit integer (:func:`semhash.hashing.to_signed64`) because SQLite integers are signed.
 * ``meta``    key/value strings: schema_version, the model the index is bound to (name,
   fingerprint, bits, input shape), created_at and ``generation``, a counter bumped by every
-  transaction that changes rows, so the faiss cache can tell whether it is current.
+  transaction that changes rows, so the lookup cache can tell whether it is current.
 
 Every transaction is a real SQLite transaction (``BEGIN`` is issued explicitly rather than
 left to the sqlite3 module), so reads see one consistent snapshot and an interrupted write
@@ -20,13 +22,25 @@ Schema versions: 1 stored paths as plain text (a name that is not UTF-8 could no
 2 stores path keys.  A version-1 file is upgraded in one transaction when opened; a newer
 version than this code knows is refused.  Every database error that reaches a caller becomes
 one :class:`IndexError_` line naming the file (:func:`database_errors`).
+
+PostgreSQL: reads run in REPEATABLE READ (one snapshot per transaction, as SQLite's ``BEGIN``
+gives); a write transaction takes a transaction-level advisory lock first, so writers queue
+exactly as on SQLite's ``BEGIN IMMEDIATE`` (schema creation included, so two first writers
+create it once), and runs in READ COMMITTED so it sees what the writer before it committed.
+``path`` and ``label`` are ``COLLATE "C"`` (bytewise, as SQLite compares TEXT), so a folder's
+keys stay one range there too.  The derived cache (the lookup) of a database index lives
+in a folder of its own (:attr:`IndexLocation.cache_dir`), since there is no file to put
+it beside.  A password in a URL never appears in a message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sqlite3
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +49,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import quote
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Engine,
     Float,
@@ -49,9 +64,11 @@ from sqlalchemy import (
     inspect,
     literal,
     select,
+    text,
     update,
 )
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
@@ -61,6 +78,15 @@ from semhash.index.pathkeys import printable
 SCHEMA_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT_S = 30.0
+_CONNECT_TIMEOUT_S = 10
+# pg_advisory_xact_lock key of semhash's write lock (advisory locks are per database)
+_PG_WRITE_LOCK = 0x73656D68617368  # "semhash"
+
+# 64-bit columns: BIGINT on PostgreSQL; on SQLite INTEGER (which holds 64 bits), and the id
+# must stay exactly INTEGER PRIMARY KEY there so it aliases the rowid
+_Int64 = BigInteger().with_variant(Integer(), "sqlite")
+# bytewise order on PostgreSQL, as SQLite compares TEXT: folder prefixes stay one key range
+_Key = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -72,13 +98,13 @@ class ImageRow(Base):
 
     __tablename__ = "images"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    id: Mapped[int] = mapped_column(_Int64, primary_key=True)
+    path: Mapped[str] = mapped_column(_Key, unique=True)
     content_hash: Mapped[str] = mapped_column(Text)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(_Int64)
     mtime: Mapped[float] = mapped_column(Float)
-    label: Mapped[str | None] = mapped_column(Text, nullable=True)
-    code: Mapped[int] = mapped_column(Integer, index=True)  # signed 64-bit two's complement
+    label: Mapped[str | None] = mapped_column(_Key, nullable=True)
+    code: Mapped[int] = mapped_column(_Int64, index=True)  # signed 64-bit two's complement
     indexed_at: Mapped[datetime] = mapped_column(DateTime)
 
 
@@ -114,24 +140,165 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-class IndexDB:
-    """An open index file.  Use as a context manager, or call :meth:`close`.
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_DATABASE_SCHEMES = ("postgresql", "postgres")
 
-    :meth:`session` gives read snapshots; :meth:`write_session` takes the write lock up
-    front (``BEGIN IMMEDIATE``) so two writers wait for each other instead of failing
-    half-way with "database is locked".
+
+def is_database_url(text: str | os.PathLike) -> bool:
+    """Whether an ``--index`` value is a database URL (``scheme://...``) rather than a file."""
+    return isinstance(text, str) and bool(_URL_RE.match(text))
+
+
+@dataclass(frozen=True)
+class IndexLocation:
+    """Where an index lives: a SQLite file, or a PostgreSQL database named by an SQLAlchemy
+    URL (``postgresql+psycopg://user:password@host:port/dbname``).
+
+    ``str()`` is what messages print: the file, or the URL without its password.  A database
+    index keeps its derived caches in ``cache_dir``: under ``cache_root`` (default: the
+    workspace's ``cache`` folder), one folder per database, named from the URL without the
+    password.
     """
 
-    def __init__(self, path: Path, engine: Engine):
-        self.path = path
-        self.engine = engine
-        self._write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+    file: Path | None = None
+    url: URL | None = None
+    cache_root: Path | None = None
+
+    @classmethod
+    def parse(cls, value: "str | os.PathLike | IndexLocation", cache_root: str | Path | None = None) -> "IndexLocation":
+        if isinstance(value, IndexLocation):
+            if cache_root is not None and value.url is not None and value.cache_root is None:
+                return cls(url=value.url, cache_root=Path(cache_root))
+            return value
+        if not is_database_url(value):
+            return cls(file=Path(value).expanduser().absolute())
+        text_value = str(value)
+        scheme = text_value.split("://", 1)[0]
+        try:
+            url = make_url(text_value)
+        except (ArgumentError, ValueError):
+            raise IndexError_(f"{_redact_text(text_value)}: not a valid database URL") from None
+        if url.get_backend_name() not in _DATABASE_SCHEMES:
+            raise IndexError_(
+                f"{cls(url=url)}: unsupported index location {scheme}://: use a SQLite file path "
+                "or a postgresql+psycopg://user@host/dbname URL"
+            )
+        if url.get_backend_name() == "postgres" or url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")  # psycopg 3, the driver semhash installs
+        if not url.database:
+            raise IndexError_(f"{cls(url=url)}: the URL names no database (postgresql+psycopg://user@host/dbname)")
+        return cls(url=url, cache_root=Path(cache_root) if cache_root is not None else None)
 
     @property
-    def faiss_path(self) -> Path:
-        from semhash.index.faiss_store import faiss_path_for
+    def is_url(self) -> bool:
+        return self.url is not None
 
-        return faiss_path_for(self.path)
+    @property
+    def password(self) -> str | None:
+        return None if self.url is None else self.url.password
+
+    @property
+    def cache_dir(self) -> Path:
+        """The folder of this index's derived caches: beside the file, or for a database
+        ``<cache_root>/<dialect>-<host>-<port>-<db>-<user>-<hash>``."""
+        if self.file is not None:
+            return self.file.parent
+        from semhash.workspace import resolve_home
+
+        url = self.url
+        root = self.cache_root if self.cache_root is not None else resolve_home() / "cache"
+        parts = [url.get_backend_name(), url.host or "socket", str(url.port or ""), url.database or "", url.username or ""]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p))[:80]
+        digest = hashlib.sha256(str(self).encode()).hexdigest()[:8]  # query string, socket path
+        return Path(root).expanduser().absolute() / f"{name}-{digest}"
+
+    @property
+    def cache_base(self) -> Path:
+        """The path derived cache files are named after (``index.lookup`` from it)."""
+        return self.file if self.file is not None else self.cache_dir / "index.sqlite"
+
+    def to_config(self) -> dict[str, str | None]:
+        """What another process needs to open the same index, caches included (the URL with
+        its password: for the environment of a child process, never for a message)."""
+        if self.file is not None:
+            return {"index": str(self.file), "cache_root": None}
+        return {
+            "index": self.url.render_as_string(hide_password=False),  # type: ignore[union-attr]
+            "cache_root": str(self.cache_dir.parent),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "IndexLocation":
+        return cls.parse(config["index"], cache_root=config.get("cache_root"))
+
+    def scrub(self, message: str) -> str:
+        """``message`` with this location's password (plain and URL-quoted) taken out."""
+        password = self.password
+        if password:
+            for secret in {password, quote(password, safe="")}:
+                message = message.replace(secret, "***")
+        return message
+
+    def __str__(self) -> str:
+        if self.file is not None:
+            return str(self.file)
+        url = self.url
+        assert url is not None
+        return URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query).render_as_string(
+            hide_password=False
+        )
+
+    def __fspath__(self) -> str:
+        if self.file is None:
+            raise TypeError(f"{self} is a database, not a file")
+        return str(self.file)
+
+
+def _redact_text(text_value: str) -> str:
+    """A URL that could not be parsed, with anything between '://user:' and '@' hidden."""
+    return re.sub(r"(://[^/:@]*):[^@/]*@", r"\1:***@", text_value)
+
+
+class IndexDB:
+    """An open index.  Use as a context manager, or call :meth:`close`.
+
+    ``path`` names the index in messages: the file's :class:`~pathlib.Path` for SQLite, the
+    :class:`IndexLocation` (printed without password) for a database.  :meth:`session` gives
+    read snapshots; :meth:`write_session` takes the write lock up front (``BEGIN IMMEDIATE``
+    on SQLite, an advisory lock on PostgreSQL) so two writers wait for each other instead of
+    failing half-way with "database is locked".
+    """
+
+    def __init__(self, path: "Path | IndexLocation", engine: Engine):
+        self.location = IndexLocation.parse(path)
+        self.path = self.location if self.location.is_url else self.location.file
+        self.engine = engine
+        self._write_engine = _writer(engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def cache_base(self) -> Path:
+        """Derived cache files are named after this path (the SQLite file itself, or a name
+        in the database's cache folder)."""
+        return self.location.cache_base
+
+    @property
+    def lookup_path(self) -> Path:
+        from semhash.index.search import lookup_path_for
+
+        return lookup_path_for(self.cache_base)
+
+    def cache_file_mode(self) -> int:
+        """Permission bits for a derived cache file: the SQLite file's own (whoever can read
+        the index can read its cache); for a database, owner-only, in a cache folder made
+        here when missing.  Raises OSError when the folder cannot be made."""
+        if self.location.file is not None:
+            return stat.S_IMODE(self.location.file.stat().st_mode)
+        self.location.cache_dir.mkdir(parents=True, exist_ok=True)
+        return 0o600
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -196,7 +363,7 @@ def bump_generation(session: Session) -> None:
     session.execute(
         update(MetaRow)
         .where(MetaRow.key == "generation")
-        .values(value=cast(cast(MetaRow.value, Integer) + 1, String))
+        .values(value=cast(cast(MetaRow.value, BigInteger) + 1, String))
     )
 
 
@@ -273,11 +440,53 @@ def is_damage(exc: BaseException) -> bool:
     return isinstance(exc, IndexDamagedError) or _sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
-def index_error(path: Path | str, exc: BaseException) -> IndexError_:
+def _pg_cause_kind(exc: BaseException) -> str | None:
+    """What a PostgreSQL (psycopg) error means for the user, from its SQLSTATE or, for a
+    failed connection (libpq reports those without one), its message."""
+    orig = getattr(exc, "orig", None) or exc
+    if type(orig).__module__.split(".")[0] != "psycopg":
+        return None
+    state = getattr(orig, "sqlstate", None) or ""
+    message = str(orig)
+    if state in ("28P01", "28000") or "password authentication failed" in message or "no password supplied" in message:
+        return "login"
+    if state == "3D000" or ("database" in message and "does not exist" in message):
+        return "no database"
+    if state.startswith("08") or "connection failed" in message or "could not connect" in message or "timeout expired" in message:
+        return "connect"
+    if state in ("42501", "25006"):
+        return "read-only"
+    if state == "53100":
+        return "full"
+    if state.startswith("55P03") or state.startswith("40"):
+        return "locked"
+    return "other"
+
+
+def index_error(path: "Path | str | IndexLocation", exc: BaseException) -> IndexError_:
     """One line naming the index file, the cause, and what to do about it."""
+    location = path if isinstance(path, IndexLocation) else None
     path = printable(str(path))
     orig = getattr(exc, "orig", None) or exc
     cause = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if location is not None:
+        cause = location.scrub(cause)
+    kind = _pg_cause_kind(exc)
+    if kind == "connect":
+        return IndexError_(f"{path}: cannot connect to the database server ({cause}): is it running, and are host and port right?")
+    if kind == "login":
+        return IndexError_(f"{path}: the database server refused the login ({cause}): check the user name and password")
+    if kind == "no database":
+        return IndexError_(f"{path}: no such database on the server ({cause}): create it first (createdb NAME)")
+    if kind == "read-only":
+        return IndexError_(f"{path}: cannot write to the index: permission denied ({cause})")
+    if kind == "full":
+        return IndexError_(
+            f"{path}: cannot write to the index: the database server's disk is full ({cause}); "
+            "everything committed before is kept"
+        )
+    if kind == "locked":
+        return IndexError_(f"{path}: the index is busy ({cause}): try again")
     code = _sqlite_code(exc)
     if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
         return IndexDamagedError(f"{path}: the index is damaged ({cause}): {DAMAGED_HINT}")
@@ -304,12 +513,16 @@ def index_error(path: Path | str, exc: BaseException) -> IndexError_:
 
 
 @contextmanager
-def database_errors(path: Path | str) -> Iterator[None]:
+def database_errors(path: "Path | str | IndexLocation") -> Iterator[None]:
     """Turn any database error inside the block into one :class:`IndexError_` line.  Library
     entry points that touch the index wrap their work in this; nothing else catches them."""
     try:
         yield
     except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise index_error(path, exc) from None
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "psycopg":  # a driver error outside SQLAlchemy
+            raise
         raise index_error(path, exc) from None
 
 
@@ -335,8 +548,31 @@ def _make_engine(path: Path, create: bool, immutable: bool = False) -> Engine:
     return engine
 
 
+def _make_database_engine(location: IndexLocation) -> Engine:
+    """A PostgreSQL engine: reads in REPEATABLE READ (one snapshot per transaction); a write
+    transaction (:func:`_writer`) takes semhash's advisory lock first."""
+    engine = create_engine(
+        location.url,  # type: ignore[arg-type]
+        isolation_level="REPEATABLE READ",
+        hide_parameters=True,
+        pool_size=2,
+        max_overflow=8,
+        connect_args={"connect_timeout": _CONNECT_TIMEOUT_S, "application_name": "semhash"},
+    )
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:  # writers queue here, as on SQLite's BEGIN IMMEDIATE
+        if conn.get_execution_options().get("semhash_write"):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITE_LOCK})
+
+    return engine
+
+
 def _writer(engine: Engine) -> Engine:
-    return engine.execution_options(sqlite_begin="IMMEDIATE")
+    """The engine a write transaction runs on: it takes the write lock before anything else."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="IMMEDIATE")
+    return engine.execution_options(isolation_level="READ COMMITTED", semhash_write=True)
 
 
 def _read_version(engine: Engine) -> Any:
@@ -412,16 +648,23 @@ def _upgrade(engine: Engine) -> None:
         bump_generation(s)
 
 
-def open_index(path: str | Path, create: bool = False) -> IndexDB:
-    """Open (or with ``create=True`` create) a semhash index file.
+def open_index(path: "str | Path | IndexLocation", create: bool = False) -> IndexDB:
+    """Open (or with ``create=True`` create) a semhash index: a SQLite file, or a PostgreSQL
+    database given as an SQLAlchemy URL (``postgresql+psycopg://user@host/dbname``; the
+    database must exist, its tables are created on first write).
 
-    Refuses, with one-line :class:`IndexError_` naming the file and the cause, anything that
-    is not a SQLite file, a SQLite file without semhash tables, and a schema version newer
-    than this code understands: guessing at such a file could corrupt someone's data.  An
-    older version is upgraded in place (one transaction).  A read-only WAL index in a folder
-    that cannot be written is opened immutable (read-only).
+    Refuses, with one-line :class:`IndexError_` naming the index and the cause, anything that
+    is not a SQLite file, a file or database without semhash tables, and a schema version
+    newer than this code understands: guessing at such a file could corrupt someone's data.
+    An older version is upgraded in place (one transaction).  A read-only WAL index in a
+    folder that cannot be written is opened immutable (read-only).  A database that cannot
+    be reached (server down, wrong password, no such database) is one line too.
     """
-    path = Path(path).expanduser().absolute()
+    location = IndexLocation.parse(path)
+    if location.is_url:
+        return _open_database(location, create)
+    path = location.file
+    assert path is not None
     if path.is_dir():
         raise IndexError_(f"{path}: is a folder, not an index file")
     if not path.exists():
@@ -455,25 +698,7 @@ def open_index(path: str | Path, create: bool = False) -> IndexDB:
                 engine.dispose()  # a WAL file in a read-only folder: read it as it is
                 engine, immutable = _make_engine(path, False, immutable=True), True
                 tables = set(inspect(engine).get_table_names())
-            if not tables and create:
-                _initialise(engine)
-                tables = set(inspect(engine).get_table_names())
-            if not {"images", "meta"} <= tables:
-                raise IndexError_(f"{path}: not a semhash index (SQLite file without semhash tables)")
-            raw = _read_version(engine)
-            try:
-                version = int(raw)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise IndexError_(f"{path}: damaged semhash index (schema_version {raw!r})") from None
-            if version > SCHEMA_VERSION:
-                raise IndexError_(
-                    f"{path}: index schema version {version} is newer than this semhash supports "
-                    f"({SCHEMA_VERSION}): upgrade semhash"
-                )
-            if version < 1:
-                raise IndexError_(f"{path}: unknown index schema version {version}")
-            if version < SCHEMA_VERSION:
-                _upgrade_or_read_as_is(engine, path, version)
+            _check_schema(engine, path, tables, create, "SQLite file")
             if not immutable:
                 _ensure_wal(engine)
     except BaseException:
@@ -482,7 +707,49 @@ def open_index(path: str | Path, create: bool = False) -> IndexDB:
     return IndexDB(path, engine)
 
 
-def _upgrade_or_read_as_is(engine: Engine, path: Path, version: int) -> None:
+def _open_database(location: IndexLocation, create: bool) -> IndexDB:
+    try:
+        import psycopg  # noqa: F401  (the driver: an optional extra)
+    except ImportError:
+        raise IndexError_(
+            f"{location}: a PostgreSQL index needs the psycopg driver: pip install 'semhash[postgres]'"
+        ) from None
+    engine = _make_database_engine(location)
+    try:
+        with database_errors(location):
+            tables = set(inspect(engine).get_table_names())
+            _check_schema(engine, location, tables, create, "database")
+    except BaseException:
+        engine.dispose()
+        raise
+    return IndexDB(location, engine)
+
+
+def _check_schema(engine: Engine, path: "Path | IndexLocation", tables: set[str], create: bool, what: str) -> None:
+    """Create a new index's tables (``create``), then refuse what is not a semhash index of a
+    schema version this code understands; upgrade an older one."""
+    if not tables and create:
+        _initialise(engine)
+        tables = set(inspect(engine).get_table_names())
+    if not {"images", "meta"} <= tables:
+        raise IndexError_(f"{path}: not a semhash index ({what} without semhash tables)")
+    raw = _read_version(engine)
+    try:
+        version = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise IndexError_(f"{path}: damaged semhash index (schema_version {raw!r})") from None
+    if version > SCHEMA_VERSION:
+        raise IndexError_(
+            f"{path}: index schema version {version} is newer than this semhash supports "
+            f"({SCHEMA_VERSION}): upgrade semhash"
+        )
+    if version < 1:
+        raise IndexError_(f"{path}: unknown index schema version {version}")
+    if version < SCHEMA_VERSION:
+        _upgrade_or_read_as_is(engine, path, version)
+
+
+def _upgrade_or_read_as_is(engine: Engine, path: "Path | IndexLocation", version: int) -> None:
     try:
         _upgrade(engine)
     except DBAPIError as exc:

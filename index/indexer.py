@@ -8,7 +8,7 @@ everything committed before it.  Rows are written as upserts keyed on the path, 
 over the same or overlapping folders both finish, with every file once.  At the end, rows
 under *this* folder whose file is gone are removed (a row whose file still exists but was not
 walked, e.g. in a folder that could not be read, stays); rows from other folders are never
-touched.  Finally the faiss cache is refreshed.
+touched.  Finally the lookup cache is refreshed.
 
 Paths and labels are stored as keys (:mod:`semhash.index.pathkeys`), so any file name works.
 A row's label is set when its file is first indexed: the name of the first-level subfolder of
@@ -23,6 +23,7 @@ import hashlib
 import os
 import stat
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -34,10 +35,10 @@ from tqdm import tqdm
 from semhash.data import WalkReport, check_folder, decode_image, iter_image_files
 from semhash.errors import DatasetError, ImageError, IndexError_
 from semhash.hashing import to_signed64
-from semhash.index import faiss_store
 from semhash.index.db import (
     ImageRow,
     IndexDB,
+    IndexLocation,
     bind_model,
     bump_generation,
     chunked,
@@ -51,6 +52,7 @@ from semhash.index.db import (
     utc_now,
 )
 from semhash.index.pathkeys import key_path, path_key, printable
+from semhash.index.search import refresh_lookup
 from semhash.workspace import ModelInfo
 
 # columns a run sets on a row another run inserted first (never its label: first indexed wins)
@@ -74,7 +76,7 @@ class IndexSummary:
     labels_kept: int = 0  # rows whose label differs from what this root gives, left as they were
     relabelled: int = 0  # rows given this root's label (relabel=True)
     index_path: Path | None = None
-    faiss_path: Path | None = None
+    lookup_path: Path | None = None
     damaged_index_moved_to: Path | None = None  # rebuild set a damaged index file aside here
     skipped_files: list[str] = field(default_factory=list)
 
@@ -112,6 +114,12 @@ def _image_message(path: Path, exc: ImageError) -> str:
     return f"{path_key(path)}: {cause}"
 
 
+def file_error(path: Path, exc: OSError) -> str:
+    """The line a file that cannot be stat'ed or read gets, "<path key>: <cause>", as a local
+    run words it (the Ray engine's workers use it too; :func:`hash_batch` words the rest)."""
+    return f"{path_key(path)}: {_os_cause(exc)}"
+
+
 def file_is_gone(key: str) -> bool:
     """Whether the file a row names no longer exists (as a regular file).  A file that cannot
     be checked (permission denied on a folder above it) is not gone."""
@@ -124,15 +132,87 @@ def file_is_gone(key: str) -> bool:
     return not stat.S_ISREG(st.st_mode)
 
 
-class _Run:
-    """State of one indexing run (kept off the public function to keep it readable)."""
+# --------------------------------------------------------------------------- hashing a batch
+# What hashing one file gave: ("code", digest, code), ("same", digest, None) when its bytes
+# hash as its row already records (the code is kept), or ("skip", message, None).
+_Outcome = tuple[str, str, "int | None"]
 
-    def __init__(self, db: IndexDB, hasher, summary: IndexSummary, warn, bar):
+
+def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
+    """Read, sha256, decode and hash one batch of ``(path, content hash its row records)``,
+    in order; the messages are the ones a run prints for an unreadable file."""
+    outcomes: list[list] = []
+    images: list[np.ndarray] = []
+    for path, known in items:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            outcomes.append(["skip", file_error(path, exc), None])
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        del data
+        if known is not None and digest == known:
+            outcomes.append(["same", digest, None])
+            continue
+        try:
+            images.append(decode_image(path, hasher.input_shape))
+        except ImageError as exc:
+            outcomes.append(["skip", _image_message(path, exc), None])
+            continue
+        outcomes.append(["code", digest, len(images) - 1])
+    codes = hasher.hash(np.stack(images)).tolist() if images else []
+    return [(kind, text, codes[ref] if kind == "code" else None) for kind, text, ref in outcomes]
+
+
+_worker_hasher = None
+
+
+def _init_worker(hasher) -> None:
+    """Once per pool process: the model (inherited from the parent, not pickled, under fork)
+    and one BLAS thread, since the pool already runs one process per core."""
+    global _worker_hasher
+    _worker_hasher = hasher
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+def _hash_in_worker(items: list[tuple[Path, str | None]]) -> list[_Outcome]:
+    return hash_batch(_worker_hasher, items)
+
+
+def _start_pool(hasher, workers: int):
+    """A pool of ``workers`` processes, each holding the model once.  Forked where the
+    platform can (nothing to pickle or re-import: the model is inherited), else spawned."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=(hasher,))  # fmt: skip
+    pool.submit(int).result()  # start every worker now, before any progress-bar thread exists
+    return pool
+
+
+class _Run:
+    """State of one indexing run (kept off the public function to keep it readable).
+
+    Batches are hashed in this process (``pool`` None) or in a process pool, at most
+    ``max_pending`` batches in flight (memory stays flat); their rows are committed here, one
+    transaction per batch, in the order the batches were made (the SQLite writer stays one)."""
+
+    def __init__(self, db: IndexDB, hasher, summary: IndexSummary, warn, bar, pool=None, max_pending: int = 1):
         self.db = db
         self.hasher = hasher
         self.summary = summary
         self.warn = warn
         self.bar = bar
+        self.pool = pool
+        self.max_pending = max(1, max_pending)
+        self.pending: deque = deque()
         self.work: list[_Work] = []
         self.relabel: list[dict] = []
 
@@ -142,53 +222,72 @@ class _Run:
         self.warn(message)
 
     def flush(self) -> None:
-        """Read, decode and hash the pending files, then commit them in one transaction."""
+        """Send the pending files to be hashed; commit every batch whose hashing is done once
+        more than ``max_pending`` are in flight."""
         work, self.work = self.work, []
         relabel, self.relabel = self.relabel, []
-        images: list[np.ndarray] = []
-        to_hash: list[tuple[_Work, str]] = []
+        items = [(w.path, None if w.row is None else w.row.content_hash) for w in work]
+        if self.pool is None:
+            self._commit(work, relabel, hash_batch(self.hasher, items) if items else [])
+            return
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            self.pending.append((work, relabel, self.pool.submit(_hash_in_worker, items) if items else None))
+        except BrokenProcessPool:
+            raise self._died() from None
+        while len(self.pending) > self.max_pending:
+            self._finish_oldest()
+
+    def drain(self) -> None:
+        """Commit every batch still in flight."""
+        while self.pending:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        work, relabel, future = self.pending.popleft()
+        try:
+            outcomes = future.result() if future is not None else []
+        except BrokenProcessPool:
+            raise self._died() from None
+        self._commit(work, relabel, outcomes)
+
+    def _died(self) -> IndexError_:
+        return IndexError_(
+            f"{self.db.path}: a hashing process died (out of memory?); every batch committed before is kept: "
+            "run again, or with --workers 1"
+        )
+
+    def _commit(self, work: list[_Work], relabel: list[dict], outcomes: list[_Outcome]) -> None:
+        """Write one hashed batch in one transaction."""
         refresh: list[dict] = []  # same bytes, new stat: keep the code
         drop: list[int] = []  # indexed before, unreadable now: the old code is stale
         skipped_msgs: list[str] = []
         relabelled = len(relabel)
-        for w in work:
-            try:
-                data = w.path.read_bytes()
-            except OSError as exc:
-                skipped_msgs.append(f"{w.key}: {_os_cause(exc)}")
-                if w.row is not None:
-                    drop.append(w.row.id)
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            del data
-            if w.row is not None and digest == w.row.content_hash:
-                refresh.append({"id": w.row.id, "size": w.size, "mtime": w.mtime, "label": w.label})
-                relabelled += w.relabels
-                continue
-            try:
-                images.append(decode_image(w.path, self.hasher.input_shape))
-            except ImageError as exc:
-                skipped_msgs.append(_image_message(w.path, exc))
-                if w.row is not None:
-                    drop.append(w.row.id)
-                continue
-            to_hash.append((w, digest))
-
-        codes = self.hasher.hash(np.stack(images)) if images else np.zeros(0, dtype=np.uint64)
         now = utc_now()
         new_rows, changed_rows = [], []
-        for (w, digest), code in zip(to_hash, codes):
+        for w, (kind, text, code) in zip(work, outcomes):
+            if kind == "skip":
+                skipped_msgs.append(text)
+                if w.row is not None:
+                    drop.append(w.row.id)
+                continue
+            relabelled += w.relabels
+            if kind == "same":
+                refresh.append({"id": w.row.id, "size": w.size, "mtime": w.mtime, "label": w.label})  # type: ignore[union-attr]
+                continue
             values = {
                 "path": w.key,
-                "content_hash": digest,
+                "content_hash": text,
                 "size": w.size,
                 "mtime": w.mtime,
                 "label": w.label,
-                "code": to_signed64(int(code)),
+                "code": to_signed64(int(code)),  # type: ignore[arg-type]
                 "indexed_at": now,
             }
             (new_rows if w.row is None else changed_rows).append(values)
-            relabelled += w.relabels
 
         if new_rows or changed_rows or refresh or relabel or drop:
             with self.db.write_session() as s, s.begin():
@@ -269,11 +368,12 @@ def _remove(db: IndexDB, ids: list[int]) -> None:
 def rows_under(index_path: str | Path, folder: str | Path) -> int:
     """How many rows the index holds under ``folder`` (0 when there is no readable index):
     for hints in error messages only."""
-    if not Path(index_path).is_file():
-        return 0
     low, high = key_range(path_key(Path(folder).expanduser().resolve()))
     try:
-        with open_index(index_path) as db, database_errors(db.path), db.session() as s, s.begin():
+        location = IndexLocation.parse(index_path)
+        if location.file is not None and not location.file.is_file():
+            return 0
+        with open_index(location) as db, database_errors(db.path), db.session() as s, s.begin():
             stmt = select(func.count()).select_from(ImageRow).where(ImageRow.path >= low, ImageRow.path < high)
             return int(s.scalar(stmt) or 0)
     except IndexError_:
@@ -342,17 +442,40 @@ def index_folder(
     batch_size: int = 256,
     progress: bool = True,
     on_warning: Callable[[str], None] | None = None,
+    workers: int | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> IndexSummary:
     """Bring the index up to date with every image file under ``folder``.
+
+    Files are read, decoded and hashed by ``workers`` processes (default: one per CPU; 1
+    hashes in this process), ``batch_size`` files a task, a few batches in flight; this
+    process alone writes the index, one transaction per batch.
 
     Unreadable files are skipped with ``on_warning("<path key>: <cause>")`` and the run goes
     on; so are folders that cannot be listed (their rows stay).  Raises DatasetError for a
     missing folder or one without image files (saying how many rows the index still holds
     under it), and IndexError_ (one line naming the index file) when the index belongs to
     another model (unless ``rebuild``) or cannot be read or written.
+
+    ``engine="ray"`` hashes the new and changed files on Ray instead
+    (:mod:`semhash.index.ray_engine`; the cluster at ``address``, else a local Ray on this
+    machine's cores; ``workers`` hashing actors, default every CPU the cluster has) and loads
+    them with the bulk import; everything else (which files, labels, removals, the lines of
+    bad files) is as above.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}: use 'local' or 'ray'")
+    if engine != "ray" and address is not None:
+        raise ValueError("address is for engine='ray'")
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if engine == "ray":
+        from semhash.index import ray_engine
+
+        ray_engine.require_ray(address)  # before anything is read or written
 
     def warn(message: str) -> None:
         if on_warning is not None:
@@ -378,15 +501,51 @@ def index_folder(
     for unreadable, exc in walk.unreadable_folders:
         warn(f"{path_key(unreadable)}: cannot read the folder ({_os_cause(exc)}): its indexed images are kept")
 
+    local_workers = default_workers() if workers is None else int(workers)
+    # a pool only where there is more than one batch to share out (and not for Ray's runs)
+    pool = None
+    if engine == "local" and local_workers > 1 and len(files) > batch_size:
+        pool = _start_pool(hasher, local_workers)
+    ray_options = {"address": address, "workers": workers} if engine == "ray" else None
+    try:
+        _index_files(index_path, root, files, model, hasher, summary, warn, rebuild, relabel, batch_size, progress, pool,
+                     2 * local_workers, ray_options)  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if summary.labels_kept:
+        warn(
+            f"{summary.labels_kept} indexed images kept the label they were first indexed with, which differs "
+            f"from the first-level folder under {path_key(root)}: pass --relabel to relabel them from this folder"
+        )
+    return summary
+
+
+def default_workers() -> int:
+    """Hashing processes by default: one per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _index_files(index_path, root: Path, files, model, hasher, summary: IndexSummary, warn, rebuild: bool,
+                 relabel: bool, batch_size: int, progress: bool, pool, max_pending: int,
+                 ray_options: dict | None = None) -> None:  # fmt: skip
     with _open_for_indexing(index_path, rebuild, summary, warn) as db, database_errors(db.path):
-        summary.index_path, summary.faiss_path = db.path, db.faiss_path
+        summary.index_path, summary.lookup_path = db.path, db.lookup_path
         summary.removed += _bind(db, model, hasher, rebuild)
         existing = _existing(db, path_key(root))
         seen: set[str] = set()
         with tqdm(
             total=len(files), desc="indexing", unit="img", file=sys.stderr, disable=not progress, leave=False
         ) as bar:
-            run = _Run(db, hasher, summary, warn, bar)
+            if ray_options is not None:
+                from semhash.index import ray_engine
+
+                run = ray_engine.ray_index_run(db, model, hasher, summary, warn, bar, batch_size=batch_size, **ray_options)
+            else:
+                run = _Run(db, hasher, summary, warn, bar, pool, max_pending)
             relabel_limit = max(batch_size, 1000)
             for path, folder_label in files:
                 key = path_key(path)
@@ -418,6 +577,7 @@ def index_folder(
                 if len(run.work) >= batch_size:
                     run.flush()
             run.flush()
+            run.drain()
 
         # only rows whose file is really gone: one not walked (unreadable or hidden folder,
         # another extension) but still there keeps its row
@@ -425,10 +585,4 @@ def index_folder(
         _remove(db, gone)
         summary.removed += len(gone)
         summary.total = db.count()
-        faiss_store.load_or_build(db)
-    if summary.labels_kept:
-        warn(
-            f"{summary.labels_kept} indexed images kept the label they were first indexed with, which differs "
-            f"from the first-level folder under {path_key(root)}: pass --relabel to relabel them from this folder"
-        )
-    return summary
+        refresh_lookup(db)

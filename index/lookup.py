@@ -611,9 +611,12 @@ class HammingLookup:
         return np.concatenate(out_q), np.concatenate(out_d), np.concatenate(out_ids)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, key: dict[str, Any] | None = None, mode: int | None = None) -> None:
+    def save(
+        self, path: str | Path, key: dict[str, Any] | None = None, mode: int | None = None, info: dict[str, Any] | None = None
+    ) -> None:
         """Write to ``path`` atomically (temporary file + rename), recording ``key`` (the
-        record state it was built from; JSON-able) in the header."""
+        record state it was built from; JSON-able) in the header, and ``info`` (anything
+        JSON-able the caller wants to read back with :func:`read_header`)."""
         path = Path(path)
         arrays: list[np.ndarray] = []
         tables_meta = []
@@ -630,6 +633,7 @@ class HammingLookup:
             "n_bits": self.n_bits,
             "count": self.count,
             "key": _jsonable(key),
+            "info": _jsonable(info),
             "tables": tables_meta,
         }
         # offsets depend on the header's length, which depends on the offsets: fix the
@@ -776,20 +780,27 @@ def load_or_build(
     cached = HammingLookup.load(path, key)
     if cached is not None and cached.n_bits == n_bits:
         return cached
-    id_chunks, code_chunks = [], []
-    for ids, codes in rows():
-        id_chunks.append(np.asarray(ids).reshape(-1).astype(np.int64))
-        code_chunks.append(as_codes(codes, n_bits))
-    ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int64)
-    codes = np.concatenate(code_chunks) if code_chunks else np.zeros(0, np.uint64)
-    del id_chunks, code_chunks
-    lookup = HammingLookup.build(ids, codes, n_bits, **build_options)
+    lookup = build_from_rows(rows(), n_bits, **build_options)
     if write:
         try:
             lookup.save(path, key, mode=mode)
         except OSError:
             pass
     return lookup
+
+
+def build_from_rows(rows: Iterable[tuple[Any, Any]], n_bits: int, **build_options: Any) -> HammingLookup:
+    """A lookup over ``(ids, codes)`` chunks (each chunk two arrays; codes in any integer
+    dtype, int64 two's complement included), gathered into two flat arrays first."""
+    n_bits = _check_bits(n_bits)
+    id_chunks, code_chunks = [], []
+    for ids, codes in rows:
+        id_chunks.append(np.asarray(ids).reshape(-1).astype(np.int64, copy=False))
+        code_chunks.append(as_codes(codes, n_bits))
+    ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int64)
+    codes = np.concatenate(code_chunks) if code_chunks else np.zeros(0, np.uint64)
+    del id_chunks, code_chunks
+    return HammingLookup.build(ids, codes, n_bits, **build_options)
 
 
 # ---------------------------------------------------------------------------- helpers

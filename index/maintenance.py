@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator, Sequence
 from sqlalchemy import delete, or_, select
 
 from semhash.errors import IndexDamagedError, IndexError_
-from semhash.index import faiss_store
 from semhash.index.db import (
     DAMAGED_HINT,
     ImageRow,
@@ -30,6 +29,7 @@ from semhash.index.db import (
 )
 from semhash.index.indexer import file_is_gone
 from semhash.index.pathkeys import path_key
+from semhash.index.search import refresh_lookup
 
 _PAGE = 5000  # rows read per transaction when walking the whole index
 
@@ -119,7 +119,7 @@ def remove_paths(
             removed = sum(by_path.values())
         total = db.count()
         if removed:
-            faiss_store.load_or_build(db)  # leave the cache current, as `semhash index` does
+            refresh_lookup(db)  # leave the cache current, as `semhash index` does
     return RemoveSummary(removed=removed, total=total, by_path=by_path, index_path=db.path)
 
 

@@ -21,25 +21,32 @@ so it does not.
 
 Shard columns (one row per hashed file):
 
-    path          string   the file's path (undecodable bytes of a non-UTF-8 name shown as \\xNN)
+    path          string   the path's key (semhash.index.pathkeys.path_key: undecodable bytes
+                           of a non-UTF-8 name as \\xNN, backslashes doubled), as the index stores it
     path_bytes    binary   the path exactly, os.fsencode(path): lossless for any file name
     code          uint64   the code, bit i = coding unit i (Hasher.hash)
-    label         string   first-level subfolder name (escaped like path), null in the root
+    label         string   first-level subfolder name's key (as path), null in the root
+    label_bytes   binary   that name exactly (what the bulk import stores, through path_key)
     content_hash  string   sha256 of the file's bytes, hex
     size          int64    bytes (os.stat before reading, as the local indexer records it)
     mtime         float64  seconds since the epoch (os.stat st_mtime)
 
-Errors are "<path>: <cause>" strings worded exactly as the local indexer words them
-(decode errors are semhash.errors.ImageError messages; read errors as ``indexer._os_cause``).
+Errors are "<path key>: <cause>" lines, made by the local indexer's own functions
+(``indexer.file_error``), so a bad file reads the same whichever engine hashed it.
+
+:func:`index_files_on_ray` is ``semhash index DIR --engine ray``: the local indexer plans the
+run (which files are new or changed, their labels), this hashes them, and the shards go into
+the index through the bulk import.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -47,12 +54,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from semhash.errors import SemhashError
+from semhash.index.pathkeys import path_key
 
 SHARD_SCHEMA_FIELDS = (
     ("path", "string"),
     ("path_bytes", "binary"),
     ("code", "uint64"),
     ("label", "string"),
+    ("label_bytes", "binary"),
     ("content_hash", "string"),
     ("size", "int64"),
     ("mtime", "float64"),
@@ -67,7 +76,8 @@ class HashRun:
     """What :func:`hash_files` did."""
 
     shards: list[Path]  # Parquet files written, in order
-    errors: list[str]  # "<path>: <cause>" per bad file, sorted by path
+    errors: list[str]  # "<path key>: <cause>" per bad file, sorted by path
+    failed: list[bytes]  # the bad files' paths (os.fsencode), in the order of ``errors``
     rows: int  # files hashed (rows in the shards)
     workers: int
     seconds: float  # pipeline wall time, Ray start-up excluded
@@ -76,64 +86,49 @@ class HashRun:
     worker_cpu_seconds: float = 0.0  # CPU time the workers spent hashing (for sizing a cluster)
 
 
-def display_path(raw: bytes) -> str:
-    """A path for people and Arrow strings: UTF-8, undecodable bytes as \\xNN escapes."""
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def read_error_cause(exc: OSError) -> str:
-    """Why a file could not be read, worded as the local indexer words it (indexer._os_cause)."""
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    return f"cannot read ({exc.strerror or exc})"
-
-
 def shard_schema():
     import pyarrow as pa
 
     return pa.schema([(name, getattr(pa, kind)()) for name, kind in SHARD_SCHEMA_FIELDS])
 
 
-def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[str | None]) -> dict[str, list]:
-    """stat + read + sha256 + decode + hash for one batch of files, in this process.
+def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[bytes | None]) -> dict[str, list]:
+    """stat, then the local indexer's own batch work (:func:`semhash.index.indexer.hash_batch`:
+    read, sha256, decode, hash, and the lines it prints for a bad file), for one batch of
+    files, in this process.
 
-    Returns columns for the shard schema plus ``error`` (None for a hashed file).  The same
-    steps, in the same order, as the local indexer's batch: a stat or read failure and a
-    decode failure give the messages it gives.
+    ``labels``: each file's label as the folder name's bytes (None: no label).  Returns
+    columns for the shard schema plus ``error`` (None for a hashed file).
     """
-    from semhash.data import decode_image
-    from semhash.errors import ImageError
+    from semhash.index.indexer import file_error, hash_batch
 
+    paths = [Path(os.fsdecode(raw)) for raw in raw_paths]
+    stats: list = []
+    for path in paths:
+        try:
+            stats.append(path.stat())
+        except OSError as exc:
+            stats.append(file_error(path, exc))  # a line, as a local run's walk gives it
+    outcomes = iter(hash_batch(hasher, [(p, None) for p, st in zip(paths, stats) if not isinstance(st, str)]))
     out: dict[str, list] = {name: [] for name, _ in SHARD_SCHEMA_FIELDS}
     out["error"] = []
-    images: list[np.ndarray] = []
-    for raw, label in zip(raw_paths, labels):
-        path = Path(os.fsdecode(raw))
-        error = None
-        try:
-            st = path.stat()
-            data = path.read_bytes()
-        except OSError as exc:
-            error = f"{path}: {read_error_cause(exc)}"
+    for raw, label, st in zip(raw_paths, labels, stats):
+        digest = code = None
+        if isinstance(st, str):
+            error = st
         else:
-            digest = hashlib.sha256(data).hexdigest()
-            del data
-            try:
-                images.append(decode_image(path, hasher.input_shape))
-            except ImageError as exc:
-                error = str(exc)
-        out["path"].append(display_path(raw))
-        out["path_bytes"].append(raw)
-        out["label"].append(label)
-        out["error"].append(error)
+            kind, text, code = next(outcomes)
+            error, digest = (text, None) if kind == "skip" else (None, text)
         ok = error is None
+        out["path"].append(path_key(raw))
+        out["path_bytes"].append(raw)
+        out["label"].append(None if label is None else path_key(label))
+        out["label_bytes"].append(label)
+        out["error"].append(error)
+        out["code"].append(code if ok else None)
         out["content_hash"].append(digest if ok else None)
         out["size"].append(st.st_size if ok else None)
         out["mtime"].append(st.st_mtime if ok else None)
-    codes = iter(hasher.hash(np.stack(images)).tolist() if images else [])
-    out["code"] = [next(codes) if e is None else None for e in out["error"]]
     return out
 
 
@@ -161,7 +156,7 @@ class _HashBatches:
         import pyarrow as pa
 
         started = time.process_time()
-        labels = batch.column("label").to_pylist()
+        labels = batch.column("label_bytes").to_pylist()
         columns = hash_one_batch(self.hasher, batch.column("path_bytes").to_pylist(), labels)
         # the batch's CPU time, spread over its rows, so that the driver can add it up
         columns["cpu_s"] = [(time.process_time() - started) / max(1, len(labels))] * len(labels)
@@ -184,12 +179,31 @@ def _quiet_ray_data() -> None:
     ctx.enable_auto_log_stats = False
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """One line, at once, when nothing answers at a cluster address ``HOST:PORT`` or
+    ``ray://HOST:PORT`` (Ray itself retries for minutes, logging as it goes).  Other forms
+    (``auto``) are left to Ray."""
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        cause = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise SemhashError(f"cannot reach the Ray cluster at {address}: {cause}") from None
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     """Connect to the cluster at ``address``, or start a local Ray on ``num_cpus`` cores
     (default: all of this machine's), quietly.  Returns the seconds it took."""
     import ray
 
     started = time.perf_counter()
+    if address:
+        check_reachable(address)
     logging.getLogger("ray").setLevel(logging.ERROR)
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     try:
@@ -244,11 +258,11 @@ def hash_files(
         raise ValueError(f"{out_dir}: the shard folder must be new or empty")
     model_bytes = Path(hasher_path).read_bytes()
     fingerprint = Hasher.load(hasher_path).fingerprint
-    # Arrow strings are UTF-8: a label from a non-UTF-8 folder name is shown escaped, as paths are
-    pairs = [(os.fsencode(p), None if label is None else display_path(os.fsencode(label))) for p, label in files]
+    # names travel as bytes (any file name); the workers make the keys
+    pairs = [(os.fsencode(p), None if label is None else os.fsencode(label)) for p, label in files]
     table = pa.table(
-        {"path_bytes": [p for p, _ in pairs], "label": [label for _, label in pairs]},
-        schema=pa.schema([("path_bytes", pa.binary()), ("label", pa.string())]),
+        {"path_bytes": [p for p, _ in pairs], "label_bytes": [label for _, label in pairs]},
+        schema=pa.schema([("path_bytes", pa.binary()), ("label_bytes", pa.binary())]),
     )
 
     owns_ray = not ray.is_initialized()
@@ -259,17 +273,26 @@ def hash_files(
     worker_cpu = 0.0
     try:
         _quiet_ray_data()
-        workers = int(num_workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        blocks = max(1, -(-len(pairs) // batch_size))
+        # no more actors than batches: an idle one would only cost its start-up
+        workers = min(blocks, int(num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))))
         started = time.perf_counter()
         if pairs:
-            ds = ray.data.from_arrow(table, override_num_blocks=max(1, -(-len(pairs) // batch_size)))
-            ds = ds.map_batches(
-                _worker_class(model_bytes, fingerprint),
-                batch_size=batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1,
-            )
+            ds = ray.data.from_arrow(table, override_num_blocks=blocks)
+            with warnings.catch_warnings():
+                # max_restarts: a worker that dies fails the run (rerun it: what was indexed
+                # stays) instead of restarting, and Ray no longer logs an error line at every
+                # actor start about restarts.  Ray 2.60 calls passing it this way deprecated
+                # (for 2.64) without a named replacement yet: not the user's concern
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ds = ds.map_batches(
+                    _worker_class(model_bytes, fingerprint),
+                    batch_size=batch_size,
+                    batch_format="pyarrow",
+                    compute=ray.data.ActorPoolStrategy(size=workers),
+                    num_cpus=1,
+                    max_restarts=0,
+                )
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 first_batch = first_batch or time.perf_counter() - started
                 failed = batch.column("error").is_valid()
@@ -284,9 +307,11 @@ def hash_files(
         shards.close()
         if owns_ray:
             ray.shutdown()
+    errors.sort()
     return HashRun(
         shards.paths,
-        [message for _, message in sorted(errors)],
+        [message for _, message in errors],
+        [raw for raw, _ in errors],
         shards.rows,
         workers,
         seconds,
@@ -328,3 +353,100 @@ class _ShardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# --------------------------------------------------------------------------- semhash index --engine ray
+def require_ray(address: str | None = None) -> None:
+    """Refuse, in one line, before anything is read or written, when Ray is not installed or
+    nothing answers at the cluster ``address``."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise SemhashError("--engine ray needs Ray: pip install 'semhash[distributed]'") from None
+    if address:
+        check_reachable(address)
+
+
+def ray_index_run(db, model, hasher, summary, warn, bar, *, address=None, workers=None, batch_size=DEFAULT_BATCH_SIZE):
+    """The local indexer's run (``indexer._Run``) with its hashing moved to Ray (see
+    :class:`_RayIndexRun`)."""
+    require_ray()
+    from semhash.index.indexer import _Run
+
+    class _RayIndexRun(_Run):
+        """Plans exactly as a local run: :func:`semhash.index.indexer.index_folder`'s walk
+        decides which files are new or changed and what label each gets, and hands them
+        over batch by batch.  Instead of hashing each batch, this keeps them; relabels of
+        unchanged files are committed as locally.  :meth:`drain` (after the last batch)
+        hashes them all on Ray, loads the shards with the bulk import, then does what a local
+        batch does besides: relabels changed rows, drops the rows of files that turned
+        unreadable, counts."""
+
+        def __init__(self):
+            super().__init__(db, hasher, summary, warn, bar)  # no pool: nothing is hashed here
+            self.planned: list = []
+
+        def flush(self) -> None:
+            self.planned += self.work
+            self.work = []
+            super().flush()  # no files left in it: only the relabels of unchanged files
+
+        def drain(self) -> None:
+            super().drain()
+            work, self.planned = self.planned, []
+            if work:
+                _hash_and_load(db, model, work, summary, self.skip, bar, address, workers, batch_size)
+
+    return _RayIndexRun()
+
+
+def _hash_and_load(db, model, work, summary, skip, bar, address, workers, batch_size) -> None:
+    import pyarrow.parquet as pq
+    from sqlalchemy import delete, update
+
+    from semhash.index.db import ImageRow, bump_generation, chunked
+    from semhash.index.importer import import_parquet
+    from semhash.index.pathkeys import key_path
+
+    files = [(w.path, None if w.label is None else key_path(w.label)) for w in work]
+    with tempfile.TemporaryDirectory(prefix="semhash-shards-") as tmp:
+        run = hash_files(
+            files, model.hasher_path, Path(tmp) / "shards", address=address, num_workers=workers,
+            batch_size=batch_size, on_batch=bar.update,
+        )  # fmt: skip
+        hashed: dict[bytes, str] = {}
+        for shard in run.shards:
+            table = pq.read_table(shard, columns=["path_bytes", "content_hash"])
+            hashed.update(zip(table.column("path_bytes").to_pylist(), table.column("content_hash").to_pylist()))
+        if run.shards:  # one transaction of upserts; a row already indexed keeps its label
+            import_parquet(db.location, run.shards, model)
+    failed = dict(zip(run.failed, run.errors))
+    relabel, drop = [], []
+    for w in work:
+        raw = os.fsencode(w.path)
+        if raw in failed:
+            if w.row is not None:
+                drop.append(w.row.id)  # indexed before, unreadable now: the old code is stale
+            continue
+        if w.row is None:
+            summary.added += 1
+        elif hashed.get(raw) == w.row.content_hash:
+            summary.unchanged += 1  # same bytes, new stat (the code is the same too)
+        else:
+            summary.updated += 1
+        if w.relabels:  # the import keeps a row's label (first indexed wins): set this run's
+            summary.relabelled += 1
+            if w.row is not None:
+                relabel.append({"id": w.row.id, "label": w.label})
+    if relabel or drop:
+        with db.write_session() as s, s.begin():
+            if relabel:
+                s.execute(update(ImageRow), relabel)
+            for ids in chunked(drop):
+                s.execute(delete(ImageRow).where(ImageRow.id.in_(ids)))
+            bump_generation(s)
+    for w in work:  # the bad files' lines, in the walk's order as a local run gives them
+        message = failed.get(os.fsencode(w.path))
+        if message is not None:
+            skip(message)

@@ -2,38 +2,47 @@
 
 Two interchangeable methods, which must always agree (the tests check it):
 
-* ``faiss`` (default): range search on the faiss binary cache, any radius up to n_bits.
+* ``lookup`` (default): the Hamming lookup cache (:mod:`semhash.index.lookup`), any radius
+  up to n_bits, at a cost set by the neighbour keys probed and the answer, not by N.
 * ``sql``: enumerate every code within the radius (:func:`semhash.hashing.neighbour_codes`)
   and look them up on the indexed ``code`` column, ``IN (...)`` lists of at most 500.  The
   number of neighbours grows as C(n_bits, r), so it is only allowed up to radius 4; it is
-  the plain-SQLite reference the faiss path is checked against.
+  the plain-SQL reference the lookup is checked against.
 
 Results are nearest first, ties broken by path, so output is deterministic.  Paths are the
 stored keys (:mod:`semhash.index.pathkeys`): printable text; ``key_path`` gives the file.
 
-The faiss cache never answers on its own: a search reads the record's meta, checks the cache
-against it, and reads back every row it reports, all in one read transaction.  A reported
-row must exist in the record with a code at the distance the cache gave; if not (the record
-was changed behind semhash's back) the cache is rebuilt from that same snapshot, and if the
-record still disagrees with itself it is reported damaged.  That costs O(matches), not O(N).
-Every database error becomes one line naming the index file.
+The lookup is a cache beside the record: ``index.sqlite`` gets ``index.lookup`` (one file,
+memory-mapped when opened), whose header names the record state it was built from
+(:func:`lookup_key`: created_at, generation, model fingerprint, bits).  It is rebuilt from
+the record, streaming ``(id, code)`` rows, whenever it is missing, unreadable or stale.  It
+never answers on its own: a search reads the record's meta, checks the cache against it,
+and reads back every row it reports, all in one read transaction.  A reported row must
+exist in the record with a code at the distance the cache gave; if not (the record was
+changed behind semhash's back) the cache is rebuilt from that same snapshot, and if the
+record still disagrees with itself it is reported damaged.  That costs O(matches), not
+O(N).  Every database error becomes one line naming the index file.
+
+:func:`open_lookup` gives a long-lived caller (the web service) a :class:`Searcher` loaded
+once per record state, without ever writing the cache.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from semhash.data import decode_image
-from semhash.errors import IndexDamagedError, IndexError_, ModelError
+from semhash.errors import IndexDamagedError, IndexError_, ModelError, SemhashError
 from semhash.hashing import code_to_str, from_signed64, neighbour_codes, to_signed64
-from semhash.index import faiss_store
+from semhash.index import lookup as hamming_lookup
 from semhash.index.db import (
     DAMAGED_HINT,
     SCHEMA_VERSION,
@@ -45,11 +54,17 @@ from semhash.index.db import (
     open_index,
     read_meta,
 )
-from semhash.index.pathkeys import path_key
+from semhash.index.pathkeys import path_key, printable
 from semhash.workspace import Workspace
 
 SQL_MAX_RADIUS = 4
-METHODS = ("faiss", "sql")
+METHODS = ("lookup", "sql")
+LOOKUP_SUFFIX = ".lookup"
+_FETCH_ROWS = 1 << 16  # rows per fetch while streaming (id, code) into a lookup build
+
+
+class CodeError(SemhashError):
+    """A query code given as text that is not a code of the index's width."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +126,161 @@ def _check_radius(radius: int, n_bits: int, method: str, path: Path) -> int:
     if not 0 <= radius <= n_bits:
         raise IndexError_(f"{path}: radius {radius} is outside 0..{n_bits} for this {n_bits}-bit index")
     if method == "sql" and radius > SQL_MAX_RADIUS:
-        raise IndexError_(f"{path}: the sql search method handles radius <= {SQL_MAX_RADIUS}, got {radius}: use faiss")
+        raise IndexError_(f"{path}: the sql search method handles radius <= {SQL_MAX_RADIUS}, got {radius}: use lookup")
     return radius
 
 
+def parse_code(text: str | int, n_bits: int) -> int:
+    """A query code as given: exactly ``n_bits`` characters of 0/1 are the bits, unit 0 first
+    (as ``semhash query`` prints them); otherwise a decimal integer below ``2**n_bits``.
+    :class:`CodeError` (one line saying what is accepted) for anything else."""
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        code = int(text)
+        if not 0 <= code < 1 << n_bits:
+            raise CodeError(f"code {code} is outside 0..2**{n_bits}-1 for this {n_bits}-bit index")
+        return code
+    value = str(text).strip()
+    if len(value) == n_bits and set(value) <= {"0", "1"}:
+        return int(value[::-1], 2)
+    if value.isascii() and value.isdigit() and len(value) <= 20:
+        code = int(value)
+        if code >> n_bits:
+            raise CodeError(f"code {code} has bits set above this index's {n_bits} bits")
+        return code
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    raise CodeError(
+        f"code {shown!r}: give {n_bits} bits (0/1, unit 0 first, as `semhash query` prints them) "
+        f"or an integer below 2**{n_bits}"
+    )
+
+
+# --------------------------------------------------------------------------- the lookup cache
+def lookup_path_for(db_path: str | Path) -> Path:
+    """``.../index.sqlite`` -> ``.../index.lookup`` (same folder, never the db itself)."""
+    db_path = Path(db_path)
+    if db_path.suffix == LOOKUP_SUFFIX:
+        return db_path.with_name(db_path.name + LOOKUP_SUFFIX)
+    return db_path.with_suffix(LOOKUP_SUFFIX)
+
+
+def lookup_key(meta: IndexMeta) -> dict[str, Any]:
+    """The record state a lookup is built from and must match to be used: a rebuild, any row
+    change (the generation) and a new model each change it."""
+    return {
+        "created_at": meta.created_at,
+        "generation": meta.generation,
+        "model_fingerprint": meta.model_fingerprint,
+        "n_bits": meta.n_bits,
+    }
+
+
+def lookup_is_current(db: IndexDB, meta: IndexMeta | None = None) -> bool:
+    """Whether the lookup file beside ``db`` was built from the record's current state
+    (reads the file's header only)."""
+    meta = meta if meta is not None else db.meta()
+    return hamming_lookup.is_current(db.lookup_path, lookup_key(meta))
+
+
+def stream_codes(session: Session) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every row's ``(ids int64, codes int64 as stored)``, in chunks, read in ``session``'s
+    transaction on the raw DBAPI cursor: a tuple per row is all the driver makes, no ORM row,
+    and each chunk becomes two arrays in one pass in C."""
+    raw = session.connection().connection
+    # PostgreSQL: a server-side cursor, so the rows arrive a chunk at a time, not all at once
+    cursor = raw.cursor(name="semhash_stream_codes") if session.get_bind().dialect.name == "postgresql" else raw.cursor()
+    try:
+        cursor.execute(f"SELECT id, code FROM {ImageRow.__tablename__}")
+        while True:
+            rows = cursor.fetchmany(_FETCH_ROWS)
+            if not rows:
+                break
+            # one pass over the tuples in C: 3x faster than np.array on a list of tuples
+            pairs = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
+            yield pairs[:, 0], pairs[:, 1]
+    finally:
+        cursor.close()
+
+
+def _build_lookup(db: IndexDB, session: Session, meta: IndexMeta, write: bool) -> hamming_lookup.HammingLookup:
+    """A lookup built from ``session``'s snapshot; saved beside the record when ``write`` (a
+    file that cannot be written, in a read-only folder or on a full disk, is no error: the
+    built lookup still answers this search)."""
+    mode = None
+    if write:
+        try:
+            mode = db.cache_file_mode()  # the record's (a file's own; owner-only for a database)
+        except OSError:
+            write = False
+    built = hamming_lookup.build_from_rows(stream_codes(session), int(meta.n_bits or 64))
+    if write:
+        try:
+            built.save(db.lookup_path, lookup_key(meta), mode=mode, info=_record_figures(session, built.count))
+        except OSError:
+            pass
+    return built
+
+
+def _record_figures(session: Session, count: int) -> dict[str, Any]:
+    """What ``semhash status`` shows besides the meta, read from the record.  The writer that
+    builds the lookup keeps them in its header (one scan per record state instead of one per
+    status: at 10^7 rows these two aggregates take seconds); status reads them there."""
+    n_labels, last = session.execute(select(func.count(distinct(ImageRow.label)), func.max(ImageRow.indexed_at))).one()
+    return {
+        "count": int(count),
+        "labels": int(n_labels or 0),
+        "last_indexed_at": last.isoformat() if last is not None else None,
+    }
+
+
+@dataclass
+class Searcher:
+    """A lookup loaded for one record state (``key``): ``search`` answers any number of
+    queries from it.  ``source`` says where it came from ("cache file" or "built in memory")."""
+
+    lookup: hamming_lookup.HammingLookup
+    key: dict[str, Any]
+    source: str
+
+    @property
+    def n_bits(self) -> int:
+        return self.lookup.n_bits
+
+    def search(self, codes: Any, radius: int) -> hamming_lookup.Matches:
+        """Every row within ``radius`` of each code, as flat arrays sorted by (distance, id)."""
+        return self.lookup.search(codes, radius)
+
+
+def _load(db: IndexDB, session: Session, meta: IndexMeta, write: bool) -> Searcher:
+    key = lookup_key(meta)
+    n_bits = int(meta.n_bits)  # type: ignore[arg-type]
+    cached = hamming_lookup.HammingLookup.load(db.lookup_path, key)
+    if cached is not None and cached.n_bits == n_bits:
+        return Searcher(cached, key, "cache file")
+    return Searcher(_build_lookup(db, session, meta, write), key, "built in memory")
+
+
+def open_lookup(db: IndexDB, *, write: bool = False) -> tuple[IndexMeta, Searcher | None]:
+    """The record's meta and a :class:`Searcher` for its current state, read in one snapshot:
+    the lookup file when it is current, else one built from the record (saved only when
+    ``write``: a read-only service passes False and builds in memory).  The searcher is None
+    while the index is empty (not bound to a model)."""
+    with database_errors(db.path), db.session() as s, s.begin():
+        meta = read_meta(s, db.path)
+        if not meta.bound:
+            return meta, None
+        return meta, _load(db, s, meta, write)
+
+
+def refresh_lookup(db: IndexDB) -> None:
+    """Leave the lookup file current after a write (``semhash index``, ``import``, ``remove``),
+    so the next query opens it instead of rebuilding it."""
+    with db.session() as s, s.begin():
+        meta = read_meta(s, db.path)
+        if meta.bound and not hamming_lookup.is_current(db.lookup_path, lookup_key(meta)):
+            _build_lookup(db, s, meta, write=True)
+
+
+# --------------------------------------------------------------------------- searching
 def _rows_by_id(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, str | None, int]]:
     ids = sorted({int(i) for i in ids})
     found: dict[int, tuple[str, str | None, int]] = {}
@@ -130,6 +296,42 @@ def _finish(matches: list[Match], limit: int | None) -> list[Match]:
     return matches if limit is None else matches[:limit]
 
 
+def first_tiers(ids: np.ndarray, distances: np.ndarray, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Of one query's hits, those that can be among its first ``limit`` once equal distances
+    are ordered by path: every hit up to the distance of the limit-th nearest (whole tiers)."""
+    if limit is None or len(ids) <= limit:
+        return ids, distances
+    boundary = np.partition(distances, limit - 1)[limit - 1]
+    keep = distances <= boundary
+    return ids[keep], distances[keep]
+
+
+def _search_lookup(
+    db: IndexDB, codes: np.ndarray, radius: int, limit: int | None
+) -> list[tuple[list[Match], int]]:
+    with db.session() as s, s.begin():  # one snapshot: meta, cache check and every reported row
+        meta = read_meta(s, db.path)
+        searcher = _load(db, s, meta, write=True)
+        rebuilt = searcher.source != "cache file"
+        while True:
+            found = searcher.search(codes, radius)  # all of them: the total is reported
+            kept = [first_tiers(*found[q], limit) for q in range(len(codes))]
+            rows = _rows_by_id(s, np.concatenate([ids for ids, _ in kept]) if kept else [])
+            if _confirmed(kept, rows, codes):
+                break
+            if rebuilt:  # built from this very snapshot and still at odds with it
+                raise IndexDamagedError(
+                    f"{db.path}: the index is damaged (rows read by id disagree with a full read): {DAMAGED_HINT}"
+                )
+            # edited behind our back: trust the record
+            searcher, rebuilt = Searcher(_build_lookup(db, s, meta, write=True), lookup_key(meta), "built"), True
+    totals = found.counts().tolist()
+    return [
+        (_finish([Match(rows[i][0], d, rows[i][1], rows[i][2]) for i, d in zip(ids.tolist(), ds.tolist())], limit), total)
+        for (ids, ds), total in zip(kept, totals)
+    ]
+
+
 def _confirmed(hits, rows, codes: np.ndarray) -> bool:
     """Every hit names a row the record holds, at the distance the cache gave."""
     for (ids, distances), query in zip(hits, codes.tolist()):
@@ -140,56 +342,47 @@ def _confirmed(hits, rows, codes: np.ndarray) -> bool:
     return True
 
 
-def _search_faiss(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limit: int | None) -> list[list[Match]]:
-    packed = faiss_store.pack_codes(codes, n_bits)
-    with db.session() as s, s.begin():  # one snapshot: meta, cache check and every reported row
-        meta = read_meta(s, db.path)
-        index = faiss_store.load_cached(db, meta)
-        rebuilt = index is None
-        if rebuilt:
-            index = faiss_store.rebuild(db, s)
-        while True:
-            hits = faiss_store.range_search(index, packed, radius)
-            rows = _rows_by_id(s, (i for ids, _ in hits for i in ids))
-            if _confirmed(hits, rows, codes):
-                break
-            if rebuilt:  # built from this very snapshot and still at odds with it
-                raise IndexDamagedError(
-                    f"{db.path}: the index is damaged (rows read by id disagree with a full read): {DAMAGED_HINT}"
-                )
-            index, rebuilt = faiss_store.rebuild(db, s), True  # edited behind our back: trust the record
-    return [
-        _finish([Match(rows[i][0], int(d), rows[i][1], rows[i][2]) for i, d in zip(ids.tolist(), ds.tolist())], limit)
-        for ids, ds in hits
-    ]
+# the driver's positional placeholder: sqlite3 takes '?', psycopg '%s'
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 @lru_cache(maxsize=None)
-def _code_lookup_sql(n: int) -> str:
-    """Driver-level SQL for ``code IN (n placeholders)``, cached per chunk length: compiling
-    an expanding ORM IN clause costs milliseconds, and radius 4 on 64 bits is ~1,400 chunks
-    of 500 neighbour codes per query."""
-    return f"SELECT path, label, code FROM {ImageRow.__tablename__} WHERE code IN ({', '.join('?' * n)})"
+def _code_lookup_sql(n: int, paramstyle: str = "qmark") -> str:
+    """Driver-level SQL for ``code IN (n placeholders)``, cached per chunk length and
+    driver: compiling an expanding ORM IN clause costs milliseconds, and radius 4 on 64 bits
+    is ~1,400 chunks of 500 neighbour codes per query."""
+    marker = _PLACEHOLDERS[paramstyle]
+    return f"SELECT path, label, code FROM {ImageRow.__tablename__} WHERE code IN ({', '.join([marker] * n)})"
 
 
-def _search_sql(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limit: int | None) -> list[list[Match]]:
+_CODE_ANY_SQL = f"SELECT path, label, code FROM {ImageRow.__tablename__} WHERE code = ANY(%s)"
+
+
+def _search_sql(db: IndexDB, codes: np.ndarray, radius: int, n_bits: int, limit: int | None) -> list[tuple[list[Match], int]]:
     results = []
     with db.session() as s, s.begin():
         conn = s.connection()
+        paramstyle = conn.dialect.paramstyle
         for query in codes.tolist():
             neighbours = [to_signed64(code) for code, _ in neighbour_codes(query, n_bits, radius)]
             matches = []
-            for chunk in chunked(neighbours, 500):
-                for path, label, stored in conn.exec_driver_sql(_code_lookup_sql(len(chunk)), tuple(chunk)):
+            if paramstyle == "qmark":  # SQLite: IN lists under its variable limit
+                statements = [(_code_lookup_sql(len(chunk), paramstyle), tuple(chunk)) for chunk in chunked(neighbours, 500)]
+            else:  # PostgreSQL: one statement, every neighbour in one array parameter
+                statements = [(_CODE_ANY_SQL, (neighbours,))]
+            for sql, params in statements:
+                for path, label, stored in conn.exec_driver_sql(sql, params):
                     code = from_signed64(stored)
                     matches.append(Match(path, (query ^ code).bit_count(), label, code))
-            results.append(_finish(matches, limit))
+            results.append((_finish(matches, limit), len(matches)))
     return results
 
 
 def _search(
     db: IndexDB, meta: IndexMeta, codes: Any, radius: int, limit: int | None, method: str
-) -> list[list[Match]]:
+) -> list[tuple[list[Match], int]]:
+    """Per query: its first ``limit`` matches (nearest first, ties by path) and how many
+    there are within the radius."""
     n_bits = int(meta.n_bits)  # type: ignore[arg-type]
     radius = _check_radius(radius, n_bits, method, db.path)
     if limit is not None and int(limit) < 1:
@@ -197,8 +390,10 @@ def _search(
     codes = _check_codes(codes, n_bits)
     if len(codes) == 0:
         return []
-    search = _search_faiss if method == "faiss" else _search_sql
-    return search(db, codes, radius, n_bits, None if limit is None else int(limit))
+    limit = None if limit is None else int(limit)
+    if method == "lookup":
+        return _search_lookup(db, codes, radius, limit)
+    return _search_sql(db, codes, radius, n_bits, limit)
 
 
 def search_codes(
@@ -206,12 +401,40 @@ def search_codes(
     codes: np.ndarray | Sequence[int],
     radius: int,
     limit: int | None = None,
-    method: str = "faiss",
+    method: str = "lookup",
 ) -> list[list[Match]]:
     """For each query code, the indexed images within Hamming ``radius`` (inclusive),
     nearest first then by path, at most ``limit`` each."""
     with open_index(index_path) as db, database_errors(db.path):
-        return _search(db, _bound_meta(db), codes, radius, limit, method)
+        return [matches for matches, _ in _search(db, _bound_meta(db), codes, radius, limit, method)]
+
+
+def query_codes(
+    index_path: str | Path,
+    codes: Sequence[str | int],
+    radius: int = 2,
+    limit: int | None = None,
+    origins: Sequence[str] | None = None,
+) -> list[QueryResult]:
+    """Query by code, no image and no model: each code as :func:`parse_code` reads it (bits
+    or an integer, checked against the index's width).  ``origins`` names where each code
+    came from (``FILE:LINE``) for the one-line error a bad one gets; the result's ``query``
+    is the code as given."""
+    with open_index(index_path) as db, database_errors(db.path):
+        meta = _bound_meta(db)
+        n_bits = int(meta.n_bits)  # type: ignore[arg-type]
+        values = []
+        for k, text in enumerate(codes):
+            try:
+                values.append(parse_code(text, n_bits))
+            except CodeError as exc:
+                where = origins[k] if origins is not None else f"--code {printable(str(text))!r}"
+                raise CodeError(f"{where}: {exc}") from None
+        found = _search(db, meta, np.array(values, dtype=np.uint64), radius, limit, "lookup") if values else []
+        return [
+            QueryResult(str(text).strip(), c, code_to_str(c, n_bits), matches, total)
+            for text, c, (matches, total) in zip(codes, values, found)
+        ]
 
 
 def query_files(
@@ -248,10 +471,10 @@ def query_files(
         codes = hasher.hash(images)
         if limit is not None and int(limit) < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
-        found = _search(db, meta, codes, radius, None, "faiss")  # all of them: the total is reported
+        found = _search(db, meta, codes, radius, limit, "lookup")
         return [
-            QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), m if limit is None else m[: int(limit)], len(m))
-            for p, c, m in zip(paths, codes.tolist(), found)
+            QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), matches, total)
+            for p, c, (matches, total) in zip(paths, codes.tolist(), found)
         ]
 
 
@@ -277,26 +500,31 @@ def load_index_codes(index_path: str | Path) -> IndexedCodes:
 
 
 def index_info(index_path: str | Path) -> dict[str, Any]:
-    """A summary for ``semhash status``: what is indexed, with which model, where."""
+    """A summary for ``semhash status``: what is indexed, with which model, where.  The row
+    count, label count and last indexing time come from the lookup file's header when it was
+    built from the record's current state (every writer leaves it so), else from the record."""
     with open_index(index_path) as db, database_errors(db.path):
         with db.session() as s, s.begin():
             meta = read_meta(s, db.path)
-            count = int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
-            n_labels = int(s.scalar(select(func.count(distinct(ImageRow.label)))) or 0)
-            last = s.scalar(select(func.max(ImageRow.indexed_at)))
+            lookup_path = db.lookup_path
+            current = hamming_lookup.is_current(lookup_path, lookup_key(meta))
+            figures = (hamming_lookup.read_header(lookup_path) or {}).get("info") if current else None
+            if not isinstance(figures, dict) or not {"count", "labels", "last_indexed_at"} <= set(figures):
+                count = int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
+                figures = _record_figures(s, count)
         return {
             "index_path": str(db.path),
-            "faiss_path": str(db.faiss_path),
-            "faiss_current": faiss_store.is_current(db, meta),
+            "lookup_path": str(lookup_path),
+            "lookup_current": current,
             "schema_version": meta.schema_version,
             "supported_schema_version": SCHEMA_VERSION,
-            "count": count,
-            "labels": n_labels,
+            "count": int(figures["count"]),
+            "labels": int(figures["labels"]),
             "model": meta.model_name,
             "model_fingerprint": meta.model_fingerprint,
             "bits": meta.n_bits,
             "input_shape": list(meta.input_shape) if meta.input_shape else None,
             "created_at": meta.created_at,
-            "last_indexed_at": last.isoformat() if last is not None else None,
+            "last_indexed_at": figures["last_indexed_at"],
             "generation": meta.generation,
         }

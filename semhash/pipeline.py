@@ -141,9 +141,15 @@ def evaluate_index(
     from semhash.errors import ImageError
     from semhash.evaluate import evaluate_leave_one_out
     from semhash.index import load_index_codes
+    from semhash.index.db import IndexLocation
     from semhash.report import write_report
 
-    indexed = load_index_codes(index_path)
+    location = IndexLocation.parse(index_path)
+    indexed = load_index_codes(location)
+    if location.is_url:  # printed without its password; named by its database
+        index_path, index_name = location, location.url.database  # type: ignore[union-attr]
+    else:
+        index_name = Path(index_path).name
     if model_name is not None and model_name != indexed.model_name:
         raise DatasetError(
             f"{index_path}: the index was built with model {indexed.model_name!r}, not {model_name!r} "
@@ -169,7 +175,7 @@ def evaluate_index(
                 pass  # changed since indexing: left black
     model_name = indexed.model_name or "index"
     out = Path(out_dir) if out_dir else workspace.reports_dir / _slug(f"{model_name}-index")
-    paths = write_report(result, out, title=f"index {Path(index_path).name} ({model_name})", db_images=thumbs, db_codes=codes)
+    paths = write_report(result, out, title=f"index {index_name} ({model_name})", db_images=thumbs, db_codes=codes)
     return EvaluationRun(model_name, source, result, paths, out)
 
 

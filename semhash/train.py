@@ -6,6 +6,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -135,8 +136,12 @@ def train(
     verbose: int = 1,
     log: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    devices: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train ``kind`` on ``source`` (built-in dataset name or image folder) and save it.
+
+    A TensorFlow kind trains on every GPU TensorFlow sees (``MirroredStrategy`` when there
+    are several; ``devices`` names them explicitly instead) and says so through ``log``.
 
     Built-in datasets train on their database split; the query split is held out for the
     headline evaluation.  Image folders train on their seeded database split as well.
@@ -163,7 +168,18 @@ def train(
         raise ModelError(
             f"model kind {kind!r} needs labels: give a built-in dataset or a folder with one subfolder per label"
         )
-    model = build_model(kind, {**params, "input_shape": dataset.image_shape})
+    # several GPUs: the network is built, compiled and fitted in a MirroredStrategy's scope
+    scope, mirrored_on = contextlib.nullcontext, None
+    if cls.uses_tensorflow:
+        from semhash.models.tf_common import strategy_description, training_strategy
+
+        strategy = training_strategy(devices)
+        described = strategy_description(strategy)
+        log(f"training on {described}")
+        scope = strategy.scope
+        mirrored_on = described if strategy.num_replicas_in_sync > 1 else None
+    with scope():
+        model = build_model(kind, {**params, "input_shape": dataset.image_shape})
     test_x, test_y = dataset.part("query")
     context = FitContext(
         workspace=workspace,
@@ -174,7 +190,8 @@ def train(
         test_labels=test_y,
     )
     started = time.time()
-    model.fit(images, labels, context=context)
+    with scope():
+        model.fit(images, labels, context=context)
     seconds = time.time() - started
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -198,7 +215,7 @@ def train(
         "params": model.get_params(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "train_seconds": round(seconds, 2),
-        "device": getattr(model, "device_", "CPU"),
+        "device": mirrored_on or getattr(model, "device_", "CPU"),
         "fingerprint": hasher.fingerprint,
         "history": history,
         "coding": coding_statistics(hasher, images),

@@ -3,7 +3,7 @@
     <home>/models/<name>/meta.json      kind, bits, input shape, dataset, history, ...
     <home>/models/<name>/model.keras    the trained Keras model (TensorFlow kinds)
     <home>/models/<name>/hasher.npz     the exported NumPy encoder used by index and query
-    <home>/index/index.sqlite           the index of record (+ index.faiss, a rebuildable cache)
+    <home>/index/index.sqlite           the index of record (+ index.lookup, a rebuildable cache)
     <home>/reports/<name>/              report.json, report.md, figures
 
 The home is ``--home``, else ``$SEMHASH_HOME``, else ``./semhash-workspace``.

@@ -1,4 +1,8 @@
-"""semhash.index on real SQLite, real faiss and real PNG files (no mocks of either store)."""
+"""semhash.index on real SQLite, the real lookup cache and real PNG files (no mocks of either store).
+
+Every test that takes ``index_path`` (or ``index_location``) runs twice: on a SQLite file and
+on a real PostgreSQL database (the session server of tests/postgres_server.py, one fresh
+database per test), through the same library calls."""
 
 from __future__ import annotations
 
@@ -31,8 +35,9 @@ from semhash.index import (  # noqa: E402
     query_files,
     search_codes,
 )
-from semhash.index import faiss_store  # noqa: E402
-from semhash.index.db import ImageRow, MetaRow, bind_model, bump_generation, utc_now  # noqa: E402
+from semhash.index import lookup as hamming_lookup  # noqa: E402
+from semhash.index import search as index_search  # noqa: E402
+from semhash.index.db import ImageRow, IndexLocation, MetaRow, bind_model, bump_generation, utc_now  # noqa: E402
 from semhash.workspace import ModelInfo, Workspace  # noqa: E402
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -60,9 +65,40 @@ def folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_location(request, tmp_path: Path):
+    """Where the test's index lives: a SQLite file, or a fresh PostgreSQL database (its
+    caches under tmp_path)."""
+    if request.param == "sqlite":
+        return tmp_path / "ws" / "index" / "index.sqlite"
+    return IndexLocation.parse(request.getfixturevalue("postgres_url"), cache_root=tmp_path / "cache")
+
+
 @pytest.fixture
-def index_path(home: Path) -> Path:
-    return home / "index" / "index.sqlite"
+def index_path(home: Path, index_location):
+    return index_location
+
+
+def is_sqlite(index_path) -> bool:
+    return not isinstance(index_path, IndexLocation)
+
+
+def lookup_path_of(index_path) -> Path:
+    """Where the lookup cache of this index goes: beside the file, or in the database's cache folder."""
+    base = index_path if is_sqlite(index_path) else index_path.cache_base
+    return index_search.lookup_path_for(base)
+
+
+def index_exists(index_path) -> bool:
+    if is_sqlite(index_path):
+        return index_path.exists()
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(index_path.url)
+    try:
+        return bool(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def run(folder: Path, model: ModelInfo, index_path: Path, **kw) -> tuple[IndexSummary, list[str]]:
@@ -71,24 +107,16 @@ def run(folder: Path, model: ModelInfo, index_path: Path, **kw) -> tuple[IndexSu
     return summary, warnings
 
 
-def rows(index_path: Path) -> dict[str, tuple]:
-    """path -> (id, content_hash, size, mtime, label, uint64 code), read with plain sqlite3."""
-    con = sqlite3.connect(index_path)
-    try:
-        return {
-            r[0]: (r[1], r[2], r[3], r[4], r[5], from_signed64(r[6]))
-            for r in con.execute("SELECT path, id, content_hash, size, mtime, label, code FROM images")
-        }
-    finally:
-        con.close()
+def rows(index_path) -> dict[str, tuple]:
+    """path -> (id, content_hash, size, mtime, label, uint64 code), read with plain SQL."""
+    with open_index(index_path) as db, db.session() as s:
+        result = s.connection().exec_driver_sql("SELECT path, id, content_hash, size, mtime, label, code FROM images")
+        return {r[0]: (r[1], r[2], r[3], r[4], r[5], from_signed64(r[6])) for r in result}
 
 
-def meta_value(index_path: Path, key: str) -> str:
-    con = sqlite3.connect(index_path)
-    try:
-        return con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
-    finally:
-        con.close()
+def meta_value(index_path, key: str) -> str:
+    with open_index(index_path) as db, db.session() as s:
+        return s.scalar(select(MetaRow.value).where(MetaRow.key == key))
 
 
 def bump_mtime(path: Path, seconds: float = 10.0) -> None:
@@ -101,8 +129,8 @@ def test_index_then_reindex_is_all_unchanged(folder, ws, index_path):
     summary, warnings = run(folder, ws.model("m1"), index_path)
     assert (summary.added, summary.updated, summary.unchanged, summary.skipped, summary.removed) == (15, 0, 0, 0, 0)
     assert summary.total == 15 and warnings == []
-    assert summary.index_path == index_path and summary.faiss_path == index_path.with_suffix(".faiss")
-    assert summary.faiss_path.is_file() and faiss_store.sidecar_path_for(summary.faiss_path).is_file()
+    assert summary.index_path == index_path and summary.lookup_path == lookup_path_of(index_path)
+    assert summary.lookup_path.is_file() and hamming_lookup.read_header(summary.lookup_path)["count"] == 15
     generation = meta_value(index_path, "generation")
 
     again, warnings = run(folder, ws.model("m1"), index_path)
@@ -251,7 +279,7 @@ def test_missing_empty_and_non_folders_raise_dataset_error(tmp_path, ws, index_p
     (tmp_path / "empty" / "readme.txt").write_text("no images")
     with pytest.raises(DatasetError, match="no image files found"):
         index_folder(tmp_path / "empty", ws.model("m1"), index_path, progress=False)
-    assert not index_path.exists()  # nothing created for a bad folder
+    assert not index_exists(index_path)  # nothing created for a bad folder
 
 
 # --------------------------------------------------------------------------- model binding
@@ -306,41 +334,53 @@ def test_query_files_finds_itself_and_rejects_unreadable_queries(tmp_path, folde
         query_files(index_path, ws, [broken])
 
 
+class _FailingHasher:
+    """Wraps a hasher; the call hashing its second batch runs ``fail`` instead."""
+
+    def __init__(self, inner, fail):
+        self.inner, self.fail, self.calls = inner, fail, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def hash(self, images):
+        self.calls += 1
+        if self.calls == 2:
+            self.fail()
+        return self.inner.hash(images)
+
+
+def failing_model(model: ModelInfo, fail) -> ModelInfo:
+    class FailingModel(ModelInfo):
+        def load_hasher(self):
+            return _FailingHasher(super().load_hasher(), fail)
+
+    return FailingModel(model.name, model.directory, model.meta)
+
+
 def test_interrupted_run_keeps_committed_rows(tmp_path, folder, ws, index_path):
     run(folder, ws.model("m1"), index_path)
     before = rows(index_path)
     more = tmp_path / "more"
     write_digit_folder(more, per_class=4, classes=(6, 7, 8))  # 12 files, batches of 4
 
-    class Interrupting:
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
+    def interrupt():
+        raise KeyboardInterrupt
 
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def hash(self, images):
-            self.calls += 1
-            if self.calls == 2:
-                raise KeyboardInterrupt
-            return self.inner.hash(images)
-
-    class InterruptingModel(ModelInfo):
-        def load_hasher(self):
-            return Interrupting(super().load_hasher())
-
-    m1 = ws.model("m1")
     with pytest.raises(KeyboardInterrupt):
-        index_folder(more, InterruptingModel(m1.name, m1.directory, m1.meta), index_path, batch_size=4, progress=False)
+        # in this process (workers=1): the interruption is raised by the second batch's hashing
+        index_folder(more, failing_model(ws.model("m1"), interrupt), index_path, batch_size=4, progress=False,
+                     workers=1)  # fmt: skip
 
-    con = sqlite3.connect(index_path)
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    con.close()
+    if is_sqlite(index_path):
+        con = sqlite3.connect(index_path)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
     after = rows(index_path)
     assert {k: after[k] for k in before} == before
     assert len(after) == len(before) + 4  # the first batch was committed, the second was not
 
-    summary, _ = run(more, m1, index_path, batch_size=4)
+    summary, _ = run(more, ws.model("m1"), index_path, batch_size=4)
     assert (summary.added, summary.unchanged, summary.total) == (8, 4, 27)
 
 
@@ -356,8 +396,8 @@ def make_code_index(path: Path, codes: list[int], n_bits: int) -> list[str]:
                 [
                     {"path": p, "content_hash": "-", "size": 1, "mtime": 0.0, "label": str(i % 3),
                      "code": to_signed64(c), "indexed_at": utc_now()}
-                    for i, (p, c) in enumerate(zip(paths, codes))
-                ],
+                    for i, (p, c) in reversed(list(enumerate(zip(paths, codes))))
+                ],  # ids in reverse path order: ties broken by path, never by id
             )  # fmt: skip
             bump_generation(s)
     return paths
@@ -378,36 +418,39 @@ def clustered_codes(rng: np.random.Generator, n_bits: int, n_centres: int = 12, 
 
 
 @pytest.mark.parametrize("n_bits", [64, 16, 12])
-def test_faiss_and_sql_search_agree_with_brute_force(tmp_path, n_bits):
+def test_lookup_and_sql_search_agree_with_brute_force(index_location, n_bits):
     rng = np.random.default_rng(n_bits)
     codes = clustered_codes(rng, n_bits)
     if n_bits == 64:
         codes += [(1 << 64) - 1, 1 << 63, 0]
         assert any(c >= 1 << 63 for c in codes)
-    index_path = tmp_path / "codes.sqlite"
+    index_path = index_location
     paths = make_code_index(index_path, codes, n_bits)
     top = (1 << n_bits) - 1
     queries = codes[::16] + [int(c) & top for c in rng.integers(0, 1 << 63, size=5, dtype=np.uint64) * 2 + 1]
     queries += [codes[3] ^ 0b101, codes[10] ^ 1]
     stored = np.array(codes, dtype=np.uint64)
     for radius in range(0, 4):
-        by_faiss = search_codes(index_path, np.array(queries, dtype=np.uint64), radius, method="faiss")
+        by_lookup = search_codes(index_path, np.array(queries, dtype=np.uint64), radius, method="lookup")
         by_sql = search_codes(index_path, queries, radius, method="sql")
-        assert by_faiss == by_sql
-        for q, found in zip(queries, by_faiss):
+        assert by_lookup == by_sql
+        for q, found in zip(queries, by_lookup):
             d = hamming(np.uint64(q), stored)
             expected = sorted((int(d[i]), paths[i]) for i in np.flatnonzero(d <= radius))
             assert [(m.distance, m.path) for m in found] == expected
             assert all(m.code == codes[paths.index(m.path)] for m in found)
-        assert sum(len(f) for f in by_faiss) > len(queries) // 2  # the test is not vacuous
+        assert sum(len(f) for f in by_lookup) > len(queries) // 2  # the test is not vacuous
+        for limit in (1, 3):  # a limit cuts the (distance, path) order, whatever the row ids' order
+            limited = search_codes(index_path, queries, radius, limit=limit)
+            assert limited == [found[:limit] for found in by_sql]
 
 
-def test_results_sorted_by_distance_then_path_and_limit(tmp_path):
+def test_results_sorted_by_distance_then_path_and_limit(index_location):
     centre = 0b1010_1010_1010_1010
     codes = [centre ^ 1, centre, centre ^ 0b11, centre ^ 2, centre, centre ^ 1]
-    index_path = tmp_path / "codes.sqlite"
+    index_path = index_location
     paths = make_code_index(index_path, codes, 16)
-    for method in ("faiss", "sql"):
+    for method in ("lookup", "sql"):
         (found,) = search_codes(index_path, [centre], 2, method=method)
         assert [(m.distance, m.path) for m in found] == [
             (0, paths[1]), (0, paths[4]), (1, paths[0]), (1, paths[3]), (1, paths[5]), (2, paths[2])
@@ -424,23 +467,28 @@ def test_results_sorted_by_distance_then_path_and_limit(tmp_path):
     assert len(search_codes(index_path, [centre], 16)[0]) == len(codes)  # radius n_bits: everything
 
 
-def test_faiss_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path):
-    index_path = tmp_path / "codes.sqlite"
+def test_lookup_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path, index_location):
+    index_path = index_location
     make_code_index(index_path, [1, 2, 3, 7], 16)
-    faiss_path = faiss_store.faiss_path_for(index_path)
-    assert faiss_path == tmp_path / "codes.faiss"
+    lookup_path = lookup_path_of(index_path)
+    if is_sqlite(index_path):
+        assert lookup_path == index_path.with_suffix(".lookup")
+    else:  # a database's cache: in its own folder under the cache root, named without the password
+        assert lookup_path.parent.parent == tmp_path / "cache" and index_path.url.database in lookup_path.parent.name
     expected = search_codes(index_path, [3], 1)
-    assert faiss_path.is_file()
+    assert lookup_path.is_file()
 
-    faiss_path.unlink()
-    assert search_codes(index_path, [3], 1) == expected and faiss_path.is_file()
+    lookup_path.unlink()
+    assert search_codes(index_path, [3], 1) == expected and lookup_path.is_file()
 
-    faiss_path.write_bytes(b"definitely not a faiss index")
+    lookup_path.write_bytes(b"definitely not a lookup")
     assert search_codes(index_path, [3], 1) == expected
-    assert faiss_path.read_bytes() != b"definitely not a faiss index"
+    assert lookup_path.read_bytes() != b"definitely not a lookup"
 
-    faiss_store.sidecar_path_for(faiss_path).write_text("{not json")
+    whole = lookup_path.read_bytes()
+    lookup_path.write_bytes(whole[: len(whole) // 2])  # truncated: the header names arrays past its end
     assert search_codes(index_path, [3], 1) == expected
+    assert lookup_path.read_bytes() == whole
 
     with open_index(index_path) as db:  # a change behind the cache's back bumps the generation
         with db.write_session() as s, s.begin():
@@ -448,11 +496,28 @@ def test_faiss_cache_rebuilt_when_missing_corrupt_or_stale(tmp_path):
             new.indexed_at = utc_now()
             s.add(new)
             bump_generation(s)
-        assert not faiss_store.is_current(db)
+        assert not index_search.lookup_is_current(db)
     (found,) = search_codes(index_path, [3], 1)
     assert "/synthetic/new.png" in [m.path for m in found]
     with open_index(index_path) as db:
-        assert faiss_store.is_current(db)
+        assert index_search.lookup_is_current(db)
+        assert hamming_lookup.read_header(lookup_path)["key"]["generation"] == db.meta().generation
+
+
+def test_open_lookup_never_writes_and_builds_in_memory_when_stale(tmp_path):
+    index_path = tmp_path / "codes.sqlite"
+    make_code_index(index_path, [1, 2, 3, 7], 16)
+    lookup_path = index_search.lookup_path_for(index_path)
+    with open_index(index_path) as db:
+        meta, searcher = index_search.open_lookup(db)
+        assert searcher.source == "built in memory" and not lookup_path.exists()
+        assert meta.generation == searcher.key["generation"]
+        ids, distances = searcher.search([3], 1)[0]
+        assert sorted(distances.tolist()) == [0, 1, 1, 1] and len(set(ids.tolist())) == 4
+        index_search.refresh_lookup(db)  # what a writer does
+        _, cached = index_search.open_lookup(db)
+        assert cached.source == "cache file"
+        assert cached.search([3], 1).equals(searcher.search([3], 1))
 
 
 # --------------------------------------------------------------------------- opening
@@ -489,8 +554,8 @@ def test_open_index_refuses_files_it_does_not_understand(tmp_path):
         open_index(tmp_path)
 
 
-def test_an_empty_index_refuses_searches_clearly(tmp_path, ws):
-    index_path = tmp_path / "fresh.sqlite"
+def test_an_empty_index_refuses_searches_clearly(index_location, ws):
+    index_path = index_location
     open_index(index_path, create=True).close()
     with pytest.raises(IndexError_, match="empty.*semhash index"):
         search_codes(index_path, [1], 1)
@@ -512,8 +577,10 @@ def test_load_index_codes_and_index_info(folder, ws, index_path):
     info = index_info(index_path)
     assert info["count"] == 15 and info["model"] == "m1" and info["bits"] == 16
     assert info["schema_version"] == SCHEMA_VERSION and info["labels"] == 3
-    assert info["index_path"] == str(index_path) and info["faiss_path"] == str(index_path.with_suffix(".faiss"))
-    assert info["faiss_current"] is True
+    assert info["index_path"] == str(index_path) and info["lookup_path"] == str(lookup_path_of(index_path))
+    assert info["lookup_current"] is True
+    lookup_path_of(index_path).unlink()  # the figures from the record itself are the same
+    assert index_info(index_path) == {**info, "lookup_current": False}
 
 
 def test_meta_table_is_plain_key_value(index_path, folder, ws):
@@ -530,3 +597,45 @@ def test_index_and_search_never_import_tensorflow():
         "assert 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- process pool
+def test_a_process_pool_indexes_exactly_what_one_process_does(tmp_path, folder, ws):
+    """workers=2 with small batches (so several are in flight): the same rows, codes,
+    labels, skips and counts as hashing in this process, and the same on a re-run."""
+    (folder / "1" / "broken.png").write_bytes(b"not an image")
+    results = {}
+    for workers in (1, 2):
+        index_path = tmp_path / f"w{workers}.sqlite"
+        warnings: list[str] = []
+        summary = index_folder(folder, ws.model("m1"), index_path, batch_size=2, workers=workers, progress=False,
+                               on_warning=warnings.append)  # fmt: skip
+        counts = (summary.added, summary.skipped, summary.total)
+        results[workers] = (counts, warnings, rows(index_path))
+        bump_mtime(sorted((folder / "2").glob("*.png"))[0], 5)  # same bytes, new mtime: "unchanged" after a hash
+        again = index_folder(folder, ws.model("m1"), index_path, batch_size=2, workers=workers, progress=False)
+        assert (again.added, again.updated, again.unchanged, again.skipped) == (0, 0, 15, 1)
+    assert results[1][0] == results[2][0] == (15, 1, 15)
+    assert results[1][1] == results[2][1] and "broken.png" in results[1][1][0]
+    same = lambda found: {p: (i, h, size, label, code) for p, (i, h, size, _, label, code) in found.items()}  # noqa: E731
+    assert same(results[1][2]) == same(results[2][2])  # row ids too: batches commit in the order they were made
+
+
+def test_workers_option_is_checked(folder, ws, index_path):
+    with pytest.raises(ValueError, match="workers"):
+        index_folder(folder, ws.model("m1"), index_path, workers=0, progress=False)
+
+
+def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_path, folder, ws, index_path):
+    m1 = ws.model("m1")
+    with pytest.raises(IndexError_, match="a hashing process died") as err:  # as the OOM killer would
+        index_folder(folder, failing_model(m1, lambda: os._exit(9)), index_path, batch_size=2, workers=2,
+                     progress=False)  # fmt: skip
+    assert "\n" not in str(err.value)
+    if is_sqlite(index_path):
+        con = sqlite3.connect(index_path)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
+    assert len(rows(index_path)) % 2 == 0  # whole batches only
+    again, _ = run(folder, m1, index_path)
+    assert again.total == 15

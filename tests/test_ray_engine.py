@@ -3,7 +3,6 @@ and the bad-file lines are the local indexer's, row for row and word for word.""
 
 from __future__ import annotations
 
-import errno
 import os
 import sqlite3
 import subprocess
@@ -123,6 +122,7 @@ def test_ray_codes_and_errors_are_the_local_runs(local_ray, corpus, tmp_path):
     assert latin1_row["path_bytes"] == corpus["latin1"] and latin1_row["path"].endswith("caf\\xe9.png")
     expected = hasher.hash(decode_image(os.fsdecode(corpus["latin1"]), hasher.input_shape)[None])
     assert latin1_row["code"] == int(expected[0]) and latin1_row["label"] == "d\\xe9j\\xe0"
+    assert latin1_row["label_bytes"] == b"d\xe9j\xe0"
 
     # bad files: the local run's own lines, plus the gone file worded as the indexer words it
     assert run.errors == sorted(warnings + [f"{corpus['gone']}: no such file"])
@@ -135,11 +135,87 @@ def test_the_shard_folder_must_be_new_or_empty(corpus, tmp_path):
         ray_engine.hash_files([], corpus["model"].hasher_path, tmp_path)
 
 
-def test_read_errors_are_worded_as_the_local_indexer_words_them():
-    from semhash.index.indexer import _os_cause
+def _odd_folder(root: Path) -> Path:
+    """Digits in label folders plus what makes engines differ if they can: bad files, names
+    that are not UTF-8 (a good and a bad one, and a label folder), a backslash in a name."""
+    write_digit_folder(root, per_class=5, classes=(0, 1, 2))
+    images, _ = digits()
+    good = next((root / "0").iterdir()).read_bytes()
+    (root / "0" / "corrupt.png").write_bytes(good[: len(good) // 2])
+    (root / "1" / "notes.png").write_text("this is a text file, not an image\n")
+    write_png(root / "2" / "back\\slash.png", images[50])
+    odd = os.fsencode(str(root)) + b"/cat\xe9gorie"
+    os.mkdir(odd)
+    with open(odd + b"/caf\xe9.png", "wb") as fh:
+        fh.write(good)
+    with open(odd + b"/bad\xff.png", "wb") as fh:
+        fh.write(b"not an image")
+    write_png(root / "in-root.png", images[60])
+    return root
 
-    for exc in (PermissionError(errno.EACCES, "Permission denied"), FileNotFoundError(errno.ENOENT, "x"), OSError(errno.EIO, "Input/output error")):
-        assert ray_engine.read_error_cause(exc) == _os_cause(exc)
+
+def _all_rows(index_path) -> dict[str, tuple]:
+    from semhash.index import open_index
+
+    with open_index(index_path) as db, db.session() as s:
+        result = s.connection().exec_driver_sql("SELECT path, code, label, content_hash, size, mtime FROM images")
+        return {r[0]: (from_signed64(r[1]), *r[2:]) for r in result}
+
+
+def _counts(summary) -> tuple:
+    return (summary.added, summary.updated, summary.unchanged, summary.removed, summary.skipped, summary.total, summary.relabelled, summary.labels_kept)
+
+
+def test_index_with_the_ray_engine_is_the_local_run_row_for_row(local_ray, corpus, tmp_path):
+    """``index_folder(..., engine="ray")``: the same rows, counts and bad-file lines as a local
+    run, first time, after changes (touched, modified, deleted, added) and relabelling."""
+    root = _odd_folder(tmp_path / "imgs").resolve()
+    model = corpus["model"]
+
+    def both(folder, **kw):
+        out = []
+        for engine, index in (("local", tmp_path / "local.sqlite"), ("ray", tmp_path / "ray.sqlite")):
+            warnings: list[str] = []
+            summary = index_folder(folder, model, index, progress=False, on_warning=warnings.append, engine=engine, **kw)
+            out.append((_counts(summary), warnings, _all_rows(index)))
+        assert out[0] == out[1]  # counts, warnings (words and order), every row field for field
+        return out[0]
+
+    counts, warnings, rows = both(root)
+    assert counts[:6] == (18, 0, 0, 0, 3, 18) and len(warnings) == 3
+    assert any("bad\\xff.png" in w for w in warnings) and any("corrupt.png" in w for w in warnings)
+    assert rows[str(root / "2" / "back\\\\slash.png")][1] == "2"  # keys: backslash doubled
+    assert rows[str(root) + "/cat\\xe9gorie/caf\\xe9.png"][1] == "cat\\xe9gorie"
+
+    files = sorted((root / "1").glob("img-*.png"))
+    os.utime(files[0], (files[0].stat().st_atime + 10, files[0].stat().st_mtime + 10))  # same bytes
+    images, _ = digits()
+    write_png(files[1], images[99])  # new bytes
+    os.utime(files[1], (files[1].stat().st_atime + 10, files[1].stat().st_mtime + 10))
+    files[2].unlink()
+    write_png(root / "1" / "new.png", images[123])
+    counts, warnings, _ = both(root)
+    assert counts[:6] == (1, 1, 16, 1, 3, 18)
+
+    counts, _, _ = both(root / "1", relabel=True)  # labels from the subfolder's point of view
+    assert counts[6] == 5
+
+
+def test_semhash_index_engine_ray_into_postgresql(local_ray, corpus, tmp_path, postgres_url, cli):
+    from semhash.index.db import IndexLocation
+
+    run_cli = cli
+
+    root = _odd_folder(tmp_path / "imgs")
+    home = corpus["home"]
+    result = run_cli("index", root, "--engine", "ray", "--index", postgres_url, "--quiet", home=home)
+    assert "18 added" in result.stdout and "3 skipped" in result.stdout
+    lines = result.stderr.splitlines()  # the bad files' lines, and nothing of Ray's
+    assert len(lines) == 3 and all(line.startswith(f"warning: {root.resolve()}/") for line in lines), lines
+    index_folder(root, corpus["model"], tmp_path / "local.sqlite", progress=False)
+    assert _all_rows(IndexLocation.parse(postgres_url, cache_root=tmp_path / "cache")) == _all_rows(tmp_path / "local.sqlite")
+    wrong = run_cli("index", root, "--address", "127.0.0.1:1", home=home, ok=False)
+    assert wrong.exit_code == 2 and "--address is for --engine ray" in wrong.output
 
 
 def test_importing_semhash_never_imports_ray():
@@ -151,3 +227,13 @@ def test_importing_semhash_never_imports_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_an_unreachable_cluster_is_one_line_before_anything_is_written(corpus, tmp_path, cli):
+    from postgres_server import _free_port
+
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    result = cli("index", corpus["root"], "--engine", "ray", "--address", address, "--index", tmp_path / "i.sqlite",
+                 home=corpus["home"], ok=False)  # fmt: skip
+    assert result.exit_code == 1 and result.output.strip() == f"Error: cannot reach the Ray cluster at {address}: Connection refused"
+    assert not (tmp_path / "i.sqlite").exists()

@@ -128,7 +128,7 @@ def test_status(client, folder):
     s = client.get("/api/status").json()
     assert s["count"] == 18 and s["labels"] == 3 and s["model"] == "m1" and s["bits"] == 16
     assert s["empty"] is False and s["model_available"] is True and s["model_error"] is None
-    assert s["input_shape"] == [8, 8, 1] and s["generation"] >= 1 and s["search_cache"].startswith("faiss")
+    assert s["input_shape"] == [8, 8, 1] and s["generation"] >= 1 and s["search_cache"] == "lookup (cache file)"
 
 
 def test_page_docs_and_schema(client):
@@ -504,15 +504,28 @@ def test_queries_during_indexing_succeed(client, ws, folder, index_path, tmp_pat
     assert client.get("/api/status").json()["count"] == 18 + 160
 
 
+def test_a_stale_lookup_is_built_in_memory_never_written(index_path, ws, folder):
+    lookup_file = index_path.with_suffix(".lookup")
+    lookup_file.unlink()
+    with make_client(index_path, ws) as client:
+        assert client.get("/api/status").json()["search_cache"] == "lookup (built in memory)"
+        found = client.get("/api/search/code", params={"code": "0", "radius": 16}).json()[0]
+        assert found["total"] == 18
+        insert_row(index_path, str(folder / "1" / "extra.png"), "1", code=0)  # a re-index elsewhere
+        time.sleep(2 * KEY_REUSE_S)
+        assert client.get("/api/search/code", params={"code": "0", "radius": 16}).json()[0]["total"] == 19
+    assert not lookup_file.exists()
+
+
 def test_requests_never_change_the_index(client, index_path, folder):
-    faiss_file = index_path.with_suffix(".faiss")
-    before = {p: file_digest(p) for p in (index_path, faiss_file)}
+    lookup_file = index_path.with_suffix(".lookup")
+    before = {p: file_digest(p) for p in (index_path, lookup_file)}
     png = first_png(folder)
     row = upload(client, png).json()[0]["matches"][0]["id"]
     for url in ("/api/status", f"/api/images/{row}", f"/api/images/{row}/file", f"/api/images/{row}/thumbnail",
                 "/api/buckets", "/api/buckets/0", "/api/report", f"/api/search/id/{row}", "/api/search/code?code=0"):
         assert client.get(url).status_code in (200, 404)
-    assert {p: file_digest(p) for p in (index_path, faiss_file)} == before
+    assert {p: file_digest(p) for p in (index_path, lookup_file)} == before
     reader = client.app.state.reader
     with pytest.raises(Exception, match="readonly"):
         with reader._engine.connect() as conn:

@@ -10,7 +10,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package at the repo root
 
-from benchmarks.serve import fill_index_with_random_codes, parse_wrk, random_weight_hasher  # noqa: E402
+from benchmarks.serve import fill_index_with_random_codes, parse_wrk, random_weight_hasher, save_bench_model  # noqa: E402
 
 from semhash.index import index_info, search_codes  # noqa: E402
 
@@ -43,9 +43,10 @@ def test_random_code_index_is_a_real_searchable_index(tmp_path):
     hasher = random_weight_hasher(bits=30)
     assert hasher.hash(np.zeros((2, 28, 28, 1), dtype=np.float32)).shape == (2,)
     index = tmp_path / "index.sqlite"
-    codes = fill_index_with_random_codes(index, hasher, "bench", 5000, chunk=2000)
+    model = save_bench_model(tmp_path / "home", hasher)
+    codes = fill_index_with_random_codes(index, tmp_path / "home", model, hasher.n_bits, 5000)
     info = index_info(index)
-    assert info["count"] == 5000 and info["bits"] == 30 and info["faiss_current"]
+    assert info["count"] == 5000 and info["bits"] == 30 and info["lookup_current"]
     assert int(codes.max()) < 1 << 30
     found = search_codes(index, codes[:5], radius=0)
     assert all(any(m.code == int(c) and m.distance == 0 for m in ms) for c, ms in zip(codes[:5], found))

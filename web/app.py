@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from semhash import __version__
 from semhash.errors import DatasetError, ImageError, IndexError_, ModelError, SemhashError
 from semhash.index.browse import BadQuery, IndexReader, NotFound, UploadLimits, UploadTooLarge
+from semhash.index.db import IndexLocation
 from semhash.web.routes import router
 from semhash.workspace import Workspace
 
@@ -239,11 +240,10 @@ def app_from_env() -> FastAPI:
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread: the server parallelises across requests, and a BLAS team hashing one
-    # image spent 3.5x the CPU on a busy 2-core machine (docs/BENCHMARKS.md, serve); faiss's
-    # OpenMP is set per search thread (index/browse.py)
+    # image spent 3.5x the CPU on a busy 2-core machine (docs/BENCHMARKS.md, serve)
     threadpool_limits(1)
     config = json.loads(os.environ[_ENV])
-    return create_app(config["index"], Workspace(config["home"]), allowed_hosts=config["hosts"])
+    return create_app(IndexLocation.from_config(config), Workspace(config["home"]), allowed_hosts=config["hosts"])
 
 
 def _is_loopback(host: str) -> bool:
@@ -279,7 +279,8 @@ def run_server(
         raise SemhashError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     named = f"[{host}]" if ":" in host else host  # the Host header brackets an IPv6 address
     hosts = [*LOCAL_HOSTS, named] if _is_loopback(host) else ["*"]
-    os.environ[_ENV] = json.dumps({"index": str(Path(index_path).absolute()), "home": str(workspace.root.absolute()), "hosts": hosts})
+    location = IndexLocation.parse(index_path).to_config()  # a database URL keeps its cache folder
+    os.environ[_ENV] = json.dumps({**location, "home": str(workspace.root.absolute()), "hosts": hosts})
     shown = f"[{host}]" if ":" in host else host
     model = f"model {info['model']}, {info['bits']} bits" if info["model"] else "empty"
     on_ready(

@@ -1,7 +1,7 @@
 """The HTTP API: thin routes over :class:`semhash.index.browse.IndexReader`.
 
 Every route is ``async def``.  Searches by code or id and a row by id call the reader on the
-event loop: a millisecond of SQLite and faiss, less than a thread-pool hop costs.  Whatever
+event loop: a millisecond of SQLite and the lookup, less than a thread-pool hop costs.  Whatever
 can take long (decoding uploads, thumbnails, files, the status or bucket statistics computed
 once after a re-index, reports) runs in the thread pool, one hop per request.
 """

@@ -62,6 +62,28 @@ def device_description() -> str:
     return "CPU"
 
 
+def training_strategy(devices: "list[str] | None" = None) -> "tf.distribute.Strategy":
+    """The tf.distribute strategy to build, compile and fit a model in: a
+    ``MirroredStrategy`` (one replica per device, gradients all-reduced each step) when
+    TensorFlow sees more than one GPU, else the default strategy (one device).  ``devices``
+    names them explicitly (e.g. ``["/cpu:0", "/cpu:1"]`` over logical CPU devices, which is
+    how the tests run it without GPUs); two or more make a mirrored strategy."""
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] if len(gpus) > 1 else []
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy(devices=list(devices))
+    return tf.distribute.get_strategy()
+
+
+def strategy_description(strategy: "tf.distribute.Strategy") -> str:
+    """One line saying which devices ``strategy`` trains on."""
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        devices = ", ".join(strategy.extended.worker_devices)
+        return f"{strategy.num_replicas_in_sync} devices (MirroredStrategy: {devices})"
+    return f"1 device ({device_description()})"
+
+
 @keras.saving.register_keras_serializable(package="semhash")
 class CodingNoise(keras.layers.Layer):
     """Zero-mean Gaussian noise added during training only.
