@@ -161,8 +161,8 @@ _worker_hasher = None
 
 
 def _init_worker(hasher) -> None:
-    """Once per pool process: the model (inherited from the parent, not pickled, under fork)
-    and one BLAS thread, since the pool already runs one process per core."""
+    """Once per pool process: the model (sent once, when the process starts) and one BLAS
+    thread, since the pool already runs one process per core."""
     global _worker_hasher
     _worker_hasher = hasher
     try:
@@ -178,15 +178,14 @@ def _hash_in_worker(items: list[tuple[Path, str | None]]) -> list[_Outcome]:
 
 
 def _start_pool(hasher, workers: int):
-    """A pool of ``workers`` processes, each holding the model once.  Forked where the
-    platform can (nothing to pickle or re-import: the model is inherited), else spawned."""
+    """A pool of ``workers`` fresh (spawned) processes, each holding the model once.  Not
+    forked: a caller may have threads running (TensorFlow's, after ``semhash demo`` trained
+    a model in the same process), and a fork copies their locks held, which hung a worker."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(hasher,))  # fmt: skip
-    pool.submit(int).result()  # start every worker now, before any progress-bar thread exists
     return pool
 
 
