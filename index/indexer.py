@@ -178,14 +178,20 @@ def _hash_in_worker(items: list[tuple[Path, str | None]]) -> list[_Outcome]:
 
 
 def _start_pool(hasher, workers: int):
-    """A pool of ``workers`` fresh (spawned) processes, each holding the model once.  Not
-    forked: a caller may have threads running (TensorFlow's, after ``semhash demo`` trained
-    a model in the same process), and a fork copies their locks held, which hung a worker."""
+    """A pool of ``workers`` processes, each holding the model once.  Forked where the
+    platform can (a worker starts in milliseconds and inherits the model), unless TensorFlow
+    is loaded in this process (``semhash demo`` indexes right after training): a fork copies
+    only the calling thread, and TensorFlow's other threads may hold locks the child would
+    wait on forever; then the workers are spawned (a second or so to start, the model sent
+    once).  Measured: forked 2.08x one process on 100,000 PNGs, spawned 1.2x (docs/BENCHMARKS.md)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+    fork = "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
                                initializer=_init_worker, initargs=(hasher,))  # fmt: skip
+    if fork:
+        pool.submit(int).result()  # every worker forked now, before a progress bar starts its thread
     return pool
 
 
