@@ -168,8 +168,8 @@ _worker_hasher = None
 
 
 def _init_worker(hasher) -> None:
-    """Once per pool process: the model (inherited from the parent, not pickled, under fork)
-    and one BLAS thread, since the pool already runs one process per core."""
+    """Once per pool process: the model (sent once, when the process starts) and one BLAS
+    thread, since the pool already runs one process per core."""
     global _worker_hasher
     _worker_hasher = hasher
     try:
@@ -186,14 +186,19 @@ def _hash_in_worker(items: list[tuple[Path, str | None]]) -> list[_Outcome]:
 
 def _start_pool(hasher, workers: int):
     """A pool of ``workers`` processes, each holding the model once.  Forked where the
-    platform can (nothing to pickle or re-import: the model is inherited), else spawned."""
+    platform can (a worker starts in milliseconds and inherits the model), unless TensorFlow
+    is loaded in this process (``semhash demo`` indexes right after training): a fork copies
+    only the calling thread, and TensorFlow's other threads may hold locks the child would
+    wait on forever; then the workers are spawned (a second or so to start, the model sent
+    once).  Measured: forked 2.08x one process on 100,000 PNGs, spawned 1.2x (docs/BENCHMARKS.md)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+    fork = "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
                                initializer=_init_worker, initargs=(hasher,))  # fmt: skip
-    pool.submit(int).result()  # start every worker now, before any progress-bar thread exists
+    if fork:
+        pool.submit(int).result()  # every worker forked now, before a progress bar starts its thread
     return pool
 
 

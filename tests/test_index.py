@@ -350,6 +350,10 @@ class _FailingHasher:
         return self.inner.hash(images)
 
 
+def _die() -> None:
+    os._exit(9)
+
+
 def failing_model(model: ModelInfo, fail) -> ModelInfo:
     class FailingModel(ModelInfo):
         def load_hasher(self):
@@ -629,7 +633,7 @@ def test_workers_option_is_checked(folder, ws, index_path):
 def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_path, folder, ws, index_path):
     m1 = ws.model("m1")
     with pytest.raises(IndexError_, match="a hashing process died") as err:  # as the OOM killer would
-        index_folder(folder, failing_model(m1, lambda: os._exit(9)), index_path, batch_size=2, workers=2,
+        index_folder(folder, failing_model(m1, _die), index_path, batch_size=2, workers=2,
                      progress=False)  # fmt: skip
     assert "\n" not in str(err.value)
     if is_sqlite(index_path):
