@@ -1,0 +1,282 @@
+"""The ``contrastive`` kind, its in-graph augmentation and loss, the coding layers it shares
+with the autoencoder, and ``pretrained-classifier`` on a contrastive encoder.
+
+Tiny networks on scikit-learn's 1,797 8x8 digits for 1-2 epochs: seconds each.  The
+exported NumPy Hasher must give the bits Keras computes on all 1,797 images, and a saved and
+reloaded model the same bits again (the helpers of test_zoo, the same rule for every kind).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from click.testing import CliRunner  # noqa: E402
+
+from semhash.errors import ModelError  # noqa: E402
+from semhash.models import KINDS, build_model  # noqa: E402
+from semhash.models.base import FitContext  # noqa: E402
+from semhash.workspace import Workspace  # noqa: E402
+
+TINY = dict(bits=12, filters=(4, 8), hidden=(16,), epochs=2, batch_size=128)
+BORDERLINE = 1e-4
+
+
+def _fit(digits, labels=True, **params):
+    model = build_model("contrastive", {"input_shape": digits.image_shape, **TINY, **params})
+    test_x, test_y = digits.part("query")
+    context = FitContext(verbose=0, test_images=test_x, test_labels=test_y)
+    return model.fit(digits.images, digits.labels if labels else None, context=context)
+
+
+def _assert_hasher_matches(model, images, max_borderline=1e-3):
+    """Keras bits == NumPy bits (except within float rounding of the threshold, rare)."""
+    assert len(images) >= 1000
+    keras_bits = model.hash_bits_keras(images)
+    hasher = model.export_hasher()
+    numpy_bits = hasher.hash_bits(images)
+    assert keras_bits.shape == numpy_bits.shape == (len(images), model.bits)
+    borderline = np.abs(hasher.transform(images) - hasher.threshold) < BORDERLINE
+    assert borderline.mean() < max_borderline
+    np.testing.assert_array_equal(numpy_bits[~borderline], keras_bits[~borderline])
+
+
+def _assert_reload_same(model, directory, images):
+    paths = model.save(directory)
+    assert all(p.exists() for p in paths)
+    again = type(model).load(directory)
+    np.testing.assert_array_equal(again.hash_bits_keras(images), model.hash_bits_keras(images))
+    assert again.export_hasher().fingerprint == model.export_hasher().fingerprint
+    assert again.summary_metrics() == model.summary_metrics()
+    return again
+
+
+@pytest.fixture(scope="module")
+def sign_model(digits):
+    return _fit(digits)
+
+
+@pytest.fixture(scope="module")
+def bihalf_model(digits):
+    return _fit(digits, coding="bihalf", flip=True, erase=0.25)
+
+
+# --------------------------------------------------------------------------- the kind
+def test_registered_and_listed():
+    from semhash.cli.cmd_models import models
+
+    assert "contrastive" in KINDS
+    result = CliRunner().invoke(models, ["--kinds"])
+    assert result.exit_code == 0 and "contrastive" in result.output
+
+
+def test_sign_model_exports_reloads_and_selects_by_validation_map(sign_model, digits, tmp_path):
+    metrics = sign_model.summary_metrics()
+    assert 1 <= metrics["selected_epoch"] <= 2 and 0 <= metrics["val_map"] <= 1
+    assert len(sign_model.epoch_seconds_) == 2 and metrics["epoch_seconds"] > 0
+    assert set(sign_model.history_) >= {"loss", "contrast", "val_map"}
+    ops = [op["op"] for op in sign_model.export_hasher().ops]
+    assert ops.count("conv2d") == 2 and ops.count("maxpool2d") == 2 and "batchnorm" not in ops
+    assert sign_model.export_hasher().info["coding"] == "sign"
+    _assert_hasher_matches(sign_model, digits.images)
+    _assert_reload_same(sign_model, tmp_path, digits.images)
+
+
+def test_bihalf_bits_are_balanced_on_the_training_images(bihalf_model, digits, tmp_path):
+    # the threshold is each bit's median over (a sample of) the training images
+    ones = bihalf_model.hash_bits_keras(digits.images).mean(axis=0)
+    assert np.all(np.abs(ones - 0.5) < 0.1)
+    assert not np.allclose(bihalf_model.export_hasher().threshold, 0)
+    # the threshold sits in the middle of the data, where a 2-epoch tiny network packs its
+    # pre-activations densely (2-5 of 1,797 images per bit within 1e-4 of it): more
+    # borderline bits than elsewhere, none of which may differ outside that band
+    _assert_hasher_matches(bihalf_model, digits.images, max_borderline=0.01)
+    _assert_reload_same(bihalf_model, tmp_path, digits.images)
+
+
+def test_batch_norm_encoder_exports(digits):
+    model = _fit(digits, batch_norm=True, epochs=1, coding="sigmoid", coding_noise=4.0)
+    assert "batchnorm" in [op["op"] for op in model.export_hasher().ops]
+    _assert_hasher_matches(model, digits.images)
+
+
+def test_without_labels_the_validation_contrastive_loss_chooses(digits):
+    model = _fit(digits, labels=False, filters=(), hidden=(32,))  # a dense encoder too
+    metrics = model.summary_metrics()
+    assert "val_map" not in metrics and np.isfinite(metrics["val_loss"])
+    assert metrics["val_loss"] == min(model.history_["val_loss"])
+    assert metrics["selected_epoch"] == 1 + int(np.argmin(model.history_["val_loss"]))
+    _assert_hasher_matches(model, digits.images)
+
+
+def test_seed_reproduces(digits):
+    a = _fit(digits, epochs=1).export_hasher().fingerprint
+    b = _fit(digits, epochs=1).export_hasher().fingerprint
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"coding": "ternary"}, "coding must be one of"),
+        ({"temperature": 0}, "temperature"),
+        ({"shift": 0.7}, "shift"),
+        ({"rotation": -1}, "rotation"),
+        ({"filters": (), "hidden": ()}, "encoder needs a layer"),
+    ],
+)
+def test_bad_options_are_refused(digits, params, message):
+    model = build_model("contrastive", {"input_shape": digits.image_shape, **TINY, **params})
+    with pytest.raises(ModelError, match=message):
+        model.fit(digits.images[:100])
+
+
+def test_cli_trains_on_an_image_folder(digit_folder, tmp_path):
+    from semhash.cli.cmd_train import train
+
+    args = [str(digit_folder), "--model", "contrastive", "--image-size", "8", "--bits", "8", "--epochs", "1",
+            "--batch-size", "16", "--param", "filters=4x", "--param", "hidden=8x", "--name", "c8", "--quiet",
+            "--home", str(tmp_path)]  # fmt: skip
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 0, result.output
+    assert "trained c8 (contrastive, 8 bits)" in result.output
+    assert (tmp_path / "models" / "c8" / "hasher.npz").exists()
+
+
+# --------------------------------------------------------------------------- augmentation
+def test_random_views_are_seeded_in_range_and_really_change_the_images():
+    from semhash.models.augment import ViewAugmentation, random_views
+
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 12, 12, 1)).astype("float32")
+    aug = ViewAugmentation(erase=0.25, blur=0.2)
+    a = np.asarray(random_views(images, aug, np.array([1, 2])))
+    b = np.asarray(random_views(images, aug, np.array([1, 2])))
+    c = np.asarray(random_views(images, aug, np.array([3, 2])))
+    assert a.shape == images.shape and a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, images)
+    off = ViewAugmentation(rotation=0, scale=0, shift=0, contrast=0, noise=0)
+    np.testing.assert_array_equal(np.asarray(random_views(images, off, np.array([1, 2]))), images)
+
+
+def test_views_shift_and_mirror_as_asked():
+    from semhash.models.augment import ViewAugmentation, random_views
+
+    image = np.zeros((1, 9, 9, 1), dtype="float32")
+    image[0, 4, 1] = 1.0  # a dot left of the centre row
+    mirror_only = ViewAugmentation(rotation=0, scale=0, shift=0, contrast=0, noise=0, flip=True)
+    views = np.concatenate([np.asarray(random_views(image, mirror_only, np.array([s, 0]))) for s in range(12)])
+    columns = {int(np.argmax(v[4, :, 0])) for v in views}
+    assert columns == {1, 7}  # kept, or mirrored about the centre column (never moved otherwise)
+    shift_only = ViewAugmentation(rotation=0, scale=0, shift=0.3, contrast=0, noise=0)
+    moved = np.asarray(random_views(np.repeat(image, 8, axis=0), shift_only, np.array([5, 5])))
+    centres = [np.unravel_index(np.argmax(v[..., 0]), (9, 9)) for v in moved]
+    assert len(set(centres)) > 1 and all(abs(r - 4) <= 3 and abs(c - 1) <= 3 for r, c in centres)
+
+
+# --------------------------------------------------------------------------- loss and codings
+def test_nt_xent_matches_a_numpy_reference():
+    from semhash.models.contrastive import nt_xent
+
+    rng = np.random.default_rng(1)
+    codes = rng.normal(size=(8, 5)).astype("float32")
+    z = codes / np.linalg.norm(codes, axis=1, keepdims=True)
+    logits = z @ z.T / 0.5
+    np.fill_diagonal(logits, -np.inf)
+    partner = np.r_[np.arange(4, 8), np.arange(0, 4)]
+    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = -log_softmax[np.arange(8), partner].mean()
+    assert abs(float(nt_xent(codes, 0.5)) - expected) < 1e-5
+    # two views with the same code, far from the others: a small loss
+    same = np.concatenate([np.eye(4, 5), np.eye(4, 5)]).astype("float32") * 2 - 1
+    assert float(nt_xent(same, 0.1)) < 0.05 < float(nt_xent(codes, 0.1))
+
+
+def test_bihalf_splits_every_bit_half_half_with_its_gradient():
+    from semhash.models.codings import bihalf_sign
+    from semhash.models.tf_common import tf
+
+    u = tf.constant(np.random.default_rng(2).normal(size=(10, 3)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(u)
+        b = bihalf_sign(u, gamma=6.0)
+        loss = tf.reduce_sum(b * tf.constant(np.arange(30, dtype="float32").reshape(10, 3)))
+    b = np.asarray(b)
+    assert np.all((b == 1).sum(axis=0) == 5)
+    # the larger half of each column is +1
+    for j in range(3):
+        column = np.asarray(u)[:, j]
+        assert set(np.flatnonzero(b[:, j] == 1)) == set(np.argsort(-column)[:5])
+    expected = np.arange(30, dtype="float32").reshape(10, 3) + 6.0 * (np.asarray(u) - b) / 30
+    np.testing.assert_allclose(np.asarray(tape.gradient(loss, u)), expected, rtol=1e-5)
+
+
+def test_straight_through_sign_is_hard_forward_tanh_backward():
+    from semhash.models.codings import straight_through_sign
+    from semhash.models.tf_common import tf
+
+    z = tf.constant([-2.0, -0.1, 0.0, 0.3, 3.0])
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        out = straight_through_sign(z)
+    np.testing.assert_array_equal(np.asarray(out), [-1, -1, -1, 1, 1])
+    np.testing.assert_allclose(np.asarray(tape.gradient(out, z)), 1 - np.tanh(np.asarray(z, dtype=np.float64)) ** 2, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the autoencoder's codings
+@pytest.mark.parametrize(
+    "params",
+    [dict(coding="bihalf"), dict(coding="sign", noise=1.0), dict(conv=True, filters=(4,)), dict(conv=True, filters=(4,), tied=False)],
+    ids=["bihalf", "sign", "conv-tied", "conv-untied"],
+)
+def test_autoencoder_coding_and_conv_options_export_and_reload(params, digits, tmp_path):
+    model = build_model("autoencoder", {"input_shape": digits.image_shape, "bits": 12, "hidden": (32, 16), "epochs": 2, **params})
+    model.fit(digits.images, digits.labels, context=FitContext(verbose=0))
+    assert model.reconstruct(digits.images[:3]).shape == (3, 8, 8, 1)
+    hasher = model.export_hasher()
+    assert hasher.info["coding"] == params.get("coding", "sigmoid")
+    if params.get("conv"):
+        assert [op["op"] for op in hasher.ops][:3] == ["conv2d", "activation", "maxpool2d"]
+    if params.get("coding") == "bihalf":
+        ones = model.hash_bits_keras(digits.images).mean(axis=0)
+        assert np.all(np.abs(ones - 0.5) < 0.1)
+    _assert_hasher_matches(model, digits.images, max_borderline=0.01 if params.get("coding") == "bihalf" else 1e-3)
+    _assert_reload_same(model, tmp_path, digits.images)
+
+
+def test_autoencoder_conv_refuses_layerwise_pretraining(digits):
+    model = build_model("autoencoder", {"input_shape": digits.image_shape, "conv": True, "pretrain": "gaussian", "epochs": 1})
+    with pytest.raises(ModelError, match="needs a dense encoder"):
+        model.fit(digits.images[:50])
+
+
+# --------------------------------------------------------------------------- pretrained-classifier
+def test_pretrained_classifier_on_a_contrastive_encoder(sign_model, digits, tmp_path):
+    workspace = Workspace(tmp_path / "home")
+    directory = workspace.model_dir("enc")
+    directory.mkdir(parents=True)
+    sign_model.save(directory)
+    sign_model.export_hasher().save(directory / "hasher.npz")
+    (directory / "meta.json").write_text(
+        '{"name": "enc", "kind": "contrastive", "bits": 12, "dataset": "digits", "input_shape": [8, 8, 1]}'
+    )
+    test_x, test_y = digits.part("query")
+    params = dict(input_shape=digits.image_shape, bits=10, encoder="enc", epochs=1, fine_tune=False, labeled_fraction=0.2)
+    model = build_model("pretrained-classifier", params)
+    model.fit(digits.images, digits.labels, context=FitContext(workspace=workspace, verbose=0, test_images=test_x, test_labels=test_y))
+    metrics = model.summary_metrics()
+    for key in ("accuracy", "accuracy_frozen", "accuracy_scratch_same_labels", "accuracy_scratch_all_labels"):
+        assert 0 <= metrics[key] <= 1
+    assert model.network_.filters == (4, 8) and model.encoder_info_["filters"] == [4, 8]
+    # without fine-tuning the encoder's layers stay exactly as copied (frozen)
+    source = {layer.name: layer.get_weights() for layer in sign_model.network_.feature_layers}
+    for layer in model.network_.feature_layers:
+        for got, want in zip(layer.get_weights(), source[layer.name]):
+            np.testing.assert_array_equal(got, want)
+    assert sum(len(layer.get_weights()) for layer in model.network_.feature_layers) == 6  # 2 conv + 1 dense
+    _assert_hasher_matches(model, digits.images)
+    (tmp_path / "saved").mkdir()
+    _assert_reload_same(model, tmp_path / "saved", digits.images)
