@@ -96,9 +96,10 @@ def test_bihalf_bits_are_balanced_on_the_training_images(bihalf_model, digits, t
     _assert_reload_same(bihalf_model, tmp_path, digits.images)
 
 
-def test_batch_norm_encoder_exports(digits):
-    model = _fit(digits, batch_norm=True, epochs=1, coding="sigmoid", coding_noise=4.0)
-    assert "batchnorm" in [op["op"] for op in model.export_hasher().ops]
+def test_batch_norm_global_pooling_encoder_exports(digits):
+    model = _fit(digits, batch_norm=True, global_pool=True, alignment=1.0, epochs=1, coding="sigmoid", coding_noise=4.0)
+    ops = [op["op"] for op in model.export_hasher().ops]
+    assert "batchnorm" in ops and "globalavgpool" in ops and "flatten" not in ops
     _assert_hasher_matches(model, digits.images)
 
 

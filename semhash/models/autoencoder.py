@@ -441,7 +441,7 @@ class AutoencoderHashModel(KerasHashModel):
             self.metrics_["val_loss"] = float(min(self.history_["val_loss"]))
         if selector is not None and selector.best_epoch >= 0:
             self.metrics_["selected_epoch"] = selector.best_epoch + 1
-            self.metrics_["val_map"] = selector.maps[selector.best_epoch]
+            self.metrics_["val_map"] = selector.best_map
         if self.coding == "sigmoid":
             self.metrics_.update(code_stats(self.codings(train_x), 0.5))
         else:

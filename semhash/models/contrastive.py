@@ -50,6 +50,7 @@ from semhash.models.keras_common import (
     ValidationRetrieval,
     _validation_split,
     code_stats,
+    spaced_epochs,
     conv_feature_layers,
     keras_layers_ops,
     stratified_validation_split,
@@ -97,12 +98,14 @@ class ContrastiveHashNetwork(keras.Model):
         filters: Sequence[int] = (16, 32, 64),
         hidden: Sequence[int] = (128,),
         batch_norm: bool = False,
+        global_pool: bool = False,
         coding: str = "sign",
         coding_noise: float = 0.0,
         gamma: float = 6.0,
         temperature: float = 0.3,
         balance: float = 0.0,
         decorrelation: float = 0.0,
+        alignment: float = 0.0,
         queue_size: int = 0,
         neighbour_weight: float = 1.0,
         augmentation: dict | None = None,
@@ -117,6 +120,8 @@ class ContrastiveHashNetwork(keras.Model):
         self.filters = tuple(int(f) for f in filters or ())
         self.hidden = tuple(int(h) for h in hidden or ())
         self.batch_norm = bool(batch_norm)
+        self.global_pool = bool(global_pool)
+        self.alignment = float(alignment)
         self.coding = check_coding(coding)
         self.coding_noise = float(coding_noise)
         self.gamma = float(gamma)
@@ -126,7 +131,7 @@ class ContrastiveHashNetwork(keras.Model):
         self.augmentation = dict(augmentation or {})
         self.views = ViewAugmentation(**self.augmentation)
         self.seed = seed
-        self.feature_layers = conv_feature_layers(self.filters, self.hidden, self.batch_norm)
+        self.feature_layers = conv_feature_layers(self.filters, self.hidden, self.batch_norm, global_pool=self.global_pool)
         self.coding_layer = keras.layers.Dense(self.bits, name="coding")
         self.binary_coding = BinaryCoding(self.bits, self.coding, self.coding_noise, self.gamma, seed=seed, name="binary_coding")
         self.view_seeds = keras.random.SeedGenerator(seed, name="view_seeds")
@@ -204,6 +209,9 @@ class ContrastiveHashNetwork(keras.Model):
             z = self.encode_preactivation(views, training=True)
             codes = self.binary_coding(z, training=True)
             loss, contrast = self._objective(codes)
+            if self.alignment:  # the two views' pre-activations themselves, not only their signs
+                t1, t2 = tf.split(tf.tanh(z), 2)
+                loss = loss + self.alignment * tf.reduce_mean(tf.reduce_sum((t1 - t2) ** 2, axis=1)) / self.bits
             if self.queue_size:
                 loss = loss + self.neighbour_weight * self._neighbour_loss(z, codes)
         grads = tape.gradient(loss, self.trainable_weights)
@@ -231,6 +239,8 @@ class ContrastiveHashNetwork(keras.Model):
             "filters": list(self.filters),
             "hidden": list(self.hidden),
             "batch_norm": self.batch_norm,
+            "global_pool": self.global_pool,
+            "alignment": self.alignment,
             "coding": self.coding,
             "coding_noise": self.coding_noise,
             "gamma": self.gamma,
@@ -242,6 +252,11 @@ class ContrastiveHashNetwork(keras.Model):
             "augmentation": dict(self.augmentation),
             "seed": self.seed,
         }
+
+
+#: checkpoints scored by validation mAP at most (spread evenly, the last included): each costs
+#: hashing the validation split and 5,000 training images
+MAX_CHECKS = 30
 
 
 class LowestValidationLoss(keras.callbacks.Callback):
@@ -278,12 +293,14 @@ class ContrastiveHashModel(KerasHashModel):
         filters: Sequence[int] = (16, 32, 64),
         hidden: Sequence[int] = (128,),
         batch_norm: bool = False,
+        global_pool: bool = False,
         coding: str = "sign",
         coding_noise: float = 0.0,
         gamma: float = 6.0,
         temperature: float = 0.3,
         balance: float = 0.0,
         decorrelation: float = 0.0,
+        alignment: float = 0.0,
         queue_size: int = 0,
         neighbour_weight: float = 1.0,
         rotation: float = 15.0,
@@ -294,7 +311,8 @@ class ContrastiveHashModel(KerasHashModel):
         pixel_noise: float = 0.1,
         erase: float = 0.0,
         blur: float = 0.0,
-        epochs: int = 50,
+        train_steps: int = 3000,
+        epochs: int | None = None,
         batch_size: int = 256,
         learning_rate: float = 1e-3,
         validation_split: float = 0.1,
@@ -307,6 +325,8 @@ class ContrastiveHashModel(KerasHashModel):
         self.filters = filters
         self.hidden = hidden
         self.batch_norm = batch_norm
+        self.global_pool = global_pool
+        self.alignment = alignment
         self.coding = coding
         self.coding_noise = coding_noise
         self.gamma = gamma
@@ -323,6 +343,7 @@ class ContrastiveHashModel(KerasHashModel):
         self.pixel_noise = pixel_noise
         self.erase = erase
         self.blur = blur
+        self.train_steps = train_steps
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -348,8 +369,9 @@ class ContrastiveHashModel(KerasHashModel):
         ViewAugmentation(**self.augmentation())  # refuses bad strengths
         if float(self.temperature) <= 0:
             raise ModelError("temperature must be > 0")
-        if min(float(self.balance), float(self.decorrelation), float(self.coding_noise), float(self.neighbour_weight)) < 0:
-            raise ModelError("balance, decorrelation, coding_noise and neighbour_weight must be >= 0")
+        weights = (self.balance, self.decorrelation, self.alignment, self.coding_noise, self.neighbour_weight)
+        if min(float(w) for w in weights) < 0:
+            raise ModelError("balance, decorrelation, alignment, coding_noise and neighbour_weight must be >= 0")
         if int(self.queue_size) < 0:
             raise ModelError("queue_size must be >= 0 (0: no nearest-neighbour positives)")
         if self.select_by not in ("val_map", "val_loss"):
@@ -366,6 +388,8 @@ class ContrastiveHashModel(KerasHashModel):
             filters=self.filters,
             hidden=self.hidden,
             batch_norm=self.batch_norm,
+            global_pool=bool(self.global_pool),
+            alignment=float(self.alignment),
             coding=self.coding,
             coding_noise=self.coding_noise,
             gamma=self.gamma,
@@ -395,8 +419,11 @@ class ContrastiveHashModel(KerasHashModel):
         else:
             train_x, val_x = _validation_split(images, self.validation_split, self.seed)
         batch_size = int(min(self.batch_size, len(train_x) - len(train_x) % 2 or 2))
-        epochs = int(self.epochs)
-        steps = epochs * int(np.ceil(len(train_x) / batch_size))
+        steps_per_epoch = int(np.ceil(len(train_x) / batch_size))
+        # ``epochs`` when given, else enough for ``train_steps`` optimizer steps: the cost of
+        # training is its steps (200 epochs of mnist-5k's 3,600 images, 15 of Fashion-MNIST's 54,000)
+        epochs = int(self.epochs) if self.epochs else max(1, int(np.ceil(int(self.train_steps) / steps_per_epoch)))
+        steps = epochs * steps_per_epoch
         self.network_ = self._build_network()
         self.network_.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(float(self.learning_rate), max(1, steps))))
         self.device_ = device_description()
@@ -407,7 +434,7 @@ class ContrastiveHashModel(KerasHashModel):
             db = rng.choice(len(train_rows), min(5000, len(train_rows)), replace=False)
             selector = ValidationRetrieval(
                 val_x, labels[val_rows], train_x[db], labels[train_rows][db], int(self.bits),
-                float(self.select_tolerance), bits_of=self.hash_bits_keras,
+                float(self.select_tolerance), bits_of=self.hash_bits_keras, check_epochs=spaced_epochs(epochs, MAX_CHECKS),
             )  # fmt: skip
         elif val_x is not None:
             selector = LowestValidationLoss()
@@ -444,7 +471,7 @@ class ContrastiveHashModel(KerasHashModel):
         }
         if isinstance(selector, ValidationRetrieval) and selector.best_epoch >= 0:
             self.metrics_["selected_epoch"] = selector.best_epoch + 1
-            self.metrics_["val_map"] = selector.maps[selector.best_epoch]
+            self.metrics_["val_map"] = selector.best_map
         elif isinstance(selector, LowestValidationLoss) and selector.best_epoch >= 0:
             self.metrics_["selected_epoch"] = selector.best_epoch + 1
             self.metrics_["val_loss"] = selector.losses[selector.best_epoch]

@@ -81,22 +81,26 @@ def fit_network(net, x, y, validation_data, *, epochs: int, batch_size: int, cal
 class ValidationRetrieval(keras.callbacks.Callback):
     """Choose the checkpoint by retrieval quality on a labelled validation split.
 
-    Labels are used for this choice only, never by the loss.  After each epoch the validation
-    images are hashed (``bits_of(images)`` -> 0/1 array, the kind's own Keras hashing) and
-    ranked as queries against up to 5,000 training images; at the end the weights of the
-    LATEST epoch whose validation mAP is within ``tolerance`` (relative) of the best are
-    restored: among near-best-mAP checkpoints the most trained one has the higher precision
-    within radius 2 (mAP peaks early while P@r2 keeps rising).
+    Labels are used for this choice only, never by the loss.  After each epoch (or each of
+    ``check_epochs``, 0-based, when given) the validation images are hashed
+    (``bits_of(images)`` -> 0/1 array, the kind's own Keras hashing) and ranked as queries
+    against up to 5,000 training images; at the end the weights of the LATEST checked epoch
+    whose validation mAP is within ``tolerance`` (relative) of the best are restored: among
+    near-best-mAP checkpoints the most trained one has the higher precision within radius 2
+    (mAP peaks early while P@r2 keeps rising).
     """
 
-    def __init__(self, val_x, val_y, db_x, db_y, bits: int, tolerance: float = 0.01, *, bits_of):
+    def __init__(self, val_x, val_y, db_x, db_y, bits: int, tolerance: float = 0.01, *, bits_of, check_epochs=None):
         super().__init__()
         self.val_x, self.val_y, self.db_x, self.db_y = val_x, val_y, db_x, db_y
         self.bits, self.tolerance = bits, tolerance
         self.bits_of = bits_of
+        self.check_epochs = None if check_epochs is None else {int(e) for e in check_epochs}
         self.maps: list[float] = []
+        self.epochs_checked: list[int] = []
         self.snapshots: list = []
         self.best_epoch = -1
+        self.best_map = float("nan")
 
     def _codes(self, images):
         from semhash.hashing import bits_to_codes
@@ -106,8 +110,11 @@ class ValidationRetrieval(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from semhash.metrics import retrieval_metrics
 
+        if self.check_epochs is not None and epoch not in self.check_epochs:
+            return
         r = retrieval_metrics(self._codes(self.val_x), self.val_y, self._codes(self.db_x), self.db_y, self.bits, radii=(2,))
         self.maps.append(float(r["map"]))
+        self.epochs_checked.append(int(epoch))
         if logs is not None:
             logs["val_map"] = float(r["map"])
             logs["val_precision_r2"] = float(r["neighbourhoods"][2]["precision_all"])
@@ -116,18 +123,28 @@ class ValidationRetrieval(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         maps = np.asarray(self.maps)
         if np.isfinite(maps).any():  # (no mAP without a query that has a relevant image)
-            self.best_epoch = int(np.flatnonzero(maps >= np.nanmax(maps) * (1.0 - self.tolerance))[-1])
-            self.model.set_weights(self.snapshots[self.best_epoch])
+            best = int(np.flatnonzero(maps >= np.nanmax(maps) * (1.0 - self.tolerance))[-1])
+            self.best_epoch, self.best_map = self.epochs_checked[best], float(maps[best])
+            self.model.set_weights(self.snapshots[best])
         self.snapshots = []
 
 
+def spaced_epochs(epochs: int, checks: int) -> list[int]:
+    """At most ``checks`` epochs (0-based) spread evenly over ``epochs``, the last included."""
+    if epochs <= checks:
+        return list(range(epochs))
+    return sorted({int(round(e)) for e in np.linspace(epochs - 1, 0, checks, endpoint=False)[::-1]})
+
+
 # --------------------------------------------------------------------------- layers
-def conv_feature_layers(filters, hidden, batch_norm: bool = True, activation: str = "relu") -> list:
+def conv_feature_layers(filters, hidden, batch_norm: bool = True, activation: str = "relu", global_pool: bool = False) -> list:
     """``[Conv2D 3x3 'same' -> (BatchNorm) -> ReLU -> MaxPool 2x2]`` per entry of ``filters``,
-    flatten, then ``Dense(h)`` + ``activation`` per entry of ``hidden``: a feature stack
-    (``filters=()`` makes it a dense network on the pixels) whose every layer exports to the
-    NumPy Hasher.  Layer names are fixed (conv_i, bn_i, relu_i, pool_i, flatten, dense_i) so
-    weights can be copied by name into a network built by the same call."""
+    flatten (or, with ``global_pool``, the mean over the positions of the last feature map:
+    less sensitive to where in the image a pattern sits), then ``Dense(h)`` + ``activation``
+    per entry of ``hidden``: a feature stack (``filters=()`` makes it a dense network on the
+    pixels) whose every layer exports to the NumPy Hasher.  Layer names are fixed (conv_i,
+    bn_i, relu_i, pool_i, flatten or global_pool, dense_i) so weights can be copied by name
+    into a network built by the same call."""
     layers: list = []
     for i, f in enumerate(filters):
         layers.append(keras.layers.Conv2D(int(f), 3, padding="same", name=f"conv_{i}"))
@@ -135,7 +152,10 @@ def conv_feature_layers(filters, hidden, batch_norm: bool = True, activation: st
             layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
         layers.append(keras.layers.Activation("relu", name=f"relu_{i}"))
         layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{i}"))
-    layers.append(keras.layers.Flatten(name="flatten"))
+    if global_pool and filters:
+        layers.append(keras.layers.GlobalAveragePooling2D(name="global_pool"))
+    else:
+        layers.append(keras.layers.Flatten(name="flatten"))
     for i, units in enumerate(hidden):
         layers.append(keras.layers.Dense(int(units), activation=activation, name=f"dense_{i}"))
     return layers
@@ -232,7 +252,7 @@ def _state_jsonable(value):
 # --------------------------------------------------------------------------- export
 def keras_layers_ops(layers, params: dict, ops_list: list) -> None:
     """Append Hasher ops for Keras layers run in sequence (inference mode): Flatten, Dense,
-    Conv2D, MaxPooling2D, BatchNormalization, Activation; Dropout, CodingNoise and the
+    Conv2D, MaxPooling2D, GlobalAveragePooling2D, BatchNormalization, Activation; Dropout, CodingNoise and the
     random-augmentation layers are identities at inference and are skipped."""
     for layer in layers:
         if isinstance(layer, _INFERENCE_IDENTITY):
@@ -262,6 +282,11 @@ def keras_layers_ops(layers, params: dict, ops_list: list) -> None:
                     "padding": layer.padding,
                 }
             )
+            continue
+        if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            if layer.data_format != "channels_last" or layer.keepdims:
+                raise ModelError(f"layer {layer.name}: only channels-last global pooling without keepdims exports")
+            ops_list.append({"op": "globalavgpool"})
             continue
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())

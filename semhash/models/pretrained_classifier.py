@@ -147,10 +147,12 @@ class FeatureHashClassifier(keras.Model):
         noise: float = 4.0,
         frozen: bool = False,
         seed: int | None = None,
+        global_pool: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(s) for s in image_shape)
+        self.global_pool = bool(global_pool)
         self.filters = tuple(int(f) for f in filters or ())
         self.hidden = tuple(int(h) for h in hidden or ())
         self.batch_norm = bool(batch_norm)
@@ -159,7 +161,7 @@ class FeatureHashClassifier(keras.Model):
         self.n_classes = int(n_classes)
         self.noise = float(noise)
         self.seed = seed
-        self.feature_layers = conv_feature_layers(self.filters, self.hidden, self.batch_norm, activation)
+        self.feature_layers = conv_feature_layers(self.filters, self.hidden, self.batch_norm, activation, self.global_pool)
         self.coding_layer = keras.layers.Dense(self.bits, name="coding")
         self.coding_noise = CodingNoise(self.noise, seed=seed, name="coding_noise")
         self.output_layer = keras.layers.Dense(self.n_classes, activation="softmax", name="output")
@@ -210,6 +212,7 @@ class FeatureHashClassifier(keras.Model):
             "noise": self.noise,
             "frozen": self.frozen,
             "seed": self.seed,
+            "global_pool": self.global_pool,
         }
 
 
@@ -229,11 +232,17 @@ def encoder_spec(source) -> dict:
                 weights[layer.name] = layer.get_weights()
         for i, layer in enumerate(net.encoder_layers):
             weights[f"dense_{i}"] = layer.get_weights()
-        return {"filters": filters, "hidden": net.hidden, "batch_norm": False, "activation": net.activation, "weights": weights}
+        return {
+            "filters": filters, "hidden": net.hidden, "batch_norm": False, "global_pool": False,
+            "activation": net.activation, "weights": weights,
+        }  # fmt: skip
     for layer in net.feature_layers:
         if layer.get_weights():
             weights[layer.name] = layer.get_weights()
-    return {"filters": net.filters, "hidden": net.hidden, "batch_norm": net.batch_norm, "activation": "relu", "weights": weights}
+    return {
+        "filters": net.filters, "hidden": net.hidden, "batch_norm": net.batch_norm,
+        "global_pool": getattr(net, "global_pool", False), "activation": "relu", "weights": weights,
+    }  # fmt: skip
 
 
 class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
@@ -319,6 +328,7 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
             filters=spec["filters"],
             hidden=spec["hidden"],
             batch_norm=spec["batch_norm"],
+            global_pool=spec["global_pool"],
             activation=spec["activation"],
             bits=self.bits,
             n_classes=n_classes,
@@ -342,7 +352,8 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         self.class_names_ = list(context.class_names or [str(i) for i in range(n_classes)])
         self.encoder_info_ = {
             "name": self.encoder, "directory": encoder_dir, "filters": list(spec["filters"]), "hidden": list(spec["hidden"]),
-            "batch_norm": bool(spec["batch_norm"]), "activation": spec["activation"],
+            "batch_norm": bool(spec["batch_norm"]), "global_pool": bool(spec["global_pool"]),
+            "activation": spec["activation"],
         }  # fmt: skip
         val = (images[val_rows], labels[val_rows]) if len(val_rows) else None
         test_x, test_y = context_test_set(context)
