@@ -55,7 +55,13 @@ def _assert_reload_same(model, directory, images):
 
 @pytest.fixture(scope="module")
 def sign_model(digits):
-    return _fit(digits)
+    return _fit(digits, coding="sign", queue_size=0, blur=0.0)
+
+
+@pytest.fixture(scope="module")
+def default_model(digits):
+    """The kind's defaults (bi-half, NNCLR queue, blur) on tiny layers."""
+    return _fit(digits, epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +90,21 @@ def test_sign_model_exports_reloads_and_selects_by_validation_map(sign_model, di
     _assert_reload_same(sign_model, tmp_path, digits.images)
 
 
+def test_defaults_are_the_logged_best_configuration(default_model, digits, tmp_path):
+    # docs/benchmarks/contrastive_experiments.json, tag cnn-e60-blur-bihalf-nnclr2048
+    params = build_model("contrastive", {}).get_params()
+    assert {k: params[k] for k in ("coding", "queue_size", "blur", "train_steps", "epochs")} == {
+        "coding": "bihalf", "queue_size": 2048, "blur": 0.25, "train_steps": 900, "epochs": None,
+    }  # fmt: skip
+    net = default_model.network_
+    config = net.get_config()
+    assert config["coding"] == "bihalf" and config["queue_size"] == 2048 and config["augmentation"]["blur"] == 0.25
+    rebuilt = type(net).from_config(config)
+    assert rebuilt.get_config() == config
+    _assert_hasher_matches(default_model, digits.images, max_borderline=0.01)
+    _assert_reload_same(default_model, tmp_path, digits.images)
+
+
 def test_bihalf_bits_are_balanced_on_the_training_images(bihalf_model, digits, tmp_path):
     # the threshold is each bit's median over (a sample of) the training images
     ones = bihalf_model.hash_bits_keras(digits.images).mean(axis=0)
@@ -110,6 +131,27 @@ def test_without_labels_the_validation_contrastive_loss_chooses(digits):
     assert metrics["val_loss"] == min(model.history_["val_loss"])
     assert metrics["selected_epoch"] == 1 + int(np.argmin(model.history_["val_loss"]))
     _assert_hasher_matches(model, digits.images)
+
+
+@pytest.mark.parametrize("kind", ["contrastive", "autoencoder"])
+def test_two_images_per_class_leave_no_validation_split_and_still_train(kind, digits):
+    # a tiny labelled folder: a 10 % stratified hold-out of 2 images per class is empty, so
+    # the checkpoint cannot be chosen by validation mAP; the kind falls back to its
+    # label-free choice on a random hold-out instead of scoring an empty split
+    rows = np.concatenate([np.flatnonzero(digits.labels == label)[:2] for label in range(10)])
+    small = dict(filters=(4,), hidden=(8,), batch_size=8) if kind == "contrastive" else dict(hidden=(16,))
+    model = build_model(kind, {"input_shape": digits.image_shape, "bits": 8, "epochs": 2, **small})
+    model.fit(digits.images[rows], digits.labels[rows], context=FitContext(verbose=0))
+    metrics = model.summary_metrics()
+    assert "val_map" not in metrics and np.isfinite(metrics["val_loss"])
+    assert model.export_hasher().hash_bits(digits.images[:50]).shape == (50, 8)
+
+
+def test_train_steps_set_the_epochs_unless_epochs_are_given(digits):
+    params = {"input_shape": digits.image_shape, **TINY, "epochs": None, "train_steps": 30}
+    model = build_model("contrastive", params).fit(digits.images[:600], context=FitContext(verbose=0))
+    # 540 training images in batches of 128: 5 steps an epoch, so 6 epochs make 30 steps
+    assert model.summary_metrics()["epochs"] == 6 == len(model.epoch_seconds_)
 
 
 def test_seed_reproduces(digits):
@@ -281,3 +323,18 @@ def test_pretrained_classifier_on_a_contrastive_encoder(sign_model, digits, tmp_
     _assert_hasher_matches(model, digits.images)
     (tmp_path / "saved").mkdir()
     _assert_reload_same(model, tmp_path / "saved", digits.images)
+
+
+def test_input_blur_is_a_fixed_gaussian_that_exports_and_reaches_the_classifier(digits, tmp_path):
+    model = _fit(digits, input_blur=1.0, epochs=1, coding="sign")
+    blur = model.network_.feature_layers[0]
+    assert blur.name == "input_blur" and not blur.trainable
+    kernel = np.asarray(blur.get_weights()[0])
+    assert kernel.shape == (5, 5, 1, 1) and abs(kernel.sum() - 1) < 1e-6 and kernel[2, 2, 0, 0] == kernel.max()
+    assert [op["op"] for op in model.export_hasher().ops][:2] == ["conv2d", "conv2d"]
+    _assert_hasher_matches(model, digits.images)
+    again = _assert_reload_same(model, tmp_path, digits.images)
+    np.testing.assert_array_equal(np.asarray(again.network_.feature_layers[0].get_weights()[0]), kernel)
+    from semhash.models.pretrained_classifier import encoder_spec
+
+    assert encoder_spec(model)["input_blur"] == 1.0 and "input_blur" in encoder_spec(model)["weights"]

@@ -6,20 +6,32 @@ pre-activations) is trained without labels so that two random views of one image
 same code and different images get different codes:
 
 * every step draws two random views of each image of the batch inside the TensorFlow graph
-  (:mod:`semhash.models.augment`: rotation, scaling, shift, contrast, pixel noise, cutout,
-  and a left-right mirror only with ``flip=True``, as ``classifier-hash`` decides it: right
-  for clothing, wrong for digits);
+  (:mod:`semhash.models.augment`: rotation, scaling, shift, contrast, pixel noise, a light
+  blur, cutout, and a left-right mirror only with ``flip=True``, as ``classifier-hash``
+  decides it: right for clothing, wrong for digits);
 * both views pass through the network in one batch; the coding layer
-  (:class:`semhash.models.codings.BinaryCoding`, ``coding``: straight-through ``sign``
-  (default), ``bihalf`` or the noisy ``sigmoid`` of the default model) makes the codings
-  binary during training, so the loss sees the bits the hash will have;
+  (:class:`semhash.models.codings.BinaryCoding`, ``coding``: ``bihalf`` (default: each bit
+  split half/half over the batch), a straight-through ``sign`` or the noisy ``sigmoid`` of
+  the default model) makes the codings binary during training, so the loss sees the bits
+  the hash will have;
 * the loss is NT-Xent (SimCLR; CIBHash applies it to binary codes) on the codes mapped to
   {-1, 1} and scaled to unit length (cosine similarity = 1 - 2 Hamming / bits): for each of
   the 2B views the other view of its image must be the most similar among the 2B - 1 others,
   at ``temperature``;
-* ``balance`` * mean_j (batch mean of the j-th code)^2 and ``decorrelation`` * mean squared
-  off-diagonal covariance of the codes keep the bits balanced and decorrelated;
-* Adam with a cosine-decayed learning rate, ``epochs`` epochs of batch ``batch_size``.
+* with ``queue_size`` > 0 (default 2,048) a second NT-Xent term (NNCLR): the nearest
+  neighbour of a view among earlier images is the positive of the other view, which pulls
+  different images of one kind together (``neighbour_weight``);
+* ``alignment`` * mean squared difference of the two views' tanh(pre-activations) asks the
+  views for the same pre-activations, not only the same signs (fewer bits near the threshold
+  flip when an image is re-saved or moved); ``balance`` * mean_j (batch mean of the j-th
+  code)^2 and ``decorrelation`` * mean squared off-diagonal covariance of the codes keep the
+  bits balanced and decorrelated (bi-half balances by construction);
+* Adam with a cosine-decayed learning rate over ``train_steps`` optimizer steps of batch
+  ``batch_size`` (rounded up to whole epochs; ``epochs`` overrides): the cost of training is
+  its steps, the same on 3,600 images as on 54,000.
+
+The defaults are the best configuration of the experiment log in
+``docs/benchmarks/contrastive_experiments.json`` (docs/BENCHMARKS.md, issue 13).
 
 Checkpoint choice, as the default model does it: when the training data has labels, a
 stratified ``validation_split`` is carved out of the training images and, after every epoch,
@@ -99,6 +111,7 @@ class ContrastiveHashNetwork(keras.Model):
         hidden: Sequence[int] = (128,),
         batch_norm: bool = False,
         global_pool: bool = False,
+        input_blur: float = 0.0,
         coding: str = "sign",
         coding_noise: float = 0.0,
         gamma: float = 6.0,
@@ -121,6 +134,7 @@ class ContrastiveHashNetwork(keras.Model):
         self.hidden = tuple(int(h) for h in hidden or ())
         self.batch_norm = bool(batch_norm)
         self.global_pool = bool(global_pool)
+        self.input_blur = float(input_blur)
         self.alignment = float(alignment)
         self.coding = check_coding(coding)
         self.coding_noise = float(coding_noise)
@@ -131,7 +145,10 @@ class ContrastiveHashNetwork(keras.Model):
         self.augmentation = dict(augmentation or {})
         self.views = ViewAugmentation(**self.augmentation)
         self.seed = seed
-        self.feature_layers = conv_feature_layers(self.filters, self.hidden, self.batch_norm, global_pool=self.global_pool)
+        self.feature_layers = conv_feature_layers(
+            self.filters, self.hidden, self.batch_norm, global_pool=self.global_pool,
+            input_blur=self.input_blur, channels=self.image_shape[-1],
+        )  # fmt: skip
         self.coding_layer = keras.layers.Dense(self.bits, name="coding")
         self.binary_coding = BinaryCoding(self.bits, self.coding, self.coding_noise, self.gamma, seed=seed, name="binary_coding")
         self.view_seeds = keras.random.SeedGenerator(seed, name="view_seeds")
@@ -240,6 +257,7 @@ class ContrastiveHashNetwork(keras.Model):
             "hidden": list(self.hidden),
             "batch_norm": self.batch_norm,
             "global_pool": self.global_pool,
+            "input_blur": self.input_blur,
             "alignment": self.alignment,
             "coding": self.coding,
             "coding_noise": self.coding_noise,
@@ -294,14 +312,15 @@ class ContrastiveHashModel(KerasHashModel):
         hidden: Sequence[int] = (128,),
         batch_norm: bool = False,
         global_pool: bool = False,
-        coding: str = "sign",
+        input_blur: float = 0.0,
+        coding: str = "bihalf",
         coding_noise: float = 0.0,
         gamma: float = 6.0,
         temperature: float = 0.3,
         balance: float = 0.0,
         decorrelation: float = 0.0,
         alignment: float = 0.0,
-        queue_size: int = 0,
+        queue_size: int = 2048,
         neighbour_weight: float = 1.0,
         rotation: float = 15.0,
         scale: float = 0.2,
@@ -310,8 +329,8 @@ class ContrastiveHashModel(KerasHashModel):
         contrast: float = 0.4,
         pixel_noise: float = 0.1,
         erase: float = 0.0,
-        blur: float = 0.0,
-        train_steps: int = 3000,
+        blur: float = 0.25,
+        train_steps: int = 900,
         epochs: int | None = None,
         batch_size: int = 256,
         learning_rate: float = 1e-3,
@@ -326,6 +345,7 @@ class ContrastiveHashModel(KerasHashModel):
         self.hidden = hidden
         self.batch_norm = batch_norm
         self.global_pool = global_pool
+        self.input_blur = input_blur
         self.alignment = alignment
         self.coding = coding
         self.coding_noise = coding_noise
@@ -369,9 +389,9 @@ class ContrastiveHashModel(KerasHashModel):
         ViewAugmentation(**self.augmentation())  # refuses bad strengths
         if float(self.temperature) <= 0:
             raise ModelError("temperature must be > 0")
-        weights = (self.balance, self.decorrelation, self.alignment, self.coding_noise, self.neighbour_weight)
+        weights = (self.balance, self.decorrelation, self.alignment, self.coding_noise, self.neighbour_weight, self.input_blur)
         if min(float(w) for w in weights) < 0:
-            raise ModelError("balance, decorrelation, alignment, coding_noise and neighbour_weight must be >= 0")
+            raise ModelError("balance, decorrelation, alignment, coding_noise, neighbour_weight and input_blur must be >= 0")
         if int(self.queue_size) < 0:
             raise ModelError("queue_size must be >= 0 (0: no nearest-neighbour positives)")
         if self.select_by not in ("val_map", "val_loss"):
@@ -389,6 +409,7 @@ class ContrastiveHashModel(KerasHashModel):
             hidden=self.hidden,
             batch_norm=self.batch_norm,
             global_pool=bool(self.global_pool),
+            input_blur=float(self.input_blur),
             alignment=float(self.alignment),
             coding=self.coding,
             coding_noise=self.coding_noise,
@@ -421,7 +442,7 @@ class ContrastiveHashModel(KerasHashModel):
         batch_size = int(min(self.batch_size, len(train_x) - len(train_x) % 2 or 2))
         steps_per_epoch = int(np.ceil(len(train_x) / batch_size))
         # ``epochs`` when given, else enough for ``train_steps`` optimizer steps: the cost of
-        # training is its steps (200 epochs of mnist-5k's 3,600 images, 15 of Fashion-MNIST's 54,000)
+        # training is its steps (900: 60 epochs of mnist-5k's 3,600 images, 5 of Fashion-MNIST's 54,000)
         epochs = int(self.epochs) if self.epochs else max(1, int(np.ceil(int(self.train_steps) / steps_per_epoch)))
         steps = epochs * steps_per_epoch
         self.network_ = self._build_network()

@@ -19,7 +19,7 @@ import numpy as np
 
 from semhash.errors import ModelError
 from semhash.models.base import HashModel, _jsonable, save_params_json
-from semhash.models.tf_common import CodingNoise, EpochProgress, activation_op, dense_ops, history_dict, keras
+from semhash.models.tf_common import CodingNoise, EpochProgress, activation_op, dense_ops, history_dict, keras, ops
 
 
 class KerasHashModel(HashModel):
@@ -137,15 +137,50 @@ def spaced_epochs(epochs: int, checks: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- layers
-def conv_feature_layers(filters, hidden, batch_norm: bool = True, activation: str = "relu", global_pool: bool = False) -> list:
+@keras.saving.register_keras_serializable(package="semhash")
+class GaussianBlurKernel(keras.initializers.Initializer):
+    """A fixed Gaussian low-pass kernel (kh, kw, C, C) of stddev ``sigma`` pixels, each
+    channel blurred on its own: the weights of a non-trainable Conv2D in front of an encoder."""
+
+    def __init__(self, sigma: float):
+        self.sigma = float(sigma)
+
+    def __call__(self, shape, dtype=None):
+        size, _, channels_in, channels_out = shape
+        offsets = np.arange(size) - (size - 1) / 2.0
+        g = np.exp(-(offsets**2) / (2.0 * self.sigma**2))
+        g2 = np.outer(g, g) / np.outer(g, g).sum()
+        kernel = g2[:, :, None, None] * np.eye(channels_in, channels_out)[None, None]
+        return ops.convert_to_tensor(kernel, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"sigma": self.sigma}
+
+
+def input_blur_layer(sigma: float, channels: int):
+    """A non-trainable Gaussian blur (``sigma`` pixels; kernel 2*ceil(2 sigma)+1 wide) as a
+    plain 'same' Conv2D named ``input_blur``: it exports to the Hasher's conv2d op."""
+    size = 2 * int(np.ceil(2.0 * float(sigma))) + 1
+    return keras.layers.Conv2D(
+        int(channels), size, padding="same", kernel_initializer=GaussianBlurKernel(sigma), trainable=False, name="input_blur",
+    )  # fmt: skip
+
+
+def conv_feature_layers(
+    filters, hidden, batch_norm: bool = True, activation: str = "relu", global_pool: bool = False, input_blur: float = 0.0, channels: int = 1
+) -> list:
     """``[Conv2D 3x3 'same' -> (BatchNorm) -> ReLU -> MaxPool 2x2]`` per entry of ``filters``,
     flatten (or, with ``global_pool``, the mean over the positions of the last feature map:
     less sensitive to where in the image a pattern sits), then ``Dense(h)`` + ``activation``
     per entry of ``hidden``: a feature stack (``filters=()`` makes it a dense network on the
     pixels) whose every layer exports to the NumPy Hasher.  Layer names are fixed (conv_i,
     bn_i, relu_i, pool_i, flatten or global_pool, dense_i) so weights can be copied by name
-    into a network built by the same call."""
+    into a network built by the same call.  ``input_blur`` > 0 puts a fixed Gaussian blur of
+    that many pixels (``channels`` in, the same out) in front: a low-pass filter that makes
+    the features, and so the bits, change less when the image moves by a pixel."""
     layers: list = []
+    if input_blur:
+        layers.append(input_blur_layer(input_blur, channels))
     for i, f in enumerate(filters):
         layers.append(keras.layers.Conv2D(int(f), 3, padding="same", name=f"conv_{i}"))
         if batch_norm:

@@ -148,11 +148,13 @@ class FeatureHashClassifier(keras.Model):
         frozen: bool = False,
         seed: int | None = None,
         global_pool: bool = False,
+        input_blur: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.global_pool = bool(global_pool)
+        self.input_blur = float(input_blur)
         self.filters = tuple(int(f) for f in filters or ())
         self.hidden = tuple(int(h) for h in hidden or ())
         self.batch_norm = bool(batch_norm)
@@ -161,7 +163,9 @@ class FeatureHashClassifier(keras.Model):
         self.n_classes = int(n_classes)
         self.noise = float(noise)
         self.seed = seed
-        self.feature_layers = conv_feature_layers(self.filters, self.hidden, self.batch_norm, activation, self.global_pool)
+        self.feature_layers = conv_feature_layers(
+            self.filters, self.hidden, self.batch_norm, activation, self.global_pool, self.input_blur, self.image_shape[-1]
+        )
         self.coding_layer = keras.layers.Dense(self.bits, name="coding")
         self.coding_noise = CodingNoise(self.noise, seed=seed, name="coding_noise")
         self.output_layer = keras.layers.Dense(self.n_classes, activation="softmax", name="output")
@@ -175,7 +179,7 @@ class FeatureHashClassifier(keras.Model):
     def frozen(self, value: bool) -> None:
         self._frozen = bool(value)
         for layer in self.feature_layers:
-            layer.trainable = not self._frozen
+            layer.trainable = not self._frozen and layer.name != "input_blur"  # a fixed filter, never trained
 
     def build(self, input_shape=None):
         shape = (None, *self.image_shape)
@@ -213,6 +217,7 @@ class FeatureHashClassifier(keras.Model):
             "frozen": self.frozen,
             "seed": self.seed,
             "global_pool": self.global_pool,
+            "input_blur": self.input_blur,
         }
 
 
@@ -233,7 +238,7 @@ def encoder_spec(source) -> dict:
         for i, layer in enumerate(net.encoder_layers):
             weights[f"dense_{i}"] = layer.get_weights()
         return {
-            "filters": filters, "hidden": net.hidden, "batch_norm": False, "global_pool": False,
+            "filters": filters, "hidden": net.hidden, "batch_norm": False, "global_pool": False, "input_blur": 0.0,
             "activation": net.activation, "weights": weights,
         }  # fmt: skip
     for layer in net.feature_layers:
@@ -241,7 +246,8 @@ def encoder_spec(source) -> dict:
             weights[layer.name] = layer.get_weights()
     return {
         "filters": net.filters, "hidden": net.hidden, "batch_norm": net.batch_norm,
-        "global_pool": getattr(net, "global_pool", False), "activation": "relu", "weights": weights,
+        "global_pool": getattr(net, "global_pool", False), "input_blur": getattr(net, "input_blur", 0.0),
+        "activation": "relu", "weights": weights,
     }  # fmt: skip
 
 
@@ -329,6 +335,7 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
             hidden=spec["hidden"],
             batch_norm=spec["batch_norm"],
             global_pool=spec["global_pool"],
+            input_blur=spec["input_blur"],
             activation=spec["activation"],
             bits=self.bits,
             n_classes=n_classes,
@@ -352,7 +359,7 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         self.class_names_ = list(context.class_names or [str(i) for i in range(n_classes)])
         self.encoder_info_ = {
             "name": self.encoder, "directory": encoder_dir, "filters": list(spec["filters"]), "hidden": list(spec["hidden"]),
-            "batch_norm": bool(spec["batch_norm"]), "global_pool": bool(spec["global_pool"]),
+            "batch_norm": bool(spec["batch_norm"]), "global_pool": bool(spec["global_pool"]), "input_blur": float(spec["input_blur"]),
             "activation": spec["activation"],
         }  # fmt: skip
         val = (images[val_rows], labels[val_rows]) if len(val_rows) else None
