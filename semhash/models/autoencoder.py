@@ -33,13 +33,13 @@ from semhash.models.base import FitContext
 from semhash.models.keras_common import (
     KerasHashModel,
     ValidationRetrieval,
-    _validation_split,
+    checkpoint_split,
     code_stats,
     conv_feature_layers,
     fit_network,
     keras_layers_ops,
-    stratified_validation_split,
     training_callbacks,
+    training_sample,
 )
 from semhash.models.codings import BinaryCoding, MedianThreshold, check_coding
 from semhash.models.tf_common import CodingNoise, device_description, keras, ops, set_seed
@@ -376,15 +376,9 @@ class AutoencoderHashModel(KerasHashModel):
         images = np.asarray(images, dtype=np.float32)
         # with labels, the checkpoint is chosen by validation mAP (labels used for that only);
         # without them (an unlabelled folder), by validation loss with early stopping
-        use_val_map = self.select_by == "val_map" and labels is not None and bool(self.validation_split)
-        if use_val_map:
-            labels = np.asarray(labels)
-            train_rows, val_rows = stratified_validation_split(labels, self.validation_split, self.seed)
-            use_val_map = len(val_rows) > 0  # a few images per class may leave no validation image
-        if use_val_map:
-            train_x, val_x = images[train_rows], images[val_rows]
-        else:
-            train_x, val_x = _validation_split(images, self.validation_split, self.seed)
+        train_x, val_x, retrieval = checkpoint_split(
+            images, labels, select_by=self.select_by, fraction=self.validation_split, seed=self.seed
+        )
         epochs = self._epochs(len(train_x))
         self.network_ = self._build_network()
         self.device_ = device_description()
@@ -409,20 +403,16 @@ class AutoencoderHashModel(KerasHashModel):
             )
             pretrain_seconds = time.time() - started
         self.network_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="binary_crossentropy")
-        early_stopping = self.patience if not use_val_map and val_x is not None else 0
+        early_stopping = self.patience if retrieval is None and val_x is not None else 0
         callbacks = training_callbacks(epochs, context.verbose, self.kind, early_stopping)
         selector = None
-        if use_val_map:
-            rng = np.random.default_rng(self.seed)
-            db = rng.choice(len(train_rows), min(5000, len(train_rows)), replace=False)
+        if retrieval is not None:
             selector = ValidationRetrieval(
-                val_x, labels[val_rows], train_x[db], labels[train_rows][db], self.bits, float(self.select_tolerance),
-                bits_of=self.hash_bits_keras,
+                val_x, *retrieval, self.bits, float(self.select_tolerance), bits_of=self.hash_bits_keras
             )
             callbacks.insert(0, selector)  # first, so the progress bar shows val_map
         if self.coding == "bihalf":  # before the selector: the epoch's hash uses its own medians
-            sample = train_x[np.random.default_rng(self.seed).choice(len(train_x), min(5000, len(train_x)), replace=False)]
-            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self._preactivations, sample))
+            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self._preactivations, training_sample(train_x, self.seed)))
         how = "checkpoint by validation mAP" if selector else "early stopping on validation loss"
         context.log(f"training {self.kind} on {len(train_x)} images for {epochs} epochs, {how} ({self.device_})")
         started = time.time()

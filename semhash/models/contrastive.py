@@ -60,12 +60,12 @@ from semhash.models.codings import BinaryCoding, MedianThreshold, check_coding
 from semhash.models.keras_common import (
     KerasHashModel,
     ValidationRetrieval,
-    _validation_split,
+    checkpoint_split,
     code_stats,
     spaced_epochs,
+    training_sample,
     conv_feature_layers,
     keras_layers_ops,
-    stratified_validation_split,
     training_callbacks,
 )
 from semhash.models.tf_common import device_description, history_dict, keras, ops, set_seed, tf
@@ -430,15 +430,9 @@ class ContrastiveHashModel(KerasHashModel):
         self._check_options()
         set_seed(self.seed)
         images = np.asarray(images, dtype=np.float32)
-        use_val_map = self.select_by == "val_map" and labels is not None and bool(self.validation_split)
-        if use_val_map:
-            labels = np.asarray(labels)
-            train_rows, val_rows = stratified_validation_split(labels, self.validation_split, self.seed)
-            use_val_map = len(val_rows) > 0  # a few images per class may leave no validation image
-        if use_val_map:
-            train_x, val_x = images[train_rows], images[val_rows]
-        else:
-            train_x, val_x = _validation_split(images, self.validation_split, self.seed)
+        train_x, val_x, retrieval = checkpoint_split(
+            images, labels, select_by=self.select_by, fraction=self.validation_split, seed=self.seed
+        )
         batch_size = int(min(self.batch_size, len(train_x) - len(train_x) % 2 or 2))
         steps_per_epoch = int(np.ceil(len(train_x) / batch_size))
         # ``epochs`` when given, else enough for ``train_steps`` optimizer steps: the cost of
@@ -450,20 +444,17 @@ class ContrastiveHashModel(KerasHashModel):
         self.device_ = device_description()
         callbacks = training_callbacks(epochs, context.verbose, self.kind)
         selector = None
-        if use_val_map:
-            rng = np.random.default_rng(self.seed)
-            db = rng.choice(len(train_rows), min(5000, len(train_rows)), replace=False)
+        if retrieval is not None:
             selector = ValidationRetrieval(
-                val_x, labels[val_rows], train_x[db], labels[train_rows][db], int(self.bits),
-                float(self.select_tolerance), bits_of=self.hash_bits_keras, check_epochs=spaced_epochs(epochs, MAX_CHECKS),
+                val_x, *retrieval, int(self.bits), float(self.select_tolerance), bits_of=self.hash_bits_keras,
+                check_epochs=spaced_epochs(epochs, MAX_CHECKS),
             )  # fmt: skip
         elif val_x is not None:
             selector = LowestValidationLoss()
         if selector is not None:
             callbacks.insert(0, selector)  # before the progress bar, which shows val_map
         if self.coding == "bihalf":  # before the selector: the epoch's hash uses its own medians
-            sample = train_x[np.random.default_rng(self.seed).choice(len(train_x), min(5000, len(train_x)), replace=False)]
-            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self.preactivations, sample))
+            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self.preactivations, training_sample(train_x, self.seed)))
         timer = EpochTimer()
         callbacks.insert(0, timer)  # first: an epoch's time is its training, not the checkpoint scoring
         how = {ValidationRetrieval: "checkpoint by validation mAP", LowestValidationLoss: "checkpoint by validation contrastive loss"}
@@ -474,7 +465,7 @@ class ContrastiveHashModel(KerasHashModel):
         started, cpu_started = time.time(), time.process_time()
         history = self.network_.fit(
             train_x,
-            validation_data=(val_x,) if val_x is not None and not use_val_map else None,
+            validation_data=(val_x,) if val_x is not None and retrieval is None else None,
             epochs=epochs,
             batch_size=batch_size,
             shuffle=True,

@@ -207,6 +207,31 @@ def _validation_split(images: np.ndarray, fraction: float, seed: int):
     return images[order[n_val:]], images[order[:n_val]]
 
 
+def checkpoint_split(images: np.ndarray, labels, *, select_by: str, fraction: float, seed: int):
+    """The hold-out that chooses a checkpoint -> ``(train_x, val_x, retrieval)``.
+
+    With labels and ``select_by == "val_map"``: a stratified split, and ``retrieval`` =
+    ``(val_y, db_x, db_y)`` for :class:`ValidationRetrieval` (the validation labels and up to
+    5,000 training images with theirs; labels choose the checkpoint, nothing else).  Without
+    labels, or where a few images per class leave no validation image (a tiny labelled
+    folder), a random hold-out (``val_x`` None when there is none) for a label-free criterion
+    and ``retrieval`` None."""
+    if select_by == "val_map" and labels is not None and fraction:
+        labels = np.asarray(labels)
+        train_rows, val_rows = stratified_validation_split(labels, fraction, seed)
+        if len(val_rows):
+            db = np.random.default_rng(seed).choice(len(train_rows), min(5000, len(train_rows)), replace=False)
+            train_x = images[train_rows]
+            return train_x, images[val_rows], (labels[val_rows], train_x[db], labels[train_rows][db])
+    train_x, val_x = _validation_split(images, fraction, seed)
+    return train_x, val_x, None
+
+
+def training_sample(images: np.ndarray, seed: int, size: int = 5000) -> np.ndarray:
+    """A seeded sample of at most ``size`` training images (bi-half medians are taken on it)."""
+    return images[np.random.default_rng(seed).choice(len(images), min(size, len(images)), replace=False)]
+
+
 def stratified_validation_split(labels: np.ndarray, fraction: float, seed: int):
     """Seeded hold-out stratified by label -> (train_rows, val_rows); val_rows empty when
     ``fraction`` is 0.  Every class keeps at least one training row."""
