@@ -3,7 +3,7 @@ with the autoencoder, and ``pretrained-classifier`` on a contrastive encoder.
 
 Tiny networks on scikit-learn's 1,797 8x8 digits for 1-2 epochs: seconds each.  The
 exported NumPy Hasher must give the bits Keras computes on all 1,797 images, and a saved and
-reloaded model the same bits again (the helpers of test_zoo, the same rule for every kind).
+reloaded model the same bits again (test_zoo's helpers: the same rule for every kind).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from semhash.errors import ModelError  # noqa: E402
 from semhash.models import KINDS, build_model  # noqa: E402
 from semhash.models.base import FitContext  # noqa: E402
 from semhash.workspace import Workspace  # noqa: E402
+from test_zoo import _assert_hasher_matches, _assert_reload_same  # noqa: E402  (one rule for every kind)
 
 TINY = dict(bits=12, filters=(4, 8), hidden=(16,), epochs=2, batch_size=128)
-BORDERLINE = 1e-4
 
 
 def _fit(digits, labels=True, **params):
@@ -29,28 +29,6 @@ def _fit(digits, labels=True, **params):
     test_x, test_y = digits.part("query")
     context = FitContext(verbose=0, test_images=test_x, test_labels=test_y)
     return model.fit(digits.images, digits.labels if labels else None, context=context)
-
-
-def _assert_hasher_matches(model, images, max_borderline=1e-3):
-    """Keras bits == NumPy bits (except within float rounding of the threshold, rare)."""
-    assert len(images) >= 1000
-    keras_bits = model.hash_bits_keras(images)
-    hasher = model.export_hasher()
-    numpy_bits = hasher.hash_bits(images)
-    assert keras_bits.shape == numpy_bits.shape == (len(images), model.bits)
-    borderline = np.abs(hasher.transform(images) - hasher.threshold) < BORDERLINE
-    assert borderline.mean() < max_borderline
-    np.testing.assert_array_equal(numpy_bits[~borderline], keras_bits[~borderline])
-
-
-def _assert_reload_same(model, directory, images):
-    paths = model.save(directory)
-    assert all(p.exists() for p in paths)
-    again = type(model).load(directory)
-    np.testing.assert_array_equal(again.hash_bits_keras(images), model.hash_bits_keras(images))
-    assert again.export_hasher().fingerprint == model.export_hasher().fingerprint
-    assert again.summary_metrics() == model.summary_metrics()
-    return again
 
 
 @pytest.fixture(scope="module")
