@@ -412,7 +412,8 @@ class AutoencoderHashModel(KerasHashModel):
             )
             callbacks.insert(0, selector)  # first, so the progress bar shows val_map
         if self.coding == "bihalf":  # before the selector: the epoch's hash uses its own medians
-            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self._preactivations, training_sample(train_x, self.seed)))
+            sample = training_sample(train_x, self.seed)
+            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self._preactivations, sample))
         how = "checkpoint by validation mAP" if selector else "early stopping on validation loss"
         context.log(f"training {self.kind} on {len(train_x)} images for {epochs} epochs, {how} ({self.device_})")
         started = time.time()

@@ -440,7 +440,8 @@ class ContrastiveHashModel(KerasHashModel):
         epochs = int(self.epochs) if self.epochs else max(1, int(np.ceil(int(self.train_steps) / steps_per_epoch)))
         steps = epochs * steps_per_epoch
         self.network_ = self._build_network()
-        self.network_.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(float(self.learning_rate), max(1, steps))))
+        schedule = keras.optimizers.schedules.CosineDecay(float(self.learning_rate), max(1, steps))
+        self.network_.compile(optimizer=keras.optimizers.Adam(schedule))
         self.device_ = device_description()
         callbacks = training_callbacks(epochs, context.verbose, self.kind)
         selector = None
@@ -454,7 +455,8 @@ class ContrastiveHashModel(KerasHashModel):
         if selector is not None:
             callbacks.insert(0, selector)  # before the progress bar, which shows val_map
         if self.coding == "bihalf":  # before the selector: the epoch's hash uses its own medians
-            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self.preactivations, training_sample(train_x, self.seed)))
+            sample = training_sample(train_x, self.seed)
+            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self.preactivations, sample))
         timer = EpochTimer()
         callbacks.insert(0, timer)  # first: an epoch's time is its training, not the checkpoint scoring
         how = {ValidationRetrieval: "checkpoint by validation mAP", LowestValidationLoss: "checkpoint by validation contrastive loss"}

@@ -167,7 +167,13 @@ def input_blur_layer(sigma: float, channels: int):
 
 
 def conv_feature_layers(
-    filters, hidden, batch_norm: bool = True, activation: str = "relu", global_pool: bool = False, input_blur: float = 0.0, channels: int = 1
+    filters,
+    hidden,
+    batch_norm: bool = True,
+    activation: str = "relu",
+    global_pool: bool = False,
+    input_blur: float = 0.0,
+    channels: int = 1,
 ) -> list:
     """``[Conv2D 3x3 'same' -> (BatchNorm) -> ReLU -> MaxPool 2x2]`` per entry of ``filters``,
     flatten (or, with ``global_pool``, the mean over the positions of the last feature map:
