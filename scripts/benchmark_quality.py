@@ -7,8 +7,10 @@ the library (``build_model`` + ``fit`` + ``export_hasher``), hashes the database
 query split with the exported NumPy Hasher, and scores the query split against the
 database with ``semhash.evaluate.evaluate_codes``: mAP (tie-aware), precision within
 Hamming radius 2 (queries with no neighbour count 0), the same over queries with a hit,
-the hit rate, bucket purity and coverage, plus the training time and the Hasher's
-encoding speed (images/s).
+the hit rate, bucket purity and coverage, the near-duplicate rate (the share of 1,000
+database images whose re-saved, resized or shifted copy is within Hamming radius 2 of the
+original: :mod:`semhash.near_duplicates`; the table shows the lowest of its four
+transformations), plus the training time and the Hasher's encoding speed (images/s).
 
 Datasets: ``mnist-5k`` (4,000 database / 1,000 queries: the Dataset's fixed split) and
 ``fashion-mnist`` (the official 60,000 training images as database, 10,000 test images as
@@ -36,6 +38,13 @@ Output: ``--out`` (default ``docs/benchmarks/quality.json``; ``--quick`` default
 ``docs/benchmarks/quality-quick.json`` so a smoke run never overwrites the full results),
 a markdown table on stdout, and the same markdown in ``--md`` when given.  Progress goes to
 stderr.
+
+Experiment logs: ``--tag NAME`` labels the run's rows (a configuration under test) and
+``--append`` adds them to the rows already in ``--out`` instead of replacing the file, so
+one JSON keeps every try with its command, e.g.
+
+    python scripts/benchmark_quality.py --datasets mnist-5k --bits 30 --kinds contrastive \
+        --param contrastive:temperature=0.5 --tag t0.5 --append --out docs/benchmarks/contrastive_experiments.json
 """
 
 from __future__ import annotations
@@ -236,6 +245,11 @@ def run_row(kind, dataset, db, queries, bits, args, workspace, reuse_names) -> d
     db_codes, q_codes = codes[: len(db_x)], codes[len(db_x) :]
 
     result = evaluate_codes(db_codes, db_y, q_codes, q_y, hasher.n_bits)
+    near_dup = None
+    if args.near_duplicates:
+        from semhash.near_duplicates import near_duplicate_rates
+
+        near_dup = near_duplicate_rates(hasher, db_x, radius=2, sample=args.near_duplicates, seed=0)
     if kind == DEPENDENCY_KIND:
         name = f"bench-{dataset.name}-{kind}-{bits}"
         save_for_reuse(model, hasher, workspace, name, dataset.name, dataset.image_shape)
@@ -248,6 +262,7 @@ def run_row(kind, dataset, db, queries, bits, args, workspace, reuse_names) -> d
         summary = {"error": str(exc)}
     return _clean({
         "dataset": dataset.name,
+        "tag": args.tag,
         "n_database": int(len(db_x)),
         "n_queries": int(len(q_x)),
         "bits": int(hasher.n_bits),
@@ -265,10 +280,14 @@ def run_row(kind, dataset, db, queries, bits, args, workspace, reuse_names) -> d
         "n_buckets": buckets["n_buckets"],
         "largest_bucket": buckets["largest_bucket"],
         "constant_bits": result.get("constant_bits"),
+        "near_duplicates": near_dup,
+        "near_duplicate_rate_r2": None if near_dup is None else near_dup["min_rate"],
         "train_seconds": round(train_seconds, 3),
         "encode_images_per_s": round(len(both) / max(encode_seconds, 1e-9), 1),
         "device": getattr(model, "device_", "CPU"),
         "epochs_run": _epochs_run(model),
+        "epoch_seconds": getattr(model, "epoch_seconds_", None),
+        "history": _history(model),
         "summary_metrics": summary,
     })
 
@@ -279,6 +298,15 @@ def _epochs_run(model):
         if key in history:
             return len(history[key])
     return None
+
+
+def _history(model) -> dict:
+    """Per-epoch loss and validation scores (rounded), to see where training stood."""
+    history = getattr(model, "history_", None) or {}
+    return {k: [round(float(v), 5) for v in values] for k, values in history.items() if k in HISTORY_KEYS}
+
+
+HISTORY_KEYS = ("loss", "val_loss", "val_map", "val_precision_r2", "contrast", "val_contrast")
 
 
 class SkipRow(Exception):
@@ -306,14 +334,19 @@ def markdown(doc: dict) -> str:
             continue
         lines.append(f"## {dataset} ({drows[0]['n_database']:,} database / {drows[0]['n_queries']:,} queries)")
         lines.append("")
-        lines.append("| bits | kind | mAP | P@r2 | P@r2 (hits) | hit rate r2 | bucket purity | bucket coverage | train s | encode img/s |")
-        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        tagged = any(r.get("tag") for r in drows)
+        lines.append(
+            "| bits | kind |" + (" tag |" if tagged else "")
+            + " mAP | P@r2 | P@r2 (hits) | hit rate r2 | bucket purity | bucket coverage | near-dup r2 | train s | encode img/s |"
+        )
+        lines.append("|---:|---|" + ("---|" if tagged else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(drows, key=lambda r: (r["bits"], -(r["map"] or 0))):
             kind = r["kind"] + (" (baseline)" if r["baseline"] else "")
             lines.append(
-                f"| {r['bits']} | {kind} | {_f(r['map'])} | {_f(r['precision_r2'])} | {_f(r['precision_r2_hits'])} "
+                f"| {r['bits']} | {kind} |" + (f" {r.get('tag') or ''} |" if tagged else "")
+                + f" {_f(r['map'])} | {_f(r['precision_r2'])} | {_f(r['precision_r2_hits'])} "
                 f"| {_f(r['hit_rate_r2'])} | {_f(r['bucket_purity'])} | {_f(r['bucket_coverage'])} "
-                f"| {r['train_seconds']:.1f} | {r['encode_images_per_s']:,.0f} |"
+                f"| {_f(r.get('near_duplicate_rate_r2'))} | {r['train_seconds']:.1f} | {r['encode_images_per_s']:,.0f} |"
             )
         lines.append("")
     if doc["skipped"]:
@@ -328,12 +361,13 @@ def markdown(doc: dict) -> str:
 def merge_runs(paths: list[str], out: Path, md: str | None) -> int:
     """One document from several runs: results and skips concatenated, every command kept.
     A row measured again (same dataset, bits and kind) in a later file replaces the earlier
-    one, so a re-run after a change of defaults supersedes the old figures."""
+    one, so a re-run after a change of defaults supersedes the old figures (rows with
+    different ``--tag`` are different rows)."""
     docs = [json.loads(Path(p).read_text()) for p in paths]
     latest: dict[tuple, dict] = {}
     for doc in docs:
         for row in doc["results"]:
-            latest[(row["dataset"], row["bits"], row["kind"])] = row
+            latest[(row["dataset"], row["bits"], row["kind"], row.get("tag"))] = row
     datasets: list[str] = []
     for doc in docs:
         datasets += [d for d in doc["settings"]["datasets"] if d not in datasets]
@@ -391,6 +425,10 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=None, help="where the fashion-mnist IDX files live")
     parser.add_argument("--param", action="append", default=[], metavar="KIND:KEY=VALUE",
                         help="override one hyperparameter of one kind (repeatable), e.g. classifier-hash:filters=32x64x128")
+    parser.add_argument("--near-duplicates", type=int, default=1000, metavar="N",
+                        help="database images sampled for the near-duplicate rate (0: skip it) [default: 1000]")
+    parser.add_argument("--tag", default=None, help="label of this run's rows (an experiment's configuration)")
+    parser.add_argument("--append", action="store_true", help="add this run's rows to those already in --out (an experiment log)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="only combine the results of earlier runs (e.g. one per dataset) into --out and one table")
     args = parser.parse_args(argv)
@@ -453,11 +491,27 @@ def main(argv=None) -> int:
         "skipped": [],
         "seconds": None,
     }
+    earlier = {"results": [], "skipped": [], "commands": []}
+    if args.append and out.exists():
+        previous = json.loads(out.read_text())
+        earlier = {
+            "results": previous.get("results", []),
+            "skipped": previous.get("skipped", []),
+            "commands": previous.get("commands") or [previous.get("command")],
+        }
     started = time.time()
 
     def save():
         doc["seconds"] = round(time.time() - started, 1)
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        written = doc
+        if args.append:  # the log: every earlier row, then this run's
+            written = {
+                **doc,
+                "commands": [*earlier["commands"], doc["command"]],
+                "results": [*earlier["results"], *doc["results"]],
+                "skipped": [*earlier["skipped"], *doc["skipped"]],
+            }
+        out.write_text(json.dumps(written, indent=2) + "\n")
 
     log(f"datasets {args.datasets}, bits {args.bits}, kinds {kinds}, epochs x{args.epochs_scale}; writing {out}")
     reuse_names: dict = {}
@@ -494,7 +548,8 @@ def main(argv=None) -> int:
                     save()
                     log(
                         f"{dataset_name} {bits} bits: {kind}: mAP {_f(row['map'])}, P@r2 {_f(row['precision_r2'])}, "
-                        f"hit rate {_f(row['hit_rate_r2'])}, bucket purity {_f(row['bucket_purity'])} / coverage "
+                        f"hit rate {_f(row['hit_rate_r2'])}, near-dup {_f(row['near_duplicate_rate_r2'])}, "
+                        f"bucket purity {_f(row['bucket_purity'])} / coverage "
                         f"{_f(row['bucket_coverage'])}; trained in {row['train_seconds']:.1f} s, "
                         f"encodes {row['encode_images_per_s']:,.0f} img/s ({time.time() - row_started:.0f} s)"
                     )

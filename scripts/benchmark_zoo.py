@@ -33,6 +33,10 @@ ROWS: dict[str, list[str]] = {
     "classifier-hash": ["--model", "classifier-hash"],
     "classifier-hash-10pct": ["--model", "classifier-hash", "--labeled-fraction", "0.1"],
     "pretrained-classifier-10pct": ["--model", "pretrained-classifier", "--labeled-fraction", "0.1", "--encoder", "{encoder}"],
+    "contrastive": ["--model", "contrastive"],
+    "pretrained-classifier-10pct-contrastive": [
+        "--model", "pretrained-classifier", "--labeled-fraction", "0.1", "--encoder", "{contrastive}",
+    ],  # fmt: skip
     "itq": ["--model", "itq"],
 }
 
@@ -70,7 +74,7 @@ def main() -> None:
             if (row, seed) in done:
                 continue
             name = f"{row}-s{seed}"
-            train_args = [a.replace("{encoder}", f"ae-s{seed}") for a in ROWS[row]]
+            train_args = [a.replace("{encoder}", f"ae-s{seed}").replace("{contrastive}", f"contrastive-s{seed}") for a in ROWS[row]]
             if row != "itq":
                 train_args += ["--seed", str(seed)]
             print(f"[{name}] semhash train mnist-5k {' '.join(train_args)}", file=sys.stderr, flush=True)

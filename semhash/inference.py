@@ -10,6 +10,7 @@ Ops (each a dict in ``spec["ops"]``; array parameters live in the npz as ``op{i}
 * ``dense``       kernel (in, out), bias (out,)
 * ``conv2d``      kernel (kh, kw, cin, cout), bias (cout,), strides [sh, sw], padding same|valid
 * ``maxpool2d``   pool [ph, pw], strides [sh, sw], padding same|valid
+* ``globalavgpool`` mean over height and width: (N, H, W, C) -> (N, C)
 * ``batchnorm``   gamma, beta, mean, variance (C,), epsilon
 * ``activation``  fn: linear relu sigmoid tanh elu selu gelu leaky_relu softplus
 
@@ -145,6 +146,8 @@ class Hasher:
                 x = _conv2d(x, p("kernel"), p("bias"), op["strides"], op["padding"])
             elif kind == "maxpool2d":
                 x = _maxpool2d(x, op["pool"], op["strides"], op["padding"])
+            elif kind == "globalavgpool":
+                x = x.mean(axis=(1, 2))
             elif kind == "batchnorm":
                 x = (x - p("mean")) / np.sqrt(p("variance") + op["epsilon"]) * p("gamma") + p("beta")
             elif kind == "activation":

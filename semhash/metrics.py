@@ -54,6 +54,7 @@ __all__ = [
     "constant_bits",
     "saturation",
     "bit_correlation",
+    "within_radius_rate",
 ]
 
 
@@ -583,3 +584,20 @@ def bit_correlation(bits) -> float:
     corr = (x.T @ x) / x.shape[0]
     off = np.abs(corr[~np.eye(k, dtype=bool)])
     return float(np.clip(off, 0.0, 1.0).mean())
+
+
+# --------------------------------------------------------------------------- near duplicates
+def within_radius_rate(codes, other_codes, radius: int) -> float:
+    """Share of pairs (codes[i], other_codes[i]) within Hamming distance ``radius`` of each
+    other: how often a changed copy of image i still finds image i at that radius (nan for
+    zero pairs)."""
+    from semhash.hashing import hamming
+
+    a, b = _as_codes(codes), _as_codes(other_codes)
+    if a.shape != b.shape:
+        raise ValueError(f"{len(a)} codes but {len(b)} copies")
+    if radius < 0:
+        raise ValueError("radius must be >= 0")
+    if len(a) == 0:
+        return math.nan
+    return float(np.mean(hamming(a, b) <= radius))

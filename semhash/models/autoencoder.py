@@ -32,13 +32,17 @@ from semhash.errors import ModelError
 from semhash.models.base import FitContext
 from semhash.models.keras_common import (
     KerasHashModel,
-    _validation_split,
+    ValidationRetrieval,
+    checkpoint_split,
     code_stats,
+    conv_feature_layers,
     fit_network,
-    stratified_validation_split,
+    keras_layers_ops,
     training_callbacks,
+    training_sample,
 )
-from semhash.models.tf_common import CodingNoise, dense_ops, device_description, keras, ops, set_seed
+from semhash.models.codings import BinaryCoding, MedianThreshold, check_coding
+from semhash.models.tf_common import CodingNoise, device_description, keras, ops, set_seed
 
 
 @keras.saving.register_keras_serializable(package="semhash")
@@ -49,6 +53,14 @@ class SemanticHashingAutoencoder(keras.Model):
     transpose of encoder kernel k (Keras 3 layers have no ``input_shape``, so the classic
     DenseTranspose layer recipe breaks; tying inside one model avoids it).  Decoder biases
     stay untied.
+
+    ``coding`` other than ``"sigmoid"`` replaces the noisy sigmoid by a
+    :class:`~semhash.models.codings.BinaryCoding` (``"sign"``: straight-through sign,
+    ``"bihalf"``: the bi-half layer); ``conv=True`` puts ``[Conv2D 3x3 -> ReLU -> MaxPool 2x2]``
+    blocks (``filters``) before the dense encoder layers.  The decoder stays dense and ends
+    in the pixels; with a convolutional encoder and tied weights, the dense layers are tied
+    and the last decoder layer (to the pixels) has its own kernel.  The defaults build
+    exactly the network of earlier versions, so their ``.keras`` files load unchanged.
     """
 
     def __init__(
@@ -64,9 +76,17 @@ class SemanticHashingAutoencoder(keras.Model):
         sparsity_target: float = 0.1,
         balance: float = 0.0,
         decorrelation: float = 0.0,
+        coding: str = "sigmoid",
+        gamma: float = 6.0,
+        conv: bool = False,
+        filters: Sequence[int] = (32, 64),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.coding = check_coding(coding)
+        self.gamma = float(gamma)
+        self.conv = bool(conv)
+        self.filters = tuple(int(f) for f in filters or ())
         self.balance = float(balance)
         self.decorrelation = float(decorrelation)
         self.sparsity = float(sparsity)
@@ -83,15 +103,26 @@ class SemanticHashingAutoencoder(keras.Model):
         self.activation = activation
         self.seed = seed
         self.n_inputs = int(np.prod(self.image_shape))
+        # conv blocks (without the flatten conv_feature_layers ends with: ours is below)
+        self.conv_layers = conv_feature_layers(self.filters, (), batch_norm=False)[:-1] if self.conv else []
+        if self.conv and not self.filters:
+            raise ValueError("a convolutional encoder needs filters")
         self.flatten = keras.layers.Flatten()
         self.encoder_layers = [
             keras.layers.Dense(h, activation=activation, name=f"encoder_{i}") for i, h in enumerate(self.hidden)
         ]
+        if self.conv and not self.hidden:
+            raise ValueError("a convolutional encoder needs at least one hidden dense layer")
         self.coding_layer = keras.layers.Dense(self.bits, name="coding")
-        self.coding_noise = CodingNoise(self.noise, seed=seed, name="coding_noise")
+        if self.coding == "sigmoid":
+            self.coding_noise = CodingNoise(self.noise, seed=seed, name="coding_noise")
+        else:
+            self.binary_coding = BinaryCoding(self.bits, self.coding, self.noise, self.gamma, seed=seed, name="binary_coding")
         sizes = [self.n_inputs, *self.hidden]  # decoder output sizes, mirrored
         if self.tied:
             self.decoder_layers = []
+            if self.conv:  # tied dense layers back to the first hidden layer, then to the pixels
+                self.pixel_layer = keras.layers.Dense(self.n_inputs, activation="sigmoid", name="decoder_pixels")
         else:
             decoder_units = list(reversed(sizes))
             self.decoder_layers = [
@@ -102,18 +133,26 @@ class SemanticHashingAutoencoder(keras.Model):
 
     def build(self, input_shape=None):
         # create all state here so that .keras files load (tied biases included)
-        n = self.n_inputs
-        self.flatten.build((None, *self.image_shape))
+        shape = (None, *self.image_shape)
+        for layer in self.conv_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.flatten.build(shape)
+        n = int(np.prod(shape[1:]))
         for layer in self.encoder_layers:
             layer.build((None, n))
             n = layer.units
         self.coding_layer.build((None, n))
+        if self.coding != "sigmoid":
+            self.binary_coding.build((None, self.bits))
         if self.tied:
-            sizes = [self.n_inputs, *self.hidden]
+            sizes = [*self.hidden] if self.conv else [self.n_inputs, *self.hidden]
             self.tied_biases = [
                 self.add_weight(shape=(s,), initializer="zeros", name=f"decoder_bias_{k}")
                 for k, s in enumerate(reversed(sizes))
             ]
+            if self.conv:
+                self.pixel_layer.build((None, self.hidden[0]))
         else:
             n = self.bits
             for layer in self.decoder_layers:
@@ -122,22 +161,41 @@ class SemanticHashingAutoencoder(keras.Model):
         self.built = True
 
     def encode_preactivation(self, x):
-        h = self.flatten(x)
+        h = x
+        for layer in self.conv_layers:
+            h = layer(h)
+        h = self.flatten(h)
         for layer in self.encoder_layers:
             h = layer(h)
         return self.coding_layer(h)
 
     def codings(self, x, training=False):
-        return ops.sigmoid(self.coding_noise(self.encode_preactivation(x), training=training))
+        """Sigmoid codings (noisy in training); with a binary ``coding``, 0/1 codings (hard at
+        inference, straight-through in training)."""
+        if self.coding == "sigmoid":
+            return ops.sigmoid(self.coding_noise(self.encode_preactivation(x), training=training))
+        return self.binary_coding(self.encode_preactivation(x), training=training)
+
+    def hash_layers(self) -> list:
+        return [*self.conv_layers, self.flatten, *self.encoder_layers, self.coding_layer]
+
+    def threshold_values(self) -> np.ndarray:
+        if self.coding == "sigmoid":
+            return np.zeros(self.bits, dtype=np.float32)
+        return self.binary_coding.threshold_values()
 
     def decode(self, codings):
         h = codings
         if self.tied:
             act = keras.activations.get(self.activation)
             kernels = [layer.kernel for layer in self.encoder_layers] + [self.coding_layer.kernel]
+            if self.conv:
+                kernels = kernels[1:]  # the first dense layer reads conv features, not pixels
             for k, (kernel, bias) in enumerate(zip(reversed(kernels), self.tied_biases)):
                 h = ops.matmul(h, ops.transpose(kernel)) + bias
-                h = ops.sigmoid(h) if k == len(kernels) - 1 else act(h)
+                h = ops.sigmoid(h) if k == len(kernels) - 1 and not self.conv else act(h)
+            if self.conv:
+                h = self.pixel_layer(h)
         else:
             for layer in self.decoder_layers:
                 h = layer(h)
@@ -165,6 +223,10 @@ class SemanticHashingAutoencoder(keras.Model):
             "sparsity_target": self.sparsity_target,
             "balance": self.balance,
             "decorrelation": self.decorrelation,
+            "coding": self.coding,
+            "gamma": self.gamma,
+            "conv": self.conv,
+            "filters": list(self.filters),
         }
 
 
@@ -190,47 +252,6 @@ def code_regularisers(codings, balance: float, decorrelation: float):
     return loss + decorrelation * ops.sum(off_diagonal**2) / (bits * (bits - 1))
 
 
-class ValidationRetrieval(keras.callbacks.Callback):
-    """Choose the checkpoint by retrieval quality on a labelled validation split.
-
-    Labels are used for this choice only, never by the loss.  After each epoch the validation
-    images are hashed and ranked as queries against up to 5,000 training images; at the end
-    the weights of the LATEST epoch whose validation mAP is within ``tolerance`` (relative) of
-    the best are restored: among near-best-mAP checkpoints the most trained one has the
-    higher precision within radius 2 (mAP peaks early while P@r2 keeps rising).
-    """
-
-    def __init__(self, val_x, val_y, db_x, db_y, bits: int, tolerance: float = 0.01):
-        super().__init__()
-        self.val_x, self.val_y, self.db_x, self.db_y = val_x, val_y, db_x, db_y
-        self.bits, self.tolerance = bits, tolerance
-        self.maps: list[float] = []
-        self.snapshots: list = []
-        self.best_epoch = -1
-
-    def _codes(self, images):
-        from semhash.hashing import bits_to_codes
-
-        return bits_to_codes(np.asarray(ops.round(self.model.codings(images, training=False))).astype(np.uint8))
-
-    def on_epoch_end(self, epoch, logs=None):
-        from semhash.metrics import retrieval_metrics
-
-        r = retrieval_metrics(self._codes(self.val_x), self.val_y, self._codes(self.db_x), self.db_y, self.bits, radii=(2,))
-        self.maps.append(float(r["map"]))
-        if logs is not None:
-            logs["val_map"] = float(r["map"])
-            logs["val_precision_r2"] = float(r["neighbourhoods"][2]["precision_all"])
-        self.snapshots.append(self.model.get_weights())  # ~4.5 MB an epoch at 784-500-300-30
-
-    def on_train_end(self, logs=None):
-        maps = np.asarray(self.maps)
-        if maps.size:
-            self.best_epoch = int(np.flatnonzero(maps >= maps.max() * (1.0 - self.tolerance))[-1])
-            self.model.set_weights(self.snapshots[self.best_epoch])
-        self.snapshots = []
-
-
 class AutoencoderHashModel(KerasHashModel):
     kind = "autoencoder"
     description = "stacked autoencoder with a noisy sigmoid coding layer (semantic hashing)"
@@ -253,6 +274,10 @@ class AutoencoderHashModel(KerasHashModel):
         sparsity_target: float = 0.1,
         balance: float = 1.0,
         decorrelation: float = 1.0,
+        coding: str = "sigmoid",
+        gamma: float = 6.0,
+        conv: bool = False,
+        filters: Sequence[int] = (16, 32),
         select_by: str = "val_map",
         select_tolerance: float = 0.01,
         train_steps: int = 3000,
@@ -277,6 +302,10 @@ class AutoencoderHashModel(KerasHashModel):
         self.sparsity_target = sparsity_target
         self.balance = balance
         self.decorrelation = decorrelation
+        self.coding = coding
+        self.gamma = gamma
+        self.conv = conv
+        self.filters = filters
         self.select_by = select_by
         self.select_tolerance = select_tolerance
         self.train_steps = train_steps
@@ -300,6 +329,10 @@ class AutoencoderHashModel(KerasHashModel):
             sparsity_target=self.sparsity_target,
             balance=self.balance,
             decorrelation=self.decorrelation,
+            coding=self.coding,
+            gamma=self.gamma,
+            conv=bool(self.conv),
+            filters=tuple(self.filters or ()),
         )
         net.build((None, *tuple(self.input_shape)))
         return net
@@ -328,6 +361,13 @@ class AutoencoderHashModel(KerasHashModel):
             raise ModelError(f"select_by must be 'val_map' or 'val_loss', not {self.select_by!r}")
         if float(self.balance) < 0 or float(self.decorrelation) < 0:
             raise ModelError("balance and decorrelation (loss weights) must be >= 0")
+        check_coding(self.coding)
+        if self.conv and not self.filters:
+            raise ModelError("a convolutional encoder (--conv) needs filters, e.g. --param filters=32x64")
+        if self.conv and not self.hidden:
+            raise ModelError("a convolutional encoder (--conv) needs at least one hidden dense layer (--hidden)")
+        if self.conv and self.pretrain not in (None, "", "none"):
+            raise ModelError("greedy layer-wise pretraining (--pretrain) needs a dense encoder, not --conv")
 
     def fit(self, images, labels=None, *, context: FitContext | None = None):
         context = context or FitContext()
@@ -336,13 +376,9 @@ class AutoencoderHashModel(KerasHashModel):
         images = np.asarray(images, dtype=np.float32)
         # with labels, the checkpoint is chosen by validation mAP (labels used for that only);
         # without them (an unlabelled folder), by validation loss with early stopping
-        use_val_map = self.select_by == "val_map" and labels is not None and bool(self.validation_split)
-        if use_val_map:
-            labels = np.asarray(labels)
-            train_rows, val_rows = stratified_validation_split(labels, self.validation_split, self.seed)
-            train_x, val_x = images[train_rows], images[val_rows]
-        else:
-            train_x, val_x = _validation_split(images, self.validation_split, self.seed)
+        train_x, val_x, retrieval = checkpoint_split(
+            images, labels, select_by=self.select_by, fraction=self.validation_split, seed=self.seed
+        )
         epochs = self._epochs(len(train_x))
         self.network_ = self._build_network()
         self.device_ = device_description()
@@ -367,16 +403,17 @@ class AutoencoderHashModel(KerasHashModel):
             )
             pretrain_seconds = time.time() - started
         self.network_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="binary_crossentropy")
-        early_stopping = self.patience if not use_val_map and val_x is not None else 0
+        early_stopping = self.patience if retrieval is None and val_x is not None else 0
         callbacks = training_callbacks(epochs, context.verbose, self.kind, early_stopping)
         selector = None
-        if use_val_map:
-            rng = np.random.default_rng(self.seed)
-            db = rng.choice(len(train_rows), min(5000, len(train_rows)), replace=False)
+        if retrieval is not None:
             selector = ValidationRetrieval(
-                val_x, labels[val_rows], train_x[db], labels[train_rows][db], self.bits, float(self.select_tolerance)
+                val_x, *retrieval, self.bits, float(self.select_tolerance), bits_of=self.hash_bits_keras
             )
             callbacks.insert(0, selector)  # first, so the progress bar shows val_map
+        if self.coding == "bihalf":  # before the selector: the epoch's hash uses its own medians
+            sample = training_sample(train_x, self.seed)
+            callbacks.insert(0, MedianThreshold(self.network_.binary_coding, self._preactivations, sample))
         how = "checkpoint by validation mAP" if selector else "early stopping on validation loss"
         context.log(f"training {self.kind} on {len(train_x)} images for {epochs} epochs, {how} ({self.device_})")
         started = time.time()
@@ -395,9 +432,17 @@ class AutoencoderHashModel(KerasHashModel):
             self.metrics_["val_loss"] = float(min(self.history_["val_loss"]))
         if selector is not None and selector.best_epoch >= 0:
             self.metrics_["selected_epoch"] = selector.best_epoch + 1
-            self.metrics_["val_map"] = selector.maps[selector.best_epoch]
-        self.metrics_.update(code_stats(self.codings(train_x), 0.5))
+            self.metrics_["val_map"] = selector.best_map
+        if self.coding == "sigmoid":
+            self.metrics_.update(code_stats(self.codings(train_x), 0.5))
+        else:
+            self.metrics_.update(code_stats(self._preactivations(train_x), self.network_.threshold_values()))
         return self
+
+    def _preactivations(self, images) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        out = [np.asarray(self.network_.encode_preactivation(images[s : s + 1024])) for s in range(0, len(images), 1024)]
+        return np.concatenate(out) if out else np.zeros((0, int(self.bits)), np.float32)
 
     def codings(self, images) -> np.ndarray:
         """Sigmoid codings without noise (what the hash rounds)."""
@@ -414,8 +459,8 @@ class AutoencoderHashModel(KerasHashModel):
         from semhash.inference import Hasher
 
         net = self.network_
-        ops_list: list[dict] = [{"op": "flatten"}]
+        ops_list: list[dict] = []
         params: dict[str, np.ndarray] = {}
-        dense_ops(net.encoder_layers, params, ops_list)
-        dense_ops([net.coding_layer], params, ops_list)
-        return Hasher(ops_list, params, self.bits, tuple(self.input_shape), 0.0, info={"kind": self.kind, "coding": "sigmoid"})
+        keras_layers_ops(net.hash_layers(), params, ops_list)  # flatten, dense..., coding: as before for dense encoders
+        info = {"kind": self.kind, "coding": self.coding}
+        return Hasher(ops_list, params, self.bits, tuple(self.input_shape), net.threshold_values(), info=info)

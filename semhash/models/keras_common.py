@@ -19,7 +19,7 @@ import numpy as np
 
 from semhash.errors import ModelError
 from semhash.models.base import HashModel, _jsonable, save_params_json
-from semhash.models.tf_common import CodingNoise, EpochProgress, activation_op, dense_ops, history_dict, keras
+from semhash.models.tf_common import CodingNoise, EpochProgress, activation_op, dense_ops, history_dict, keras, ops
 
 
 class KerasHashModel(HashModel):
@@ -78,6 +78,130 @@ def fit_network(net, x, y, validation_data, *, epochs: int, batch_size: int, cal
     return history_dict(history)
 
 
+class ValidationRetrieval(keras.callbacks.Callback):
+    """Choose the checkpoint by retrieval quality on a labelled validation split.
+
+    Labels are used for this choice only, never by the loss.  After each epoch (or each of
+    ``check_epochs``, 0-based, when given) the validation images are hashed
+    (``bits_of(images)`` -> 0/1 array, the kind's own Keras hashing) and ranked as queries
+    against up to 5,000 training images; at the end the weights of the LATEST checked epoch
+    whose validation mAP is within ``tolerance`` (relative) of the best are restored: among
+    near-best-mAP checkpoints the most trained one has the higher precision within radius 2
+    (mAP peaks early while P@r2 keeps rising).
+    """
+
+    def __init__(self, val_x, val_y, db_x, db_y, bits: int, tolerance: float = 0.01, *, bits_of, check_epochs=None):
+        super().__init__()
+        self.val_x, self.val_y, self.db_x, self.db_y = val_x, val_y, db_x, db_y
+        self.bits, self.tolerance = bits, tolerance
+        self.bits_of = bits_of
+        self.check_epochs = None if check_epochs is None else {int(e) for e in check_epochs}
+        self.maps: list[float] = []
+        self.epochs_checked: list[int] = []
+        self.snapshots: list = []
+        self.best_epoch = -1
+        self.best_map = float("nan")
+
+    def _codes(self, images):
+        from semhash.hashing import bits_to_codes
+
+        return bits_to_codes(np.asarray(self.bits_of(images)).astype(np.uint8))
+
+    def on_epoch_end(self, epoch, logs=None):
+        from semhash.metrics import retrieval_metrics
+
+        if self.check_epochs is not None and epoch not in self.check_epochs:
+            return
+        r = retrieval_metrics(self._codes(self.val_x), self.val_y, self._codes(self.db_x), self.db_y, self.bits, radii=(2,))
+        self.maps.append(float(r["map"]))
+        self.epochs_checked.append(int(epoch))
+        if logs is not None:
+            logs["val_map"] = float(r["map"])
+            logs["val_precision_r2"] = float(r["neighbourhoods"][2]["precision_all"])
+        self.snapshots.append(self.model.get_weights())  # ~4.5 MB an epoch at 784-500-300-30
+
+    def on_train_end(self, logs=None):
+        maps = np.asarray(self.maps)
+        if np.isfinite(maps).any():  # (no mAP without a query that has a relevant image)
+            best = int(np.flatnonzero(maps >= np.nanmax(maps) * (1.0 - self.tolerance))[-1])
+            self.best_epoch, self.best_map = self.epochs_checked[best], float(maps[best])
+            self.model.set_weights(self.snapshots[best])
+        self.snapshots = []
+
+
+def spaced_epochs(epochs: int, checks: int) -> list[int]:
+    """At most ``checks`` epochs (0-based) spread evenly over ``epochs``, the last included."""
+    if epochs <= checks:
+        return list(range(epochs))
+    return sorted({int(round(e)) for e in np.linspace(epochs - 1, 0, checks, endpoint=False)[::-1]})
+
+
+# --------------------------------------------------------------------------- layers
+@keras.saving.register_keras_serializable(package="semhash")
+class GaussianBlurKernel(keras.initializers.Initializer):
+    """A fixed Gaussian low-pass kernel (kh, kw, C, C) of stddev ``sigma`` pixels, each
+    channel blurred on its own: the weights of a non-trainable Conv2D in front of an encoder."""
+
+    def __init__(self, sigma: float):
+        self.sigma = float(sigma)
+
+    def __call__(self, shape, dtype=None):
+        size, _, channels_in, channels_out = shape
+        offsets = np.arange(size) - (size - 1) / 2.0
+        g = np.exp(-(offsets**2) / (2.0 * self.sigma**2))
+        g2 = np.outer(g, g) / np.outer(g, g).sum()
+        kernel = g2[:, :, None, None] * np.eye(channels_in, channels_out)[None, None]
+        return ops.convert_to_tensor(kernel, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"sigma": self.sigma}
+
+
+def input_blur_layer(sigma: float, channels: int):
+    """A non-trainable Gaussian blur (``sigma`` pixels; kernel 2*ceil(2 sigma)+1 wide) as a
+    plain 'same' Conv2D named ``input_blur``: it exports to the Hasher's conv2d op."""
+    size = 2 * int(np.ceil(2.0 * float(sigma))) + 1
+    return keras.layers.Conv2D(
+        int(channels), size, padding="same", kernel_initializer=GaussianBlurKernel(sigma), trainable=False, name="input_blur",
+    )  # fmt: skip
+
+
+def conv_feature_layers(
+    filters,
+    hidden,
+    batch_norm: bool = True,
+    activation: str = "relu",
+    global_pool: bool = False,
+    input_blur: float = 0.0,
+    channels: int = 1,
+) -> list:
+    """``[Conv2D 3x3 'same' -> (BatchNorm) -> ReLU -> MaxPool 2x2]`` per entry of ``filters``,
+    flatten (or, with ``global_pool``, the mean over the positions of the last feature map:
+    less sensitive to where in the image a pattern sits), then ``Dense(h)`` + ``activation``
+    per entry of ``hidden``: a feature stack (``filters=()`` makes it a dense network on the
+    pixels) whose every layer exports to the NumPy Hasher.  Layer names are fixed (conv_i,
+    bn_i, relu_i, pool_i, flatten or global_pool, dense_i) so weights can be copied by name
+    into a network built by the same call.  ``input_blur`` > 0 puts a fixed Gaussian blur of
+    that many pixels (``channels`` in, the same out) in front: a low-pass filter that makes
+    the features, and so the bits, change less when the image moves by a pixel."""
+    layers: list = []
+    if input_blur:
+        layers.append(input_blur_layer(input_blur, channels))
+    for i, f in enumerate(filters):
+        layers.append(keras.layers.Conv2D(int(f), 3, padding="same", name=f"conv_{i}"))
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
+        layers.append(keras.layers.Activation("relu", name=f"relu_{i}"))
+        layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{i}"))
+    if global_pool and filters:
+        layers.append(keras.layers.GlobalAveragePooling2D(name="global_pool"))
+    else:
+        layers.append(keras.layers.Flatten(name="flatten"))
+    for i, units in enumerate(hidden):
+        layers.append(keras.layers.Dense(int(units), activation=activation, name=f"dense_{i}"))
+    return layers
+
+
 # --------------------------------------------------------------------------- splits
 def _validation_split(images: np.ndarray, fraction: float, seed: int):
     """Seeded random hold-out for early stopping; (train, None) when fraction is 0."""
@@ -87,6 +211,31 @@ def _validation_split(images: np.ndarray, fraction: float, seed: int):
     order = rng.permutation(len(images))
     n_val = max(1, int(round(len(images) * fraction)))
     return images[order[n_val:]], images[order[:n_val]]
+
+
+def checkpoint_split(images: np.ndarray, labels, *, select_by: str, fraction: float, seed: int):
+    """The hold-out that chooses a checkpoint -> ``(train_x, val_x, retrieval)``.
+
+    With labels and ``select_by == "val_map"``: a stratified split, and ``retrieval`` =
+    ``(val_y, db_x, db_y)`` for :class:`ValidationRetrieval` (the validation labels and up to
+    5,000 training images with theirs; labels choose the checkpoint, nothing else).  Without
+    labels, or where a few images per class leave no validation image (a tiny labelled
+    folder), a random hold-out (``val_x`` None when there is none) for a label-free criterion
+    and ``retrieval`` None."""
+    if select_by == "val_map" and labels is not None and fraction:
+        labels = np.asarray(labels)
+        train_rows, val_rows = stratified_validation_split(labels, fraction, seed)
+        if len(val_rows):
+            db = np.random.default_rng(seed).choice(len(train_rows), min(5000, len(train_rows)), replace=False)
+            train_x = images[train_rows]
+            return train_x, images[val_rows], (labels[val_rows], train_x[db], labels[train_rows][db])
+    train_x, val_x = _validation_split(images, fraction, seed)
+    return train_x, val_x, None
+
+
+def training_sample(images: np.ndarray, seed: int, size: int = 5000) -> np.ndarray:
+    """A seeded sample of at most ``size`` training images (bi-half medians are taken on it)."""
+    return images[np.random.default_rng(seed).choice(len(images), min(size, len(images)), replace=False)]
 
 
 def stratified_validation_split(labels: np.ndarray, fraction: float, seed: int):
@@ -169,7 +318,7 @@ def _state_jsonable(value):
 # --------------------------------------------------------------------------- export
 def keras_layers_ops(layers, params: dict, ops_list: list) -> None:
     """Append Hasher ops for Keras layers run in sequence (inference mode): Flatten, Dense,
-    Conv2D, MaxPooling2D, BatchNormalization, Activation; Dropout, CodingNoise and the
+    Conv2D, MaxPooling2D, GlobalAveragePooling2D, BatchNormalization, Activation; Dropout, CodingNoise and the
     random-augmentation layers are identities at inference and are skipped."""
     for layer in layers:
         if isinstance(layer, _INFERENCE_IDENTITY):
@@ -199,6 +348,11 @@ def keras_layers_ops(layers, params: dict, ops_list: list) -> None:
                     "padding": layer.padding,
                 }
             )
+            continue
+        if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            if layer.data_format != "channels_last" or layer.keepdims:
+                raise ModelError(f"layer {layer.name}: only channels-last global pooling without keepdims exports")
+            ops_list.append({"op": "globalavgpool"})
             continue
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())

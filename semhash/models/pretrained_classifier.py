@@ -1,8 +1,10 @@
 """Semi-supervised kind (``pretrained-classifier``): unsupervised pretraining, few labels.
 
-The lower layers of a trained autoencoder (``encoder``: the name of an ``autoencoder`` model
-in the workspace; its hidden encoder layers, weights copied) become the first layers of a
-classifier ``flatten -> encoder layers -> Dense(bits) -> CodingNoise -> sigmoid -> softmax``.
+The lower layers of a model trained without labels (``encoder``: the name of an
+``autoencoder`` or ``contrastive`` model in the workspace; its convolution blocks, if any,
+and hidden dense layers, weights copied) become the first layers of a classifier
+``encoder layers -> Dense(bits) -> CodingNoise -> sigmoid -> softmax``
+(:class:`FeatureHashClassifier`).
 It is trained on ``labeled_fraction`` (default 10 %) of the labels, a seeded stratified
 subset, first with the pretrained layers frozen (``epochs``), then — with ``fine_tune`` —
 all layers together at a third of the learning rate (``fine_tune_epochs``,
@@ -39,14 +41,15 @@ from semhash.models.classifier import (
     n_classes_of,
     predict_labels,
 )
-from semhash.models.keras_common import code_stats, labeled_subset, stratified_validation_split
+from semhash.models.keras_common import code_stats, conv_feature_layers, labeled_subset, stratified_validation_split
 from semhash.models.tf_common import CodingNoise, device_description, keras, ops, set_seed
 
 
 @keras.saving.register_keras_serializable(package="semhash")
 class DenseHashClassifier(keras.Model):
     """``flatten -> hidden Dense layers -> Dense(bits) -> CodingNoise -> sigmoid -> softmax``;
-    ``frozen`` hidden layers are not trained."""
+    ``frozen`` hidden layers are not trained.  The network of models saved before
+    :class:`FeatureHashClassifier` replaced it; kept so that their ``.keras`` files load."""
 
     def __init__(
         self,
@@ -124,9 +127,133 @@ class DenseHashClassifier(keras.Model):
         }
 
 
+@keras.saving.register_keras_serializable(package="semhash")
+class FeatureHashClassifier(keras.Model):
+    """``conv blocks (filters) -> flatten -> hidden Dense layers`` (the feature stack of
+    :func:`~semhash.models.keras_common.conv_feature_layers`, as the ``contrastive`` kind
+    and a convolutional autoencoder build it) ``-> Dense(bits) -> CodingNoise -> sigmoid ->
+    softmax``; ``frozen`` feature layers are not trained (batch norm then runs in inference
+    mode)."""
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (28, 28, 1),
+        filters: Sequence[int] = (),
+        hidden: Sequence[int] = (500, 300),
+        batch_norm: bool = False,
+        activation: str = "relu",
+        bits: int = 30,
+        n_classes: int = 10,
+        noise: float = 4.0,
+        frozen: bool = False,
+        seed: int | None = None,
+        global_pool: bool = False,
+        input_blur: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.global_pool = bool(global_pool)
+        self.input_blur = float(input_blur)
+        self.filters = tuple(int(f) for f in filters or ())
+        self.hidden = tuple(int(h) for h in hidden or ())
+        self.batch_norm = bool(batch_norm)
+        self.activation = activation
+        self.bits = int(bits)
+        self.n_classes = int(n_classes)
+        self.noise = float(noise)
+        self.seed = seed
+        self.feature_layers = conv_feature_layers(
+            self.filters, self.hidden, self.batch_norm, activation, self.global_pool, self.input_blur, self.image_shape[-1]
+        )
+        self.coding_layer = keras.layers.Dense(self.bits, name="coding")
+        self.coding_noise = CodingNoise(self.noise, seed=seed, name="coding_noise")
+        self.output_layer = keras.layers.Dense(self.n_classes, activation="softmax", name="output")
+        self.frozen = bool(frozen)
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        self._frozen = bool(value)
+        for layer in self.feature_layers:
+            layer.trainable = not self._frozen and layer.name != "input_blur"  # a fixed filter, never trained
+
+    def build(self, input_shape=None):
+        shape = (None, *self.image_shape)
+        for layer in self.feature_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.coding_layer.build(shape)
+        self.output_layer.build((None, self.bits))
+        self.built = True
+
+    def encode_preactivation(self, x, training=False):
+        h = x
+        for layer in self.feature_layers:
+            h = layer(h, training=training) if isinstance(layer, keras.layers.BatchNormalization) else layer(h)
+        return self.coding_layer(h)
+
+    def call(self, x, training=False):
+        pre = self.encode_preactivation(x, training=training)
+        return self.output_layer(ops.sigmoid(self.coding_noise(pre, training=training)))
+
+    def hash_layers(self) -> list:
+        return [*self.feature_layers, self.coding_layer]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "filters": list(self.filters),
+            "hidden": list(self.hidden),
+            "batch_norm": self.batch_norm,
+            "activation": self.activation,
+            "bits": self.bits,
+            "n_classes": self.n_classes,
+            "noise": self.noise,
+            "frozen": self.frozen,
+            "seed": self.seed,
+            "global_pool": self.global_pool,
+            "input_blur": self.input_blur,
+        }
+
+
+ENCODER_KINDS = ("autoencoder", "contrastive")
+
+
+def encoder_spec(source) -> dict:
+    """The feature stack of a trained ``autoencoder`` or ``contrastive`` model:
+    {"filters", "hidden", "batch_norm", "activation", "weights": {layer name in
+    :func:`conv_feature_layers`: weights}}."""
+    net = source.network_
+    weights = {}
+    if source.kind == "autoencoder":
+        filters = net.filters if net.conv else ()
+        for layer in net.conv_layers:
+            if layer.get_weights():
+                weights[layer.name] = layer.get_weights()
+        for i, layer in enumerate(net.encoder_layers):
+            weights[f"dense_{i}"] = layer.get_weights()
+        return {
+            "filters": filters, "hidden": net.hidden, "batch_norm": False, "global_pool": False, "input_blur": 0.0,
+            "activation": net.activation, "weights": weights,
+        }  # fmt: skip
+    for layer in net.feature_layers:
+        if layer.get_weights():
+            weights[layer.name] = layer.get_weights()
+    return {
+        "filters": net.filters, "hidden": net.hidden, "batch_norm": net.batch_norm,
+        "global_pool": getattr(net, "global_pool", False), "input_blur": getattr(net, "input_blur", 0.0),
+        "activation": "relu", "weights": weights,
+    }  # fmt: skip
+
+
 class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
     kind = "pretrained-classifier"
-    description = "classifier on a trained autoencoder's encoder layers, few labels; sigmoid layer hashes"
+    description = "classifier on the encoder layers of a trained autoencoder or contrastive model, few labels; sigmoid layer hashes"
     STATE = [
         "metrics_", "confusion_", "confusion_of_", "class_names_", "encoder_info_", "reused_coding_",
         "history_", "train_seconds_", "baseline_seconds_", "device_",
@@ -177,17 +304,18 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
 
     # -- the encoder ----------------------------------------------------------------------
     def _load_encoder(self, context: FitContext):
-        """-> (hidden sizes, activation, list of (kernel, bias)) of the named autoencoder."""
+        """-> (encoder spec (see :func:`encoder_spec`), coding weights, model directory)."""
         if not self.encoder:
             raise ModelError(
-                f"model kind {self.kind!r} needs --encoder NAME: a trained autoencoder model in the workspace"
+                f"model kind {self.kind!r} needs --encoder NAME: a trained {' or '.join(ENCODER_KINDS)} model in the workspace"
             )
         if context.workspace is None:
             raise ModelError(f"model kind {self.kind!r} needs a workspace to find the encoder {self.encoder!r}")
         info = context.workspace.model(self.encoder)
-        if info.kind != "autoencoder":
+        if info.kind not in ENCODER_KINDS:
             raise ModelError(
-                f"encoder {self.encoder!r} is a {info.kind!r} model; {self.kind} reuses the layers of an 'autoencoder'"
+                f"encoder {self.encoder!r} is a {info.kind!r} model; {self.kind} reuses the layers of "
+                f"an {' or a '.join(repr(k) for k in ENCODER_KINDS)} model"
             )
         from semhash.models import get_kind
 
@@ -197,16 +325,18 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
             raise ModelError(
                 f"encoder {self.encoder!r} takes {shape} images, this dataset has {tuple(self.input_shape)}"
             )
-        net = source.network_
-        weights = [[np.asarray(w) for w in layer.get_weights()] for layer in net.encoder_layers]
-        coding = [np.asarray(w) for w in net.coding_layer.get_weights()]
-        return tuple(int(layer.units) for layer in net.encoder_layers), net.activation, weights, coding, str(info.directory)
+        coding = [np.asarray(w) for w in source.network_.coding_layer.get_weights()]
+        return encoder_spec(source), coding, str(info.directory)
 
-    def _network(self, hidden, activation, n_classes, frozen=False) -> DenseHashClassifier:
-        net = DenseHashClassifier(
+    def _network(self, spec: dict, n_classes: int, frozen: bool = False) -> FeatureHashClassifier:
+        net = FeatureHashClassifier(
             image_shape=self.input_shape,
-            hidden=hidden,
-            activation=activation,
+            filters=spec["filters"],
+            hidden=spec["hidden"],
+            batch_norm=spec["batch_norm"],
+            global_pool=spec["global_pool"],
+            input_blur=spec["input_blur"],
+            activation=spec["activation"],
             bits=self.bits,
             n_classes=n_classes,
             noise=self.noise,
@@ -221,13 +351,17 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         context = context or FitContext()
         images = np.asarray(images, dtype=np.float32)
         labels = check_labels(self.kind, images, labels)
-        hidden, activation, weights, coding, encoder_dir = self._load_encoder(context)
+        spec, coding, encoder_dir = self._load_encoder(context)
         set_seed(self.seed)
         train_rows, val_rows = stratified_validation_split(labels, self.validation_split, self.seed)
         subset_rows = train_rows[labeled_subset(labels[train_rows], self.labeled_fraction, self.seed)]
         n_classes = n_classes_of(labels, context)
         self.class_names_ = list(context.class_names or [str(i) for i in range(n_classes)])
-        self.encoder_info_ = {"name": self.encoder, "directory": encoder_dir, "hidden": list(hidden), "activation": activation}
+        self.encoder_info_ = {
+            "name": self.encoder, "directory": encoder_dir, "filters": list(spec["filters"]), "hidden": list(spec["hidden"]),
+            "batch_norm": bool(spec["batch_norm"]), "global_pool": bool(spec["global_pool"]), "input_blur": float(spec["input_blur"]),
+            "activation": spec["activation"],
+        }  # fmt: skip
         val = (images[val_rows], labels[val_rows]) if len(val_rows) else None
         test_x, test_y = context_test_set(context)
         test_name = "test"
@@ -242,9 +376,10 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         )
         started = time.time()
         # 1. pretrained layers frozen
-        self.network_ = self._network(hidden, activation, n_classes, frozen=True)
-        for layer, w in zip(self.network_.hidden_layers, weights):
-            layer.set_weights(w)
+        self.network_ = self._network(spec, n_classes, frozen=True)
+        layers = {layer.name: layer for layer in self.network_.feature_layers}
+        for name, w in spec["weights"].items():
+            layers[name].set_weights(w)
         self.reused_coding_ = bool(self.reuse_coding and coding[0].shape[1] == int(self.bits))
         if self.reused_coding_:
             self.network_.coding_layer.set_weights(coding)
@@ -271,7 +406,7 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         if self.compare_baselines:
             for key, rows in (("accuracy_scratch_same_labels", subset_rows), ("accuracy_scratch_all_labels", train_rows)):
                 set_seed(self.seed)
-                baseline = self._network(hidden, activation, n_classes, frozen=False)
+                baseline = self._network(spec, n_classes, frozen=False)
                 fit_classifier(
                     baseline, (images[rows], labels[rows]), val, learning_rate=self.learning_rate,
                     epochs=self.epochs + (self.fine_tune_epochs if self.fine_tune else 0),

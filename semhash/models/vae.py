@@ -41,6 +41,7 @@ from semhash.models.keras_common import (
     keras_layers_ops,
     training_callbacks,
 )
+from semhash.models.codings import median_thresholds
 from semhash.models.tf_common import device_description, keras, ops, set_seed
 
 
@@ -342,17 +343,3 @@ class VAEHashModel(KerasHashModel):
             model.threshold_ = np.asarray(model.threshold_, dtype=np.float32)
         return model
 
-
-def median_thresholds(values: np.ndarray) -> np.ndarray:
-    """Per column, the midpoint between the two middle order statistics (the median for an
-    even count; for an odd count the midpoint just above the median), so that exactly
-    ceil(N/2) or floor(N/2) values lie above it, and none lies on it (float32 round-off
-    between Keras and NumPy cannot flip a training image's bit)."""
-    values = np.sort(np.asarray(values, dtype=np.float64), axis=0)
-    n = len(values)
-    if n == 0:
-        raise ModelError("no training images to compute the median thresholds")
-    if n == 1:
-        return values[0].astype(np.float32)
-    k = n // 2
-    return ((values[k - 1] + values[k]) / 2.0).astype(np.float32)
