@@ -12,6 +12,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 pytest_plugins = ["postgres_server"]  # postgres_server / postgres_url fixtures: a real server
 
+# Property tests are seeded like the rest: the same examples on every run and every machine
+# (a falsifying example found while developing belongs in the test as an explicit case).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("semhash", derandomize=True)
+_hypothesis_settings.load_profile("semhash")
+
 
 @pytest.fixture(scope="session")
 def digits():
