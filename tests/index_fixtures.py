@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from semhash.inference import Hasher
@@ -76,3 +77,17 @@ def write_digit_folder(
         for row in rows:
             written.append(write_png(folder / str(c) / f"img-{row:04d}.png", images[row]))
     return written
+
+
+# One workspace with one 16-bit model "m1": the fixtures the index, robustness, web and
+# PostgreSQL tests share (import them by name: `from index_fixtures import home, ws`).
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "ws"
+    add_model(home, "m1", seed=0, n_bits=16)
+    return home
+
+
+@pytest.fixture
+def ws(home: Path) -> Workspace:
+    return Workspace(home)

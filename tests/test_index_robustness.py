@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
-from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png  # noqa: E402
+from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png, home, ws  # noqa: E402
 
 from semhash.cli import main  # noqa: E402
 from semhash.errors import IndexError_, SemhashError  # noqa: E402
@@ -58,18 +58,6 @@ ONE_LINE = re.compile(r"^Error: [^\n]+\n$")
 
 
 # --------------------------------------------------------------------------- helpers
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "ws"
-    add_model(home, "m1", seed=0, n_bits=16)
-    return home
-
-
-@pytest.fixture
-def ws(home: Path) -> Workspace:
-    return Workspace(home)
-
-
 @pytest.fixture
 def index_path(home: Path) -> Path:
     return home / "index" / "index.sqlite"

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, select, text, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from index_fixtures import SHAPE, add_model, write_digit_folder  # noqa: E402
+from index_fixtures import SHAPE, add_model, write_digit_folder, home, ws  # noqa: E402
 from postgres_server import _free_port  # noqa: E402
 
 from semhash.data import decode_image  # noqa: E402
@@ -27,13 +27,6 @@ from semhash.hashing import from_signed64  # noqa: E402
 from semhash.index import index_folder, open_index, query_files  # noqa: E402
 from semhash.index.db import SCHEMA_VERSION, IndexLocation, MetaRow  # noqa: E402
 from semhash.workspace import Workspace  # noqa: E402
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "ws"
-    add_model(home, "m1", seed=0, n_bits=16)
-    return home
 
 
 def _scalar(url: str, sql: str):

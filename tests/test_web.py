@@ -25,7 +25,7 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
-from index_fixtures import add_model, digits, write_digit_folder, write_png  # noqa: E402
+from index_fixtures import add_model, digits, write_digit_folder, write_png, home, ws  # noqa: E402
 
 from semhash.cli import main  # noqa: E402
 from semhash.errors import IndexError_  # noqa: E402
@@ -44,18 +44,6 @@ LIMITS = UploadLimits(max_request_bytes=200_000, max_files=4, max_pixels=1_000_0
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "ws"
-    add_model(home, "m1", seed=0, n_bits=16)
-    return home
-
-
-@pytest.fixture
-def ws(home: Path) -> Workspace:
-    return Workspace(home)
-
-
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     folder = tmp_path / "imgs"
