@@ -11,8 +11,11 @@ labels i mod 10):
 
 * the Parquet file is written once per N into --work (its time is recorded, not counted);
 * ``semhash import FILE --model M --index ... --json``: one process, timed end to end
-  (rows/s), with the import's own figure (the library call, lookup refresh included);
+  (rows/s), with the import's own figure (the library call, lookup refresh included) and the
+  process's peak resident memory (a new index file: the bulk load);
 * ``semhash status --index ... --json``: --status-runs processes, median wall time;
+* the index and lookup sizes are taken, then N/10 more rows (new paths) are imported into
+  the index that is there (the upsert path, not the new-file bulk load): rows/s;
 * ``semhash query --code C --radius 2 --limit 100 --json``: --cold-runs fresh processes, a
   different indexed code each, median and min wall time (Python start-up and imports
   included: what a user waits for).
@@ -26,10 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,29 +59,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="JSON path (default docs/benchmarks/integration.json)")
 
 
-def semhash(*args: str, timeout: float = 3600) -> tuple[float, str, float]:
-    """Run ``python -m semhash ARGS`` in a fresh process: (wall seconds, stdout, the
-    process's CPU seconds: what other jobs on the machine disturb least)."""
-    started, cpu = time.perf_counter(), _children_cpu_s()
-    out = subprocess.run([sys.executable, "-m", "semhash", *args], capture_output=True, text=True, timeout=timeout)
-    seconds = time.perf_counter() - started
-    if out.returncode != 0:
-        raise RuntimeError(f"semhash {' '.join(args)} failed: {out.stdout}{out.stderr}")
-    return seconds, out.stdout, _children_cpu_s() - cpu
+def semhash(*args: str, timeout: float = 3600) -> tuple[float, str, float, float]:
+    """Run one semhash process; (wall seconds, stdout, CPU seconds, peak resident MB) of that
+    process (CPU seconds: what other jobs on the machine disturb least)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "semhash", *args], stdout=out, stderr=err)
+        deadline = started + timeout
+        while True:  # wait4: this child's own rusage (CPU time, peak memory)
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                raise RuntimeError(f"semhash {' '.join(args)} ran past {timeout} s")
+            time.sleep(0.005)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode != 0:
+        raise RuntimeError(f"semhash {' '.join(args)} failed: {stdout}{stderr}")
+    return seconds, stdout, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def write_parquet(path: Path, n: int, bits: int, chunk: int = 1 << 20) -> np.ndarray:
+def write_parquet(path: Path, n: int, bits: int, chunk: int = 1 << 20, prefix: str | None = None, seed: int = 0) -> np.ndarray:
     """The N-row file (written once; reused when it is there) and its codes."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    codes = common.clustered_codes(n, bits, seed=0)
+    codes = common.clustered_codes(n, bits, seed=seed)
+    prefix = prefix if prefix is not None else f"/semhash-benchmark/{n}/"
     if path.exists() and pq.ParquetFile(path).metadata.num_rows == n:
         return codes
     tmp = path.with_suffix(".tmp")
@@ -87,7 +101,7 @@ def write_parquet(path: Path, n: int, bits: int, chunk: int = 1 << 20) -> np.nda
             numbers = np.arange(start, min(n, start + chunk), dtype=np.int64)
             i = pa.array(numbers)
             folder = pc.cast(pa.array(numbers // 1000), pa.string())
-            paths = pc.binary_join_element_wise(f"/semhash-benchmark/{n}/", folder, "/", pc.cast(i, pa.string()), ".png", "")
+            paths = pc.binary_join_element_wise(prefix, folder, "/", pc.cast(i, pa.string()), ".png", "")
             labels = pc.take(pa.array([str(d) for d in range(10)]), pa.array(numbers % 10))
             writer.write_table(pa.table({"path": paths, "code": pa.array(codes[start : start + len(i)]),
                                          "label": labels}, schema=schema))  # fmt: skip
@@ -106,24 +120,34 @@ def measure(n: int, args: argparse.Namespace, home: Path, model: str) -> dict[st
         old.unlink()
     load = common.load_average()
     common.log(f"[integration] N={n:,}: semhash import ...")
-    import_s, out, import_cpu_s = semhash("import", str(parquet), "--model", model, "--index", str(index), "--home", str(home),
+    import_s, out, import_cpu_s, import_mb = semhash("import", str(parquet), "--model", model, "--index", str(index), "--home", str(home),
                             "--json", "--quiet")  # fmt: skip
     imported = json.loads(out)
     common.log(f"[integration]   import {import_s:.1f} s ({n / import_s:,.0f} rows/s); status ...")
     status_times, status = [], {}
     for _ in range(args.status_runs):
-        seconds, out, _ = semhash("status", "--index", str(index), "--home", str(home), "--json")
+        seconds, out, _, _ = semhash("status", "--index", str(index), "--home", str(home), "--json")
         status_times.append(seconds)
         status = json.loads(out)
     rng = np.random.default_rng(n)
     picks = [int(c) for c in codes[rng.integers(0, n, args.cold_runs)]]
     cold, cold_cpu, totals = [], [], []
     for code in picks:
-        seconds, out, cpu = semhash("query", "--code", str(code), "--radius", str(RADIUS), "--limit", str(LIMIT),
+        seconds, out, cpu, _ = semhash("query", "--code", str(code), "--radius", str(RADIUS), "--limit", str(LIMIT),
                                "--index", str(index), "--home", str(home), "--json")  # fmt: skip
         cold.append(seconds)
         cold_cpu.append(cpu)
         totals.append(json.loads(out)[0]["total"])
+    index_bytes, lookup_bytes = index.stat().st_size, index.with_suffix(".lookup").stat().st_size
+    # then a tenth more rows, new paths, into the index that is there: the upsert path
+    extra = max(1, n // 10)
+    more = work / f"codes-{n}-more-{extra}.parquet"
+    write_parquet(more, extra, args.bits, prefix=f"/semhash-benchmark/{n}-more/", seed=1)
+    common.log(f"[integration]   semhash import of {extra:,} more rows into it ...")
+    append_s, out, append_cpu_s, append_mb = semhash("import", str(more), "--model", model, "--index", str(index),
+                                                     "--home", str(home), "--json", "--quiet")  # fmt: skip
+    appended = json.loads(out)
+    assert appended["added"] == extra and appended["total"] == n + extra, appended
     row = {
         "n": n,
         "parquet_generate_s": round(generate_s, 1),
@@ -133,6 +157,7 @@ def measure(n: int, args: argparse.Namespace, home: Path, model: str) -> dict[st
         "import_rows_per_cpu_s": round(n / import_cpu_s),
         "import_library_s": imported["seconds"],
         "import_library_rows_per_s": imported["rows_per_s"],
+        "import_peak_mb": round(import_mb),
         "status_median_s": round(statistics.median(status_times), 3),
         "status_count": status.get("count"),
         "lookup_current": status.get("lookup_current"),
@@ -140,8 +165,13 @@ def measure(n: int, args: argparse.Namespace, home: Path, model: str) -> dict[st
         "cold_query_min_s": round(min(cold), 3),
         "cold_query_median_cpu_s": round(statistics.median(cold_cpu), 3),
         "cold_query_mean_total": round(float(np.mean(totals)), 1),
-        "index_bytes": index.stat().st_size,
-        "lookup_bytes": index.with_suffix(".lookup").stat().st_size,
+        "append_rows": extra,
+        "append_s": round(append_s, 2),
+        "append_rows_per_s": round(extra / append_s),
+        "append_cpu_s": round(append_cpu_s, 2),
+        "append_peak_mb": round(append_mb),
+        "index_bytes": index_bytes,
+        "lookup_bytes": lookup_bytes,
         "load_average_at_start": load,
         "load_average_at_end": common.load_average(),
     }
@@ -181,7 +211,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "checks": checks,
     }
     path = common.write_json("integration", payload, args.out)
-    print(common.table(rows, ["n", "import_s", "import_rows_per_s", "import_rows_per_cpu_s", "status_median_s",
+    print(common.table(rows, ["n", "import_s", "import_rows_per_s", "import_rows_per_cpu_s", "import_peak_mb",
+                              "append_rows", "append_rows_per_s", "status_median_s",
                               "cold_query_median_s", "cold_query_min_s", "cold_query_median_cpu_s",
                               "cold_query_mean_total", "load_average_at_start"]))  # fmt: skip
     print(f"\n{json.dumps(checks)}\nload average before {load_before}, after {payload['load_average_after']}; wrote {path}")

@@ -280,6 +280,30 @@ def refresh_lookup(db: IndexDB) -> None:
             _build_lookup(db, s, meta, write=True)
 
 
+def save_lookup_of_rows(db: IndexDB, generation: int, ids: np.ndarray, codes: np.ndarray, figures: dict[str, Any]) -> None:
+    """After a bulk load whose every row the writer still holds (``ids``, ``codes`` as stored,
+    and the ``figures`` status shows): save the lookup built from them instead of reading
+    the rows back.  Only while the record is still at ``generation`` (the state that load
+    committed); if another writer has been in since, the lookup is built from the record."""
+    with db.session() as s, s.begin():
+        meta = read_meta(s, db.path)
+        if not meta.bound:
+            return
+        if meta.generation != int(generation):
+            if not hamming_lookup.is_current(db.lookup_path, lookup_key(meta)):
+                _build_lookup(db, s, meta, write=True)
+            return
+        try:
+            mode = db.cache_file_mode()
+        except OSError:
+            return  # no lookup file can be written here: the first query builds one in memory
+        built = hamming_lookup.build_from_rows([(ids, codes)], int(meta.n_bits or 64))
+        try:
+            built.save(db.lookup_path, lookup_key(meta), mode=mode, info={**figures, "count": built.count})
+        except OSError:
+            pass
+
+
 # --------------------------------------------------------------------------- searching
 def _rows_by_id(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, str | None, int]]:
     ids = sorted({int(i) for i in ids})

@@ -15,7 +15,9 @@ command's table is made from its --json document, and the commands that can be r
 (query, evaluate, export-dataset) are also run without --json here and must print exactly
 that text).  README.md's blocks between ``<!-- readme:NAME -->`` and ``<!-- /readme:NAME -->``
 are rendered from the transcript; the "How good it is" table only from
-docs/benchmarks/quality.json.  tests/test_readme.py fails when either drifts.
+docs/benchmarks/quality.json, and the "How big and how fast" lines from
+docs/benchmarks/lookup.json, lookup_1e8.json and integration.json.  tests/test_readme.py
+fails when any of them drifts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 TRANSCRIPT = ROOT / "docs" / "readme" / "transcript.json"
 QUALITY = ROOT / "docs" / "benchmarks" / "quality.json"
+# the "How big and how fast" lines: the lookup benchmark (10^5-10^7, and 10^8) and the real commands at each N
+SCALE = {name: ROOT / "docs" / "benchmarks" / f"{name}.json" for name in ("lookup", "lookup_1e8", "integration")}
 DEFAULT_WORKDIR = Path("/tmp/semhash-readme")
 WORKDIR_MARKER = ".semhash-readme"  # the scratch folder is emptied only when it carries this
 
@@ -209,7 +214,37 @@ def render_blocks(transcript: dict, quality: dict) -> dict[str, str]:
         "quality-intro": quality_intro(quality),
         "quality": quality_block(quality),
         "quality-vs-example": _table_vs_example(transcript, quality),
+        "scale": scale_block({name: load(path) for name, path in SCALE.items()}),
     }
+
+
+def _us_per_query(rows: list[dict], n: int, distribution: str = "random") -> float:
+    """Radius 2, semhash's lookup, answers of a few dozen rows: microseconds of one core."""
+    row = next(r for r in rows if (r["method"], r["radius"], r["n"], r["distribution"], r["answers"])
+               == ("semhash", 2, n, distribution, "<= 64"))  # fmt: skip
+    return 1e6 / row["queries_per_cpu_s"]
+
+
+def scale_block(scale: dict[str, dict]) -> str:
+    """How big an index gets and how fast it answers, from the committed benchmark JSON."""
+    lookup_rows = [r for name in ("lookup", "lookup_1e8") for r in scale[name]["rows"] if r["method"] == "semhash"]
+    per_code = [r["bytes_per_code"] for r in lookup_rows]
+    largest = max(lookup_rows, key=lambda r: r["n"])
+    commands = {r["n"]: r for r in scale["integration"]["rows"]}
+    small, big = commands[min(commands)], commands[max(commands)]
+    return textwrap.fill(
+        f"- How big and how fast: the lookup beside the index (`index.lookup`) holds {min(per_code):.0f}-{max(per_code):.0f} "
+        f"bytes per code (10^{len(str(largest['n'])) - 1} codes: {largest['bytes_per_code'] * largest['n'] / 1e6:,.0f} MB) "
+        f"and answers a radius-2 query in ~{_us_per_query(lookup_rows, 10**7):.0f} µs of one core at 10^7 codes "
+        f"(~{_us_per_query(lookup_rows, largest['n']):.0f} µs at 10^{len(str(largest['n'])) - 1}: the cost follows the "
+        f"neighbour keys probed, not N); a whole `semhash query --code` process takes {small['cold_query_median_s']:.2f} s "
+        f"at {small['n']:,} codes and {big['cold_query_median_s']:.2f} s at {big['n']:,} (medians; Python start-up is "
+        f"most of it), `semhash status` {big['status_median_s']:.2f} s at {big['n']:,}, and `semhash import` fills a "
+        f"new index with {big['n']:,} rows in {big['import_s']:.0f} s ({big['import_rows_per_s']:,} rows/s; "
+        f"{big['append_rows']:,} more rows into that index go in at {big['append_rows_per_s']:,} rows/s). Generated from docs/benchmarks/lookup.json, lookup_1e8.json and "
+        f"integration.json; see docs/BENCHMARKS.md, \"Lookup at scale\" and \"The lookup behind the commands\".",
+        width=95, subsequent_indent="  ", break_on_hyphens=False,
+    )
 
 
 def _table_vs_example(transcript: dict, quality: dict) -> str:

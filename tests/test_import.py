@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or withou
 
 from index_fixtures import add_model, write_digit_folder  # noqa: E402
 
+from semhash.errors import IndexError_  # noqa: E402
 from semhash.hashing import code_to_str  # noqa: E402
 from semhash.index import index_info, open_index, path_key, search_codes  # noqa: E402
 from semhash.index.importer import ImportFileError, import_parquet  # noqa: E402
@@ -349,3 +350,141 @@ def test_every_value_round_trips_exactly(tmp_path, home, index_path):
         label, code, content_hash, size, mtime = rows[columns["path"][i]]
         assert (code % 2**64, content_hash, size, mtime) == (int(codes[i]), columns["content_hash"][i],
                                                               int(columns["size"][i]), float(mtimes[i]))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the bulk load
+def _record(index_path: Path) -> list[tuple]:
+    with open_index(index_path) as db, db.session() as s:
+        sql = "SELECT id, path, label, code, content_hash, size, mtime, indexed_at FROM images ORDER BY id"
+        return [tuple(r) for r in s.connection().exec_driver_sql(sql)]
+
+
+def _record_figures(index_path: Path) -> dict:
+    """status's figures recomputed from the rows (not from the lookup header)."""
+    import sqlite3
+    from datetime import datetime
+
+    con = sqlite3.connect(index_path)
+    count, labels, last = con.execute("SELECT count(*), count(DISTINCT label), max(indexed_at) FROM images").fetchone()
+    con.close()
+    return {"count": count, "labels": labels, "last_indexed_at": datetime.fromisoformat(last).isoformat()}
+
+
+def _unsorted_files_with_repeats(folder: Path) -> list[Path]:
+    """Paths out of order, repeated within a file and across files (with other labels, a
+    missing label first, other codes), and files that give different optional columns."""
+    rng = np.random.default_rng(11)
+    n = 300
+    order = rng.permutation(n)
+    a = {
+        "path": [f"/data/{i % 7}/img-{i}.png" for i in order],
+        "code": rng.integers(0, 1 << N_BITS, n, dtype=np.uint64),
+        "label": [None if i % 5 == 0 else f"a{i % 3}" for i in order],
+        "mtime": rng.uniform(1e9, 2e9, n),
+    }
+    a["path"][10] = a["path"][20]  # a repeat inside one file
+    b = {  # half of a's paths again, and new ones; other labels; hashes and sizes instead of mtimes
+        "path": a["path"][::2] + [f"/data/new/{i}.png" for i in range(50)],
+        "code": rng.integers(0, 1 << N_BITS, n // 2 + 50, dtype=np.uint64),
+        "label": ["b"] * (n // 2 + 50),
+        "content_hash": [f"{i:064x}" for i in range(n // 2 + 50)],
+        "size": rng.integers(0, 10**9, n // 2 + 50),
+    }
+    return [write_parquet(folder / "a.parquet", a), write_parquet(folder / "b.parquet", b)]
+
+
+def test_a_new_index_and_an_existing_one_get_the_same_rows(tmp_path, home, monkeypatch):
+    """The bulk load into a new file and the staged upsert store identical rows (ids,
+    repeats resolved the same way: last code, first label) and answer identically."""
+    from semhash.index import importer
+
+    files = _unsorted_files_with_repeats(tmp_path / "in")
+    model = Workspace(home).model("m1")
+    bulk_index, staged_index = tmp_path / "bulk.sqlite", tmp_path / "staged.sqlite"
+    bulk = import_parquet(bulk_index, files, model)
+    monkeypatch.setattr(importer, "NEW_FILE_MEMORY_SHARE", 0.0)  # too large for memory: staged
+    staged = import_parquet(staged_index, files, model)
+    assert (bulk.rows, bulk.added, bulk.updated, bulk.total) == (staged.rows, staged.added, staged.updated, staged.total)
+    assert (bulk.rows, bulk.total) == (500, 349)
+    got, want = _record(bulk_index), _record(staged_index)
+    assert [r[:7] for r in got] == [r[:7] for r in want]  # indexed_at: each import's own time
+    assert [r[0] for r in got] == list(range(1, 350)) and [r[1] for r in got] == sorted(r[1] for r in got)
+    first_label = {}
+    for f in files:  # the first label a path was given, the last code
+        t = pq.read_table(f).to_pydict()
+        for p, lab in zip(t["path"], t["label"]):
+            first_label.setdefault(p, lab)
+    assert {r[1]: r[2] for r in got} == first_label
+    queries = np.random.default_rng(3).integers(0, 1 << N_BITS, 40)
+    assert search_codes(bulk_index, queries, 3) == search_codes(staged_index, queries, 3)
+    info = index_info(bulk_index)
+    assert info["lookup_current"] and {k: info[k] for k in ("count", "labels", "last_indexed_at")} == _record_figures(bulk_index)
+    # a file like any other index: WAL, the schema's indexes, nothing left beside it
+    import sqlite3
+
+    con = sqlite3.connect(bulk_index)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")} == {
+        r[0] for r in sqlite3.connect(staged_index).execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    con.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "bulk" in p.name) == ["bulk.lookup", "bulk.sqlite"]
+    # and it takes further imports as any index does
+    again = import_parquet(bulk_index, files[1:], model)
+    assert (again.added, again.updated, again.total) == (0, 200, 349)
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_bulk_load_that_fails_half_way_leaves_no_index_and_no_file(tmp_path, home, index_path, monkeypatch, failure):
+    from semhash.index import importer
+
+    source = write_parquet(tmp_path / "codes.parquet", good_columns(500))
+    monkeypatch.setattr(importer, "BATCH_ROWS", 64)
+    real_values, calls = importer._Columns.values, []
+
+    def values(self, name, start, stop):
+        calls.append(start)
+        if start >= 256:  # four batches are in the file by now
+            raise failure
+        return real_values(self, name, start, stop)
+
+    monkeypatch.setattr(importer._Columns, "values", values)
+    expected = IndexError_ if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as caught:
+        import_parquet(index_path, [source], Workspace(home).model("m1"))
+    if expected is IndexError_:
+        assert str(caught.value).startswith(f"{index_path}: ") and "No space left" in str(caught.value)
+        assert "importing" not in str(caught.value)  # the index is named, not its hidden build file
+    assert max(calls) >= 256
+    assert os.listdir(index_path.parent) == []  # no index, no hidden build file
+
+
+def test_an_abandoned_build_is_removed_and_a_running_ones_kept(tmp_path, home, index_path):
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    dead = index_path.with_name(f".{index_path.name}.importing-999999999")  # above Linux's pid_max
+    running = index_path.with_name(f".{index_path.name}.importing-{os.getppid()}")
+    for f in (dead, Path(f"{dead}-journal"), running):
+        f.write_bytes(b"partial")
+    import_parquet(index_path, [write_parquet(tmp_path / "c.parquet", good_columns(20))], Workspace(home).model("m1"))
+    assert not dead.exists() and not Path(f"{dead}-journal").exists() and running.read_bytes() == b"partial"
+
+
+def test_an_index_created_during_a_bulk_load_is_left_alone(tmp_path, home, index_path, monkeypatch):
+    from semhash.index import importer
+
+    model = Workspace(home).model("m1")
+    other = write_parquet(tmp_path / "other.parquet", good_columns(30, prefix="/other"))
+    real_write = importer._write_new_file
+
+    def write_then_race(staging, *args, **kwargs):
+        generation = real_write(staging, *args, **kwargs)
+        monkeypatch.setattr(importer, "_write_new_file", real_write)
+        import_parquet(index_path, [other], model)  # another process got there first
+        return generation
+
+    monkeypatch.setattr(importer, "_write_new_file", write_then_race)
+    with pytest.raises(IndexError_, match="another process created this index during the import"):
+        import_parquet(index_path, [write_parquet(tmp_path / "mine.parquet", good_columns(50))], model)
+    before = stored_rows(index_path)
+    assert sorted(before) == sorted(good_columns(30, prefix="/other")["path"])
+    assert sorted(p for p in os.listdir(index_path.parent) if "importing" in p) == []

@@ -111,3 +111,14 @@ def test_d_text_output_is_the_formatting_of_the_json_output(readme_script, home_
         data = json.loads(cli(*args, "--json").stdout)
         text = cli(*args).stdout.rstrip("\n")
         assert readme_script.formatter(["semhash", *args])(data) == text, args
+
+
+def test_scale_lines_follow_the_benchmark_json(readme_script):
+    """The "How big and how fast" figures are made from the committed benchmark results."""
+    scale = {name: readme_script.load(path) for name, path in readme_script.SCALE.items()}
+    before = readme_script.scale_block(scale)
+    biggest = max(scale["integration"]["rows"], key=lambda r: r["n"])
+    biggest["import_rows_per_s"] = 123_456
+    biggest["cold_query_median_s"] = 9.87
+    after = readme_script.scale_block(scale)
+    assert before != after and "123,456 rows/s" in after and "9.87 s" in after
