@@ -53,7 +53,7 @@ import numpy as np
 from semhash.errors import IndexError_, SemhashError
 from semhash.index.db import ImageRow, IndexDB, IndexLocation, bind_model, bump_generation, database_errors, open_index, read_meta, utc_now
 from semhash.index.pathkeys import path_key, printable
-from semhash.index.search import refresh_lookup
+from semhash.index.search import refresh_lookup, refresh_lookup_after_upsert
 
 BATCH_ROWS = 1 << 16
 OPTIONAL_COLUMNS = ("label", "label_bytes", "content_hash", "size", "mtime")
@@ -327,13 +327,32 @@ def _code_indexes() -> list:
     return [ix for ix in ImageRow.__table__.indexes if [c.name for c in ix.columns] == ["code"]]
 
 
-def _import_sqlite(db: IndexDB, files: list[_File], model, hasher, indexed_at: str, bar) -> tuple[int, int]:
+@dataclass
+class _Upserted:
+    """What one staged upsert did: rows added, rows in the index after, and for a lookup
+    refreshed from the one before (:func:`refresh_lookup_after_upsert`): that state's key,
+    the generation committed, and every touched row's (id, code); ``ids`` is None when the
+    lookup is rebuilt from the record instead."""
+
+    added: int
+    total: int
+    before: dict[str, Any] | None = None
+    generation: int = 0
+    ids: Any = None
+    codes: Any = None
+
+
+def _import_sqlite(db: IndexDB, files: list[_File], model, hasher, indexed_at: str, bar) -> _Upserted:
     """SQLite: every batch checked and staged in a temporary table (private to this
     connection, nothing written to the index yet), then one transaction upserts them all in
     path order (sequential inserts into the path index) and, for a large import, rebuilds
-    the code index instead of updating it row by row.  Returns (rows added, rows in the
-    index after)."""
+    the code index instead of updating it row by row.  An import smaller than the index,
+    whose lookup is current, takes back each touched row's (id, code) from the upsert
+    (RETURNING), so that the lookup is refreshed without reading every row."""
     from sqlalchemy.orm import Session
+
+    from semhash.index import lookup as hamming_lookup
+    from semhash.index.search import id_code_chunks, lookup_key
 
     n_bits = int(hasher.n_bits)
     with db.engine.connect() as conn:
@@ -351,20 +370,32 @@ def _import_sqlite(db: IndexDB, files: list[_File], model, hasher, indexed_at: s
         with conn.begin(), Session(bind=conn) as s:
             _bind_in(s, db, model, hasher)
             s.flush()
+            meta = read_meta(s, db.path)
             before = raw.execute(f"SELECT max(id) FROM {ImageRow.__tablename__}").fetchone()[0] or 0
             present = raw.execute(f"SELECT count(*) FROM {ImageRow.__tablename__}").fetchone()[0]
             rebuild = staged >= REINDEX_SHARE * (present + staged)
             code_indexes = _code_indexes() if rebuild else []
             for ix in code_indexes:
                 ix.drop(bind=conn)
-            raw.execute(_UPSERT_FROM_STAGING, (indexed_at,))
+            merge = 0 < staged <= present and hamming_lookup.is_current(db.lookup_path, lookup_key(meta))
+            upserted = _Upserted(0, 0)
+            if merge:
+                cursor = raw.execute(_UPSERT_FROM_STAGING + " RETURNING id, code", (indexed_at,))
+                chunks = list(id_code_chunks(cursor))
+                upserted.before = lookup_key(meta)
+                upserted.ids = np.concatenate([ids for ids, _ in chunks])
+                upserted.codes = np.concatenate([codes for _, codes in chunks])
+            else:
+                raw.execute(_UPSERT_FROM_STAGING, (indexed_at,))
             for ix in code_indexes:
                 ix.create(bind=conn)
             added = raw.execute(f"SELECT count(*) FROM {ImageRow.__tablename__} WHERE id > ?", (before,)).fetchone()[0]
             bump_generation(s)
             s.flush()
+            upserted.generation = read_meta(s, db.path).generation
         raw.execute(f"DROP TABLE {_STAGING}")
-    return int(added), int(present) + int(added)
+    upserted.added, upserted.total = int(added), int(present) + int(added)
+    return upserted
 
 
 def _import_generic(db: IndexDB, files: list[_File], model, hasher, indexed_at, bar) -> int:
@@ -727,7 +758,12 @@ def _import(index_path, files: list[_File], model, hasher, summary: ImportSummar
         if db.engine.dialect.name == "sqlite":
             # the text SQLAlchemy's DateTime stores in SQLite (the staged rows bypass it)
             indexed_at: Any = utc_now().strftime("%Y-%m-%d %H:%M:%S.%f")
-            summary.added, summary.total = _import_sqlite(db, files, model, hasher, indexed_at, bar)
+            upserted = _import_sqlite(db, files, model, hasher, indexed_at, bar)
+            summary.added, summary.total = upserted.added, upserted.total
+            summary.updated = summary.rows - summary.added
+            if upserted.ids is not None:
+                refresh_lookup_after_upsert(db, upserted.before, upserted.generation, upserted.ids, upserted.codes)
+                return
         else:
             indexed_at = utc_now()
             summary.added = _import_generic(db, files, model, hasher, indexed_at, bar)

@@ -488,3 +488,76 @@ def test_an_index_created_during_a_bulk_load_is_left_alone(tmp_path, home, index
     before = stored_rows(index_path)
     assert sorted(before) == sorted(good_columns(30, prefix="/other")["path"])
     assert sorted(p for p in os.listdir(index_path.parent) if "importing" in p) == []
+
+
+# --------------------------------------------------------------------------- the lookup after an upsert
+def _lookup_pairs(index_path: Path) -> set[tuple[int, int]]:
+    from semhash.index import lookup as hamming_lookup
+
+    found = hamming_lookup.HammingLookup.load(index_path.with_suffix(".lookup"))
+    ids, codes = found.codes()
+    return set(zip(ids.tolist(), codes.tolist()))
+
+
+def _record_pairs(index_path: Path) -> set[tuple[int, int]]:
+    return {(r[0], r[3] % 2**64) for r in _record(index_path)}
+
+
+def test_an_import_into_an_index_puts_its_rows_into_the_lookup_without_reading_all_back(tmp_path, home, index_path, monkeypatch):
+    from semhash.index import search
+
+    model = Workspace(home).model("m1")
+    import_parquet(index_path, [write_parquet(tmp_path / "a.parquet", good_columns(400))], model)
+    later = good_columns(120, seed=9)  # 60 of a's paths with new codes, 60 new paths, one repeated
+    later["path"] = good_columns(400)["path"][::5][:60] + [f"/data/later/{i}.png" for i in range(60)]
+    later["path"][-1] = later["path"][-2]
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the lookup was rebuilt from every row")
+
+    monkeypatch.setattr(search, "_build_lookup", no_rebuild)
+    summary = import_parquet(index_path, [write_parquet(tmp_path / "b.parquet", later)], model)
+    monkeypatch.undo()
+    assert (summary.added, summary.updated, summary.total) == (59, 61, 459)
+    assert index_info(index_path)["lookup_current"]
+    assert _lookup_pairs(index_path) == _record_pairs(index_path)
+    info = index_info(index_path)
+    assert {k: info[k] for k in ("count", "labels", "last_indexed_at")} == _record_figures(index_path)
+    queries = np.random.default_rng(5).integers(0, 1 << N_BITS, 30)
+    assert search_codes(index_path, queries, 2) == search_codes(index_path, queries, 2, method="sql")
+
+
+def test_without_the_lookup_before_it_or_with_a_wrong_count_the_lookup_is_rebuilt(tmp_path, home, index_path):
+    from semhash.index import search
+
+    model = Workspace(home).model("m1")
+    import_parquet(index_path, [write_parquet(tmp_path / "a.parquet", good_columns(300))], model)
+    index_path.with_suffix(".lookup").unlink()  # not current before the next import: rebuilt after it
+    import_parquet(index_path, [write_parquet(tmp_path / "b.parquet", good_columns(50, seed=4, prefix="/b"))], model)
+    assert index_info(index_path)["lookup_current"] and _lookup_pairs(index_path) == _record_pairs(index_path)
+    # told of fewer rows than the record holds (a row went meanwhile, in the same generation
+    # step): the merge is refused and the record read
+    with open_index(index_path) as db:
+        meta = db.meta()
+        before = search.lookup_key(meta)
+    import sqlite3
+
+    def edit(sql: str, steps: int) -> None:
+        con = sqlite3.connect(index_path)
+        con.execute(sql)
+        con.execute(f"UPDATE meta SET value = CAST(value AS INTEGER) + {steps} WHERE key = 'generation'")
+        con.commit()
+        con.close()
+
+    edit("DELETE FROM images WHERE id = 2", 1)
+    with open_index(index_path) as db:
+        search.refresh_lookup_after_upsert(db, before, meta.generation + 1, np.array([], np.int64), np.array([], np.int64))
+    assert _lookup_pairs(index_path) == _record_pairs(index_path) and 2 not in {i for i, _ in _lookup_pairs(index_path)}
+    # another writer in after the import (two generations on): the record is read too
+    with open_index(index_path) as db:
+        meta = db.meta()
+        before = search.lookup_key(meta)
+    edit("UPDATE images SET code = 7 WHERE id = 1", 2)
+    with open_index(index_path) as db:
+        search.refresh_lookup_after_upsert(db, before, meta.generation + 1, np.array([], np.int64), np.array([], np.int64))
+    assert _lookup_pairs(index_path) == _record_pairs(index_path) and (1, 7) in _lookup_pairs(index_path)
