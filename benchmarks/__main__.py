@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "integration": "benchmarks.integration",  # semhash import / status / cold query --code at 10^4..10^7 (issue 10)
     "hashing": "benchmarks.hashing",  # images/s: local path against Ray workers (issue 12)
     "index-storage": "benchmarks.index_storage",  # SQLite against PostgreSQL as the record (issue 12)
+    "bulk-load": "benchmarks.bulk_load",  # how semhash import writes a new SQLite index (issue 10)
 }
 
 

@@ -27,11 +27,12 @@ Two ways in, the same rows out (ids in path order included; tested equal):
   read, checked and sorted by path in Arrow, then written in one pass into a file built
   beside the target under a hidden name (no journal, the code index built after the rows,
   one fsync), which is hard-linked into place only when complete; the lookup is built from
-  the rows in hand.  10^7 rows: 41 s, 244,000 rows/s (docs/BENCHMARKS.md).  An import too
+  the rows in hand.  10^7 rows: 39 s, 256,000 rows/s (docs/BENCHMARKS.md).  An import too
   large for memory (:data:`NEW_FILE_MEMORY_SHARE`) takes the second way.
 * Into an existing index (or PostgreSQL): checked Arrow batches are staged in a temporary
   table (one JSON document per batch, unpacked by SQLite's json_each), then upserted in one
-  statement and one transaction (WAL), and the lookup is refreshed from the record.
+  statement and one transaction (WAL); the lookup is the one before with the touched rows
+  put in (the upsert returns them), or rebuilt from the record.
 """
 
 from __future__ import annotations
@@ -530,8 +531,8 @@ def _sqlite_uri(path: Path, mode: str) -> str:
     return f"file:{quote(os.fsencode(path))}?mode={mode}"
 
 
-#: SQLite page size of a bulk-loaded file: at 10^7 rows 16 KiB pages load 10% faster than the
-#: default 4 KiB (41 s against 46 s, mostly the code index's sort); SQLite reads any size.
+#: SQLite page size of a bulk-loaded file: at 10^7 rows 16 KiB pages take 2 s (9%) off the
+#: inserts against the default 4 KiB (`python -m benchmarks bulk-load`); SQLite reads any size.
 #: Files the indexer creates keep 4 KiB: its small transactions write whole pages to the WAL.
 NEW_FILE_PAGE_SIZE = 16384
 
@@ -575,8 +576,9 @@ def _write_new_file(staging: Path, rows: _Columns, model, hasher, indexed_at: st
         con.execute("BEGIN")
         for ix in code_indexes:  # built once after the rows, not updated row by row
             con.execute(f"DROP INDEX {ix.name}")
-        # the driver's cost is per bound value (~0.35 us each): a column no file gave is a
-        # literal, as is the one timestamp; ids are the rowids SQLite assigns, 1..n in order
+        # the driver's cost grows with the values bound (eight per row: 27.4 CPU-s at 10^7,
+        # three: 22.1): a column no file gave is a literal, as is the one timestamp, and ids
+        # are the rowids SQLite assigns, 1..n in order
         bound = ["path", "code", *[c for c in ("label", "content_hash", "size", "mtime") if c in rows.given]]
         literal = {"label": "NULL", "content_hash": "''", "size": "0", "mtime": "0.0", "indexed_at": f"'{indexed_at}'"}
         names = [*bound, *[c for c in literal if c not in bound]]
