@@ -96,6 +96,7 @@ def load(path: Path, variant: str, paths, labels, codes) -> dict[str, Any]:
     indexed = time.process_time()
     con.execute("COMMIT")
     done_cpu, done_wall = time.process_time(), time.perf_counter()
+    stored, last_id = con.execute("SELECT count(*), max(id) FROM images").fetchone()
     con.close()
     return {
         "variant": variant,
@@ -107,6 +108,8 @@ def load(path: Path, variant: str, paths, labels, codes) -> dict[str, Any]:
         "total_s": round(done_wall - wall, 2),
         "rows_per_s": round(n / (done_wall - wall)),
         "file_mb": round(path.stat().st_size / 1e6),
+        "stored": stored,
+        "last_id": last_id,
     }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package at the repo root
 
-from benchmarks import indexing, integration  # noqa: E402
+from benchmarks import bulk_load, indexing, integration  # noqa: E402
 
 
 def _args(module, *argv: str) -> argparse.Namespace:
@@ -29,6 +29,7 @@ def test_integration_at_two_tiny_sizes(tmp_path):
     assert small["status_count"] == 300 and large["status_count"] == 2000 and large["lookup_current"] is True
     assert large["cold_query_mean_total"] >= 1  # each query is an indexed code: it finds itself
     assert large["import_rows_per_s"] > 0 and large["cold_query_median_s"] > 0
+    assert large["append_rows"] == 200 and large["append_rows_per_s"] > 0 and large["import_peak_mb"] > 0
     assert any("cold ratio" in k for k in payload["checks"])
     assert not list((tmp_path / "work").glob("index-*"))  # indexes are removed unless --keep
 
@@ -44,3 +45,13 @@ def test_indexing_one_and_two_processes(tmp_path):
     again = indexing.run(_args(indexing, "--n", "40", "--workers", "1", "--images", str(tmp_path / "png"),
                                "--work", str(tmp_path / "work"), "--out", str(out)))  # fmt: skip
     assert again["images"]["reused"] is True
+
+
+def test_bulk_load_variants_store_every_row(tmp_path):
+    out = tmp_path / "bulk_load.json"
+    payload = bulk_load.run(_args(bulk_load, "--rows", "3000", "--work", str(tmp_path), "--out", str(out)))
+    assert [r["variant"] for r in payload["rows"]] == list(bulk_load.VARIANTS)
+    assert {r["page_size"] for r in payload["rows"]} == {4096, 16384}
+    assert all(r["rows"] == r["stored"] == r["last_id"] == 3000 and r["rows_per_s"] > 0 for r in payload["rows"])
+    assert payload["driver_overhead"]["us_per_row"] > 0 and json.loads(out.read_text())["rows"] == payload["rows"]
+    assert list(tmp_path.glob("*.sqlite")) == []
