@@ -226,25 +226,37 @@ def _us_per_query(rows: list[dict], n: int, distribution: str = "random") -> flo
 
 
 def scale_block(scale: dict[str, dict]) -> str:
-    """How big an index gets and how fast it answers, from the committed benchmark JSON."""
+    """How big an index gets and how fast it answers (two bullets), from the committed
+    benchmark JSON."""
     lookup_rows = [r for name in ("lookup", "lookup_1e8") for r in scale[name]["rows"] if r["method"] == "semhash"]
     per_code = [r["bytes_per_code"] for r in lookup_rows]
     largest = max(lookup_rows, key=lambda r: r["n"])
     commands = {r["n"]: r for r in scale["integration"]["rows"]}
     small, big = commands[min(commands)], commands[max(commands)]
-    return textwrap.fill(
-        f"- How big and how fast: the lookup beside the index (`index.lookup`) holds {min(per_code):.0f}-{max(per_code):.0f} "
-        f"bytes per code (10^{len(str(largest['n'])) - 1} codes: {largest['bytes_per_code'] * largest['n'] / 1e6:,.0f} MB) "
-        f"and answers a radius-2 query in ~{_us_per_query(lookup_rows, 10**7):.0f} µs of one core at 10^7 codes "
-        f"(~{_us_per_query(lookup_rows, largest['n']):.0f} µs at 10^{len(str(largest['n'])) - 1}: the cost follows the "
-        f"neighbour keys probed, not N); a whole `semhash query --code` process takes {small['cold_query_median_s']:.2f} s "
-        f"at {small['n']:,} codes and {big['cold_query_median_s']:.2f} s at {big['n']:,} (medians; Python start-up is "
-        f"most of it), `semhash status` {big['status_median_s']:.2f} s at {big['n']:,}, and `semhash import` fills a "
-        f"new index with {big['n']:,} rows in {big['import_s']:.0f} s ({big['import_rows_per_s']:,} rows/s; "
-        f"{big['append_rows']:,} more rows into that index go in at {big['append_rows_per_s']:,} rows/s). Generated from docs/benchmarks/lookup.json, lookup_1e8.json and "
-        f"integration.json; see docs/BENCHMARKS.md, \"Lookup at scale\" and \"The lookup behind the commands\".",
-        width=95, subsequent_indent="  ", break_on_hyphens=False,
+
+    def power(n: int) -> str:
+        return f"10^{len(str(n)) - 1}" if str(n).strip("0") == "1" else f"{n:,}"
+
+    def wrap(text: str) -> str:
+        return textwrap.fill(text, width=95, subsequent_indent="  ", break_on_hyphens=False)
+
+    how_big = (
+        f"- How big: the SQLite record takes {big['index_bytes'] / big['n']:.0f} bytes per image "
+        f"({power(big['n'])} images: {big['index_bytes'] / 2**30:.1f} GiB) and the lookup beside it (`index.lookup`) "
+        f"{min(per_code):.0f}-{max(per_code):.0f} bytes per code ({power(largest['n'])} codes: "
+        f"{largest['bytes_per_code'] * largest['n'] / 1e6:,.0f} MB, built and searched on this 24 GB machine)."
     )
+    how_fast = (
+        f"- How fast: a radius-2 lookup takes ~{_us_per_query(lookup_rows, 10**7):.0f} µs of one core at 10^7 codes "
+        f"(~{_us_per_query(lookup_rows, largest['n']):.0f} µs at {power(largest['n'])}: it follows the neighbour keys "
+        f"probed, not N); a whole `semhash query --code` process {small['cold_query_median_s']:.2f} s at "
+        f"{power(small['n'])} codes and {big['cold_query_median_s']:.2f} s at {power(big['n'])} (medians; Python "
+        f"start-up is most of it), `semhash status` {big['status_median_s']:.2f} s there; `semhash import` fills a new "
+        f"index with {power(big['n'])} rows in {big['import_s']:.0f} s ({big['import_rows_per_s']:,} rows/s) and adds "
+        f"{power(big['append_rows'])} more at {big['append_rows_per_s']:,} rows/s. From docs/benchmarks/lookup.json, "
+        f"lookup_1e8.json, integration.json: docs/BENCHMARKS.md, \"Lookup at scale\" and \"The lookup behind the commands\"."
+    )
+    return wrap(how_big) + "\n" + wrap(how_fast)
 
 
 def _table_vs_example(transcript: dict, quality: dict) -> str:

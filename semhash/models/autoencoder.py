@@ -263,8 +263,8 @@ class AutoencoderHashModel(KerasHashModel):
         input_shape: Sequence[int] = (28, 28, 1),
         bits: int = 30,
         hidden: Sequence[int] = (1000, 500),  # beats ITQ on Fashion-MNIST too (docs/BENCHMARKS.md)
-        noise: float = 8.0,  # chosen by scripts/noise_sweep.py (docs/BENCHMARKS.md)
-        tied: bool = True,  # defaults from scripts/quality_experiments.py (docs/BENCHMARKS.md)
+        noise: float = 8.0,  # chosen by a noise sweep (docs/BENCHMARKS.md, "Choosing the default noise")
+        tied: bool = True,  # defaults from the quality experiments (docs/BENCHMARKS.md, issue 4)
         activation: str = "relu",
         pretrain: str | None = None,
         pretrain_noise: float = 0.5,
