@@ -22,7 +22,9 @@ def import_(sources, model_name, quiet, index_path, home, as_json):
     optionally `label`, `content_hash`, `size`, `mtime`.  Rows are upserts keyed on the
     path (a path already indexed gets the new code and keeps its label).  Every file and
     row is checked first and everything is written in one transaction: a bad file or row
-    is one error naming it, and the index is left as it was.
+    is one error naming it, and the index is left as it was.  An import that creates its
+    index is a bulk load: the rows are sorted in memory and the file is built aside and
+    put in place when complete (about 250,000 rows/s at 10^7 rows).
 
     \b
     Examples:
