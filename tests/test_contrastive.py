@@ -69,10 +69,11 @@ def test_sign_model_exports_reloads_and_selects_by_validation_map(sign_model, di
 
 
 def test_defaults_are_the_logged_best_configuration(default_model, digits, tmp_path):
-    # docs/benchmarks/contrastive_experiments.json, tag cnn-e60-blur-bihalf-nnclr2048
+    # docs/benchmarks/contrastive_experiments.json, tags cnn-e60-blur-bihalf-nnclr2048 and
+    # mnist5k-epochs120 (the same, twice the steps)
     params = build_model("contrastive", {}).get_params()
     assert {k: params[k] for k in ("coding", "queue_size", "blur", "train_steps", "epochs")} == {
-        "coding": "bihalf", "queue_size": 2048, "blur": 0.25, "train_steps": 900, "epochs": None,
+        "coding": "bihalf", "queue_size": 2048, "blur": 0.25, "train_steps": 1800, "epochs": None,
     }  # fmt: skip
     net = default_model.network_
     config = net.get_config()
