@@ -211,18 +211,9 @@ def _build_lookup(db: IndexDB, session: Session, meta: IndexMeta, write: bool) -
     """A lookup built from ``session``'s snapshot; saved beside the record when ``write`` (a
     file that cannot be written, in a read-only folder or on a full disk, is no error: the
     built lookup still answers this search)."""
-    mode = None
-    if write:
-        try:
-            mode = db.cache_file_mode()  # the record's (a file's own; owner-only for a database)
-        except OSError:
-            write = False
     built = hamming_lookup.build_from_rows(stream_codes(session), int(meta.n_bits or 64))
     if write:
-        try:
-            built.save(db.lookup_path, lookup_key(meta), mode=mode, info=_record_figures(session, built.count))
-        except OSError:
-            pass
+        _save_lookup(db, meta, built, _record_figures(session, built.count))
     return built
 
 
@@ -308,15 +299,8 @@ def refresh_lookup_after_upsert(
             kept = ~np.isin(old_ids, ids)
             count = int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
             if int(kept.sum()) + len(ids) == count:
-                try:
-                    mode = db.cache_file_mode()
-                except OSError:
-                    return
                 built = hamming_lookup.build_from_rows([(old_ids[kept], old_codes[kept]), (ids, codes)], int(meta.n_bits))
-                try:
-                    built.save(db.lookup_path, lookup_key(meta), mode=mode, info=_record_figures(s, built.count))
-                except OSError:
-                    pass
+                _save_lookup(db, meta, built, _record_figures(s, built.count))
                 return
         _build_lookup(db, s, meta, write=True)
 
@@ -334,15 +318,17 @@ def save_lookup_of_rows(db: IndexDB, generation: int, ids: np.ndarray, codes: np
             if not hamming_lookup.is_current(db.lookup_path, lookup_key(meta)):
                 _build_lookup(db, s, meta, write=True)
             return
-        try:
-            mode = db.cache_file_mode()
-        except OSError:
-            return  # no lookup file can be written here: the first query builds one in memory
         built = hamming_lookup.build_from_rows([(ids, codes)], int(meta.n_bits or 64))
-        try:
-            built.save(db.lookup_path, lookup_key(meta), mode=mode, info={**figures, "count": built.count})
-        except OSError:
-            pass
+        _save_lookup(db, meta, built, {**figures, "count": built.count})
+
+
+def _save_lookup(db: IndexDB, meta: IndexMeta, built: hamming_lookup.HammingLookup, info: dict[str, Any]) -> None:
+    """Save ``built`` beside the record for its state ``meta``; a file that cannot be written
+    (read-only folder, full disk) is no error: the first query builds one in memory."""
+    try:  # the record's permissions (a file's own; owner-only for a database)
+        built.save(db.lookup_path, lookup_key(meta), mode=db.cache_file_mode(), info=info)
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------- searching
