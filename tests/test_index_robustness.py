@@ -18,7 +18,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from sqlalchemy.engine import Engine
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
 from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png, home, ws  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 from semhash.cli import main  # noqa: E402
 from semhash.errors import IndexError_, SemhashError  # noqa: E402
@@ -399,9 +399,7 @@ def test_two_indexers_at_once_on_overlapping_folders(tmp_path, home, index_path)
         ready = tmp_path / f"ready-{name}"
         args = [str(ready), str(go), "index", str(target), "--batch-size", "3", "--quiet", "--home", str(home)]
         children.append((ready, subprocess.Popen([sys.executable, "-c", CHILD_INDEXER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    deadline = time.monotonic() + 60
-    while not all(ready.exists() for ready, _ in children) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: all(ready.exists() for ready, _ in children), "both indexers to start")
     go.touch()  # both start indexing the same fresh index at the same moment
     outputs = [child.communicate(timeout=120) for _, child in children]
     for (_, child), (stdout, stderr) in zip(children, outputs):
@@ -624,7 +622,6 @@ def test_an_older_cache_file_swapped_in_is_not_trusted(tmp_path):
             s.query(ImageRow).filter(ImageRow.path == paths[1]).update({"code": 0b1})
             bump_generation(s)
     assert [m.path for m in search_codes(path, [0], 2)[0]] == paths[:2]  # cache rebuilt for the new state
-    time.sleep(0.01)
     tmp = cache.with_name("swap.tmp")
     tmp.write_bytes(old)  # two writers interleaved: the older state's file renamed last
     os.replace(tmp, cache)

@@ -26,6 +26,7 @@ from sqlalchemy import insert
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
 from index_fixtures import add_model, digits, write_digit_folder, write_png, home, ws  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 from semhash.cli import main  # noqa: E402
 from semhash.errors import IndexError_  # noqa: E402
@@ -221,6 +222,19 @@ def test_parse_code():
     for bad in ("", "-1", "0x10", "16", "10101", "1.5", "١٢"):
         with pytest.raises(Exception):
             parse_code(bad, 4)
+
+
+def test_a_code_that_reads_two_ways_says_which_reading_was_used(client):
+    """0/1 digits of another length than n_bits are an integer, and the answer says so; a
+    code that is unambiguous gets no note (issue 18: '0101' on a 30-bit model)."""
+    (short,) = client.get("/api/search/code", params={"code": "0101", "radius": 16}).json()
+    assert short["code"] == 101 and "read as the integer 101" in short["note"] and "16 characters" in short["note"]
+    bits = "1" + "0" * 15
+    for plain in (bits, "101" + "2", "7"):
+        (found,) = client.get("/api/search/code", params={"code": plain, "radius": 16}).json()
+        assert "note" not in found, found
+    (leading,) = client.get("/api/search/code", params={"code": "0" * 15 + "1", "radius": 16}).json()
+    assert leading["code"] == 1 << 15 and "read as 16 bits" in leading["note"]
 
 
 # --------------------------------------------------------------------------- uploads
@@ -428,8 +442,8 @@ def test_reindex_is_picked_up_without_restart(client, ws, folder, index_path, tm
     before = client.get("/api/status").json()
     new = write_png(folder / "2" / "new-digit.png", digits()[0][100])
     index_folder(folder, ws.model("m1"), index_path, progress=False)
-    after = client.get("/api/status").json()
-    assert after["count"] == before["count"] + 1 and after["generation"] > before["generation"]
+    after = wait_for(lambda: _status_with(client, count=before["count"] + 1), "the server to pick up the re-index")
+    assert after["generation"] > before["generation"]
     hit = upload(client, new).json()[0]["matches"]
     assert any(m["path"] == str(new) and m["distance"] == 0 for m in hit)
     # deleted and re-created (another file, same name): the reader reopens it
@@ -439,10 +453,35 @@ def test_reindex_is_picked_up_without_restart(client, ws, folder, index_path, tm
     only = tmp_path / "only"
     write_digit_folder(only, per_class=2, classes=(5,))
     index_folder(only, ws.model("m1"), index_path, progress=False)
-    assert client.get("/api/status").json()["count"] == 2
+    wait_for(lambda: _status_with(client, count=2), "the server to reopen the re-created index")
+
+
+def _status_with(client, count: int) -> dict | None:
+    """/api/status once it shows ``count`` images (a server reloads at most every 2x its last
+    reload's time, so a test waits for the change rather than a fixed time)."""
+    status = client.get("/api/status").json()
+    return status if status["count"] == count else None
+
+
+class StoppedClock:
+    """The reader's clock, moved only by the test: how long a request takes on a loaded
+    machine cannot change what it reads (the state key is re-read after KEY_REUSE_S)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
 
 
 def test_each_request_does_constant_work_until_a_reindex(index_path, ws, folder, monkeypatch):
+    import semhash.index.browse
+
+    clock = StoppedClock()
+    monkeypatch.setattr(semhash.index.browse, "time", clock)
     reader = IndexReader(index_path, ws)
     statements: list[str] = []
     for conn in reader._connections:  # every connection, now and later, traces what it executes
@@ -459,7 +498,7 @@ def test_each_request_does_constant_work_until_a_reindex(index_path, ws, folder,
     reader.search_codes([0], radius=2, limit=10)
     per_request = []
     for code in (reader.image(i).code for i in (1, 2, 3, 4)):  # each finds at least its row
-        time.sleep(2 * KEY_REUSE_S)
+        clock.now += 2 * KEY_REUSE_S  # a new request: the key is read again, once
         statements.clear()
         reader.search_codes([code], radius=2, limit=10)
         reader.status()
@@ -469,7 +508,7 @@ def test_each_request_does_constant_work_until_a_reindex(index_path, ws, folder,
     state = reader._state
     write_png(folder / "0" / "another.png", digits()[0][200])
     index_folder(folder, ws.model("m1"), index_path, progress=False)
-    time.sleep(2 * KEY_REUSE_S)
+    clock.now += 2 * KEY_REUSE_S
     reader.search_codes([0], radius=2)
     assert reader._state is not state and reader._state.meta.generation > state.meta.generation
     reader.close()
@@ -489,7 +528,7 @@ def test_queries_during_indexing_succeed(client, ws, folder, index_path, tmp_pat
         statuses.append(upload(client, first_png(folder)).status_code)
     worker.join(timeout=60)
     assert statuses and set(statuses) == {200}
-    assert client.get("/api/status").json()["count"] == 18 + 160
+    wait_for(lambda: _status_with(client, count=18 + 160), "the server to show every indexed image")
 
 
 def test_a_stale_lookup_is_built_in_memory_never_written(index_path, ws, folder):
@@ -500,8 +539,12 @@ def test_a_stale_lookup_is_built_in_memory_never_written(index_path, ws, folder)
         found = client.get("/api/search/code", params={"code": "0", "radius": 16}).json()[0]
         assert found["total"] == 18
         insert_row(index_path, str(folder / "1" / "extra.png"), "1", code=0)  # a re-index elsewhere
-        time.sleep(2 * KEY_REUSE_S)
-        assert client.get("/api/search/code", params={"code": "0", "radius": 16}).json()[0]["total"] == 19
+
+        def total() -> int:
+            return client.get("/api/search/code", params={"code": "0", "radius": 16}).json()[0]["total"]
+
+        # the server keeps its view for up to twice its last reload's time: wait for the reload itself
+        wait_for(lambda: total() == 19, "the server to pick up the new row")
     assert not lookup_file.exists()
 
 

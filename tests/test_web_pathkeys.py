@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
 from index_fixtures import add_model, digits, write_png  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 from semhash.index import index_folder, path_key  # noqa: E402
 from semhash.index.browse import _indexed_root  # noqa: E402
@@ -45,9 +46,9 @@ def indexed(tmp_path: Path):
         yield client, folder, odd_file, plain, ws.index_path
 
 
-def _row_for(client, path: Path) -> dict:
+def _row_for(client, path: Path) -> dict | None:
     found = client.get("/api/search/code", params={"code": "0", "radius": 16, "limit": 100}).json()[0]["matches"]
-    return next(m for m in found if m["path"] == path_key(path))
+    return next((m for m in found if m["path"] == path_key(path)), None)
 
 
 def test_a_non_utf8_file_is_listed_by_its_key_and_served(indexed):
@@ -71,7 +72,8 @@ def test_a_non_utf8_symlink_out_of_the_folder_is_404(indexed, tmp_path):
     link = Path(os.fsdecode(os.path.join(os.fsencode(odd_file.parent), b"l\xefnk.png")))
     link.symlink_to(outside)
     index_folder(folder, Workspace(index_path.parent.parent).model("m1"), index_path, progress=False)
-    match = _row_for(client, link)  # indexed (a link to a file is followed when indexing) ...
+    # indexed (a link to a file is followed when indexing) ...
+    match = wait_for(lambda: _row_for(client, link), "the server to pick up the re-index")
     for url in (f"/api/images/{match['id']}/file", f"/api/images/{match['id']}/thumbnail"):
         response = client.get(url)  # ... but never served from outside the indexed folder
         assert response.status_code == 404 and outside.read_bytes() not in response.content
