@@ -181,7 +181,6 @@ def run_ray(files, hasher_path: Path, workers: int, batch_size: int, shard_dir: 
     import shutil
 
     import pyarrow.parquet as pq
-    import ray
 
     from semhash.index import ray_engine
 
@@ -195,7 +194,7 @@ def run_ray(files, hasher_path: Path, workers: int, batch_size: int, shard_dir: 
         )
         driver_cpu = time.process_time() - cpu_started
     finally:
-        ray.shutdown()
+        ray_engine.stop_ray()
     table = pq.read_table(run.shards, columns=["path", "code"])
     codes = dict(zip(table.column("path").to_pylist(), table.column("code").to_pylist()))
     return {

@@ -55,6 +55,7 @@ import numpy as np
 
 from semhash.errors import SemhashError
 from semhash.index.pathkeys import path_key
+from semhash.lifetime import Reaper
 
 SHARD_SCHEMA_FIELDS = (
     ("path", "string"),
@@ -196,9 +197,18 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise SemhashError(f"cannot reach the Ray cluster at {address}: {cause}") from None
 
 
+#: what a local Ray's processes look like: "ray::IDLE", ".../site-packages/ray/core/.../raylet", ...
+RAY_PROCESSES = r"^ray::|/ray/"
+_reaper: Reaper | None = None
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     """Connect to the cluster at ``address``, or start a local Ray on ``num_cpus`` cores
-    (default: all of this machine's), quietly.  Returns the seconds it took."""
+    (default: all of this machine's), quietly.  Returns the seconds it took.  A local Ray's
+    processes end with this one however it ends (a :class:`~semhash.lifetime.Reaper` kills
+    the agents that would otherwise outlive a killed driver by a minute); stop it with
+    :func:`stop_ray`."""
+    global _reaper
     import ray
 
     started = time.perf_counter()
@@ -210,6 +220,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> float:
         if address:
             ray.init(address=address, **common)
         else:
+            _reaper = _reaper or Reaper(RAY_PROCESSES)
             ray.init(
                 num_cpus=num_cpus or os.cpu_count() or 1,
                 include_dashboard=False,
@@ -217,10 +228,22 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> float:
                 **common,
             )
     except Exception as exc:  # Ray's connection errors vary by version: one line for users
+        stop_ray()
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SemhashError(f"cannot start {where}: {cause}") from None
     return time.perf_counter() - started
+
+
+def stop_ray() -> None:
+    """Disconnect from Ray (a local Ray stops) and dismiss the reaper of a local Ray."""
+    global _reaper
+    import ray
+
+    ray.shutdown()
+    if _reaper is not None:
+        _reaper.close()
+        _reaper = None
 
 
 def hash_files(
@@ -306,7 +329,7 @@ def hash_files(
     finally:
         shards.close()
         if owns_ray:
-            ray.shutdown()
+            stop_ray()
     errors.sort()
     return HashRun(
         shards.paths,

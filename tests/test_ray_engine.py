@@ -35,7 +35,7 @@ def local_ray():
     try:
         yield ray
     finally:
-        ray.shutdown()
+        ray_engine.stop_ray()
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from semhash import __version__
 from semhash.errors import DatasetError, ImageError, IndexError_, ModelError, SemhashError
 from semhash.index.browse import BadQuery, IndexReader, NotFound, UploadLimits, UploadTooLarge
 from semhash.index.db import IndexLocation
+from semhash.lifetime import die_with_parent
 from semhash.web.routes import router
 from semhash.workspace import Workspace
 
@@ -243,6 +244,8 @@ def app_from_env() -> FastAPI:
     # image spent 3.5x the CPU on a busy 2-core machine (docs/BENCHMARKS.md, serve)
     threadpool_limits(1)
     config = json.loads(os.environ[_ENV])
+    if os.getpid() != config["server_pid"]:  # one of --workers N: it ends with the server, however that ends
+        die_with_parent(config["server_pid"])
     return create_app(IndexLocation.from_config(config), Workspace(config["home"]), allowed_hosts=config["hosts"])
 
 
@@ -280,7 +283,9 @@ def run_server(
     named = f"[{host}]" if ":" in host else host  # the Host header brackets an IPv6 address
     hosts = [*LOCAL_HOSTS, named] if _is_loopback(host) else ["*"]
     location = IndexLocation.parse(index_path).to_config()  # a database URL keeps its cache folder
-    os.environ[_ENV] = json.dumps({**location, "home": str(workspace.root.absolute()), "hosts": hosts})
+    os.environ[_ENV] = json.dumps(
+        {**location, "home": str(workspace.root.absolute()), "hosts": hosts, "server_pid": os.getpid()}
+    )
     shown = f"[{host}]" if ":" in host else host
     model = f"model {info['model']}, {info['bits']} bits" if info["model"] else "empty"
     on_ready(
