@@ -35,6 +35,7 @@ from tqdm import tqdm
 from semhash.data import WalkReport, check_folder, decode_image, iter_image_files
 from semhash.errors import DatasetError, ImageError, IndexError_
 from semhash.hashing import to_signed64
+from semhash.lifetime import die_with_parent
 from semhash.index.db import (
     ImageRow,
     IndexDB,
@@ -167,10 +168,12 @@ def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
 _worker_hasher = None
 
 
-def _init_worker(hasher) -> None:
-    """Once per pool process: the model (sent once, when the process starts) and one BLAS
-    thread, since the pool already runs one process per core."""
+def _init_worker(hasher, parent_pid: int) -> None:
+    """Once per pool process: end with the indexing process however it ends (SIGKILL and
+    the out-of-memory killer included), the model (sent once, when the process starts) and
+    one BLAS thread, since the pool already runs one process per core."""
     global _worker_hasher
+    die_with_parent(parent_pid)
     _worker_hasher = hasher
     try:
         from threadpoolctl import threadpool_limits
@@ -196,7 +199,7 @@ def _start_pool(hasher, workers: int):
 
     fork = "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
-                               initializer=_init_worker, initargs=(hasher,))  # fmt: skip
+                               initializer=_init_worker, initargs=(hasher, os.getpid()))  # fmt: skip
     if fork:
         pool.submit(int).result()  # every worker forked now, before a progress bar starts its thread
     return pool
@@ -342,7 +345,8 @@ def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool) -> int:
             raise IndexError_(
                 f"{db.path}: index was built with model {meta.model_name!r} ({meta.n_bits} bits, "
                 f"fingerprint {meta.model_fingerprint}), not model {model.name!r} ({hasher.n_bits} bits, "
-                f"fingerprint {fingerprint}): use --rebuild to re-index everything with {model.name!r}"
+                f"fingerprint {fingerprint}): add to it with its own model (--model {meta.model_name}), "
+                f"or re-index everything with {model.name!r} (--rebuild)"
             )
         elif meta.bound and meta.model_name == model.name:
             return 0  # bound by another run while we waited for the lock
