@@ -32,8 +32,13 @@ def tune(data, kind, grid_items, folds, n_iter, metric, output, seed, limit, par
     dataset or a labelled image folder): every setting is fitted on k-1 folds and scored by
     the held-out fold's images querying the other folds' images.
 
+    Every fit trains a model: the first fold's time gives an estimate of the whole search
+    on stderr.  Ctrl-C stops it, prints the settings measured so far and writes the best
+    of them with -o (exit code 1).
+
     \b
     Examples:
+      semhash tune --param noise=4,8 --param epochs=10 --limit 1000 --folds 2 -o best.json
       semhash tune --param noise=2,4,8 --param learning_rate=0.001,0.0003 -o best.json
       semhash tune --param hidden=500x300,256x128 --param epochs=10 --n-iter 4
       semhash tune --model itq --param bits=16,30,64 --metric precision_r2
@@ -70,6 +75,7 @@ def tune(data, kind, grid_items, folds, n_iter, metric, output, seed, limit, par
         doc = {"data": data, "part": part, **result.to_dict()}
         doc["config"] = str(written) if written else None
         print_json(doc)
+        _fail_if_interrupted(result)
         return
     names = list(grid)
     headers = ["rank", *names, metric, "std", "folds", "seconds"]
@@ -77,7 +83,7 @@ def tune(data, kind, grid_items, folds, n_iter, metric, output, seed, limit, par
     for rank, trial in enumerate(result, 1):
         scores = " ".join("-" if s != s else f"{s:.3f}" for s in trial.fold_scores)
         if trial.error:
-            scores = f"failed: {trial.error}"
+            scores = trial.error if trial.error.startswith("interrupted") else f"failed: {trial.error}"
         rows.append([
             rank,
             *(format_value(trial.params.get(n)) for n in names),
@@ -93,3 +99,12 @@ def tune(data, kind, grid_items, folds, n_iter, metric, output, seed, limit, par
                f"{metric} {best.mean:.4f} +- {best.std:.4f}")
     if written:
         click.echo(f"wrote {written}; train it with: semhash train {data} --config {written}")
+    _fail_if_interrupted(result)
+
+
+def _fail_if_interrupted(result) -> None:
+    """After a Ctrl-C the measured settings were printed (and the best written); the run as a
+    whole did not finish, so the exit code says so."""
+    if result.interrupted:
+        measured = sum(t.error is None for t in result)
+        raise click.ClickException(f"interrupted: {measured} of {result.settings} settings measured (shown above)")

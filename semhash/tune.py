@@ -53,6 +53,7 @@ __all__ = [
     "score_codes",
     "subsample",
     "format_value",
+    "format_duration",
     "release_backend",
 ]
 
@@ -108,6 +109,8 @@ class TuneResult:
     seed: int = 0
     seconds: float = 0.0
     auto_params: tuple[str, ...] = ()  # filled in from the data (input_shape), not chosen
+    settings: int = 0  # candidate settings in the search (more than len(trials) when interrupted)
+    interrupted: bool = False  # Ctrl-C: the trials hold what was measured until then
 
     # sequence behaviour: result[0] is the best trial
     def __iter__(self) -> Iterator[Trial]:
@@ -146,6 +149,8 @@ class TuneResult:
             "n_images": self.n_images,
             "seed": self.seed,
             "seconds": round(float(self.seconds), 3),
+            "settings": self.settings,
+            "interrupted": self.interrupted,
             "base_params": jsonable({k: v for k, v in self.base_params.items() if k not in self.auto_params}),
             "best_params": jsonable(self.best_params) if self.trials and self.trials[0].error is None else None,
             "trials": [dict(rank=i + 1, **t.to_dict()) for i, t in enumerate(self.trials)],
@@ -288,47 +293,59 @@ def tune(
 
     candidates = parameter_candidates(param_grid, n_iter, seed)
     splits = _fold_indices(labels, folds, seed)
+    fits = len(candidates) * folds
     log(
-        f"tuning {kind}: {len(candidates)} setting(s) x {folds} folds on {len(images)} images, "
-        f"metric {metric}"
+        f"tuning {kind}: {len(candidates)} setting(s) x {folds} folds = {fits} fits on {len(images)} images, "
+        f"metric {metric} (Ctrl-C stops and keeps what was measured)"
     )
     started = time.time()
     trials: list[Trial] = []
-    for t, combo in enumerate(candidates, 1):
-        params = {**base, **combo}
-        shown = _describe(combo) or "(base parameters)"
-        scores: list[float] = []
-        trial_started = time.time()
-        error = None
-        for f, (train_idx, held_idx) in enumerate(splits, 1):
-            fold_started = time.time()
-            try:
-                model = build_model(kind, params)
-                context = FitContext(workspace=workspace, verbose=0, class_names=class_names, log=lambda m: None)
-                model.fit(images[train_idx], labels[train_idx], context=context)
-                hasher = model.export_hasher()
-                db_codes = hasher.hash(images[train_idx])
-                q_codes = hasher.hash(images[held_idx])
-            except (SemhashError, ValueError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log(f"[{t}/{len(candidates)}] {shown}: fold {f}/{folds} failed: {error}")
-                break
-            finally:
-                model = None
-                release_backend()
-            score = score_codes(metric, q_codes, labels[held_idx], db_codes, labels[train_idx], hasher.n_bits)
-            scores.append(score)
-            log(
-                f"[{t}/{len(candidates)}] {shown}: fold {f}/{folds} {metric}={score:.4f} "
-                f"({time.time() - fold_started:.1f} s)"
-            )
-        seconds = time.time() - trial_started
-        if error is None:
-            arr = np.asarray(scores, dtype=np.float64)
-            trials.append(Trial(combo, float(np.mean(arr)), float(np.std(arr)), scores, seconds))
-            log(f"[{t}/{len(candidates)}] {shown}: {metric} {np.mean(arr):.4f} +- {np.std(arr):.4f}")
-        else:
-            trials.append(Trial(combo, math.nan, math.nan, scores, seconds, error))
+    interrupted = False
+    t, combo, scores, trial_started = 0, {}, [], started
+    try:
+        for t, combo in enumerate(candidates, 1):
+            params = {**base, **combo}
+            shown = _describe(combo) or "(base parameters)"
+            scores = []
+            trial_started = time.time()
+            error = None
+            for f, (train_idx, held_idx) in enumerate(splits, 1):
+                fold_started = time.time()
+                try:
+                    model = build_model(kind, params)
+                    context = FitContext(workspace=workspace, verbose=0, class_names=class_names, log=lambda m: None)
+                    model.fit(images[train_idx], labels[train_idx], context=context)
+                    hasher = model.export_hasher()
+                    db_codes = hasher.hash(images[train_idx])
+                    q_codes = hasher.hash(images[held_idx])
+                except (SemhashError, ValueError) as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    log(f"[{t}/{len(candidates)}] {shown}: fold {f}/{folds} failed: {error}")
+                    break
+                finally:
+                    model = None
+                    release_backend()
+                score = score_codes(metric, q_codes, labels[held_idx], db_codes, labels[train_idx], hasher.n_bits)
+                scores.append(score)
+                fold_seconds = time.time() - fold_started
+                log(f"[{t}/{len(candidates)}] {shown}: fold {f}/{folds} {metric}={score:.4f} ({fold_seconds:.1f} s)")
+                if t == 1 and f == 1 and fits > 1:
+                    log(f"estimate from the first fold: about {format_duration(fold_seconds * fits)} for all {fits} fits")
+            seconds = time.time() - trial_started
+            if error is None:
+                arr = np.asarray(scores, dtype=np.float64)
+                trials.append(Trial(combo, float(np.mean(arr)), float(np.std(arr)), scores, seconds))
+                log(f"[{t}/{len(candidates)}] {shown}: {metric} {np.mean(arr):.4f} +- {np.std(arr):.4f}")
+            else:
+                trials.append(Trial(combo, math.nan, math.nan, scores, seconds, error))
+    except KeyboardInterrupt:
+        if not any(tr.error is None for tr in trials):
+            raise  # nothing was measured in full: an ordinary Ctrl-C
+        interrupted = True
+        if t and len(trials) < t and scores:  # the setting being fitted: its finished folds are kept, unranked
+            done = f"interrupted after {len(scores)} of {folds} folds"
+            trials.append(Trial(combo, math.nan, math.nan, scores, time.time() - trial_started, done))
+        log(f"interrupted: {sum(tr.error is None for tr in trials)} of {len(candidates)} settings measured in full")
 
     ok = [tr for tr in trials if tr.error is None and not math.isnan(tr.mean)]
     if not ok:
@@ -346,7 +363,18 @@ def tune(
         seed=int(seed),
         seconds=time.time() - started,
         auto_params=auto,
+        settings=len(candidates),
+        interrupted=interrupted,
     )
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``2.5 h``: how long, for a person."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def release_backend() -> None:
@@ -483,6 +511,8 @@ def write_best_config(result: TuneResult, path: str | Path) -> Path:
         "n_images": result.n_images,
         "created_by": "semhash tune",
     }
+    if result.interrupted:  # the best of the settings measured before Ctrl-C
+        config["interrupted"] = {"settings_measured": sum(t.error is None for t in result), "settings": result.settings}
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

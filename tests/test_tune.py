@@ -260,3 +260,94 @@ def test_cli_tune(tmp_path):
 
     result = runner.invoke(tune_command, ["digits", "--model", "lsh", "--param", "noise=2"])
     assert result.exit_code == 1 and "do not apply" in result.output
+
+
+# --------------------------------------------------------------------------- issue 18: a search that stops
+def test_the_first_fold_gives_an_estimate_of_the_whole_search(digits):
+    images, labels = digits
+    messages = []
+    tune("lsh", images[:400], labels[:400], {"bits": [8, 16, 24]}, folds=2, log=messages.append)
+    (estimate,) = [m for m in messages if m.startswith("estimate")]
+    assert "for all 6 fits" in estimate and messages.index(estimate) == 2  # right after the first fold
+
+
+def _interrupt_on_call(monkeypatch, n: int) -> None:
+    """Ctrl-C arrives during the n-th fold's scoring (after the fold's model was fitted)."""
+    import semhash.tune as tune_module
+
+    calls = {"n": 0}
+    score = tune_module.score_codes
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "score_codes", interrupted)
+
+
+def test_ctrl_c_keeps_the_settings_measured_so_far(digits, monkeypatch):
+    images, labels = digits
+    _interrupt_on_call(monkeypatch, 4)  # setting 1 scored on both folds, setting 2 on its first
+    result = tune("lsh", images[:400], labels[:400], {"bits": [8, 16, 24, 32]}, folds=2)
+    assert result.interrupted and result.settings == 4
+    assert [t.params for t in result if t.error is None] == [{"bits": 8}]
+    (partial,) = [t for t in result if t.error]
+    assert partial.params == {"bits": 16} and partial.error == "interrupted after 1 of 2 folds"
+    assert len(partial.fold_scores) == 1 and math.isnan(partial.mean)  # kept, never ranked above a full one
+    assert result.best.params == {"bits": 8} and result.to_dict()["interrupted"] is True
+
+
+def test_ctrl_c_before_any_setting_is_measured_is_an_ordinary_ctrl_c(digits, monkeypatch):
+    images, labels = digits
+    _interrupt_on_call(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        tune("lsh", images[:400], labels[:400], {"bits": [8, 16]}, folds=2)
+
+
+def test_cli_prints_and_writes_what_was_measured_then_fails(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from semhash.cli.cmd_tune import tune as tune_command
+
+    _interrupt_on_call(monkeypatch, 5)
+    out = tmp_path / "best.json"
+    argv = ["digits", "--model", "lsh", "--param", "bits=8,16,24", "--folds", "2", "--limit", "400", "-o", str(out),
+            "--home", str(tmp_path / "ws")]
+    result = CliRunner().invoke(tune_command, argv)
+    assert result.exit_code == 1
+    assert "rank" in result.stdout and "interrupted after" not in result.stdout  # setting 3 had no fold yet
+    assert "interrupted: 2 of 3 settings measured" in result.stderr
+    config = json.loads(out.read_text())
+    assert config["interrupted"] == {"settings_measured": 2, "settings": 3}
+    assert load_config(out)[0] == "lsh"
+
+
+def test_a_real_ctrl_c_stops_semhash_tune_and_keeps_the_table(tmp_path):
+    """SIGINT to a real `semhash tune` once its first setting is measured: the table of what
+    was measured is printed, the best written, and the exit code says it did not finish."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "best.json"
+    grid = ",".join(str(i) for i in range(400))  # far more than it can fit before the signal arrives
+    argv = [sys.executable, "-m", "semhash", "tune", "digits", "--model", "itq", "--param", f"itq_iterations={grid}",
+            "--folds", "2", "-o", str(out), "--home", str(tmp_path / "ws")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stderr:  # the event: setting 1 scored on every fold
+            if line.startswith("[1/400]") and "+-" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "interrupted:" in stderr and "of 400 settings measured" in stderr and "Traceback" not in stderr
+    assert stdout.startswith("itq on digits") and "best: itq_iterations=" in stdout
+    assert json.loads(out.read_text())["interrupted"]["settings"] == 400
