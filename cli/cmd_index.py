@@ -178,7 +178,8 @@ def remove(paths, missing, index_path, home, as_json):
 
 
 def query_json(results, radius: int) -> list[dict]:
-    """What `semhash query --json` prints: one object per query image."""
+    """What `semhash query --json` prints: one object per query image (a code that could be
+    read two ways also gets "note": which reading was used)."""
     return [
         {
             "query": str(r.query),
@@ -187,6 +188,7 @@ def query_json(results, radius: int) -> list[dict]:
             "radius": int(radius),
             "total": int(r.total),
             "matches": [{"path": m.path, "distance": int(m.distance), "label": m.label} for m in r.matches],
+            **({"note": r.note} if getattr(r, "note", None) else {}),
         }
         for r in results
     ]
@@ -235,7 +237,7 @@ def _read_codes_file(path: str) -> tuple[list[str], list[str]]:
 
 @click.command()
 @click.argument("images", nargs=-1, type=click.Path())
-@click.option("--code", "codes", multiple=True, metavar="BITS_OR_INT", help="Query by a code instead of an image: its bits (unit 0 first, as printed) or a decimal integer. Repeatable.")
+@click.option("--code", "codes", multiple=True, metavar="BITS_OR_INT", help="Query by a code instead of an image: exactly as many 0/1 characters as the index has bits (unit 0 first, as printed), else a decimal integer (0101 on a 30-bit index is the integer 101; a note on stderr says so). Repeatable.")
 @click.option("--codes-from", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="Query by every code in FILE (one per line, bits or an integer; # starts a comment).")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query (the count of all of them is still printed: 'N of M matches').")
@@ -285,6 +287,9 @@ def query(images, codes, codes_from, radius, limit, show, index_path, home, as_j
             more, where = _read_codes_file(codes_from)
             given, origins = given + more, origins + where
         results = query_codes(path, given, radius=radius, limit=limit, origins=origins)
+        for result in results:
+            if result.note:
+                echo_err(f"note: {result.note}")
     else:
         results = query_files(path, workspace, list(images), radius=radius, limit=limit)
     data = query_json(results, radius)
@@ -308,8 +313,10 @@ def query(images, codes, codes_from, radius, limit, show, index_path, home, as_j
 @json_option
 @library_errors
 def status(check, index_path, home, as_json):
-    """What the index holds: image count, the model it is bound to, bits, files.
+    """What the index holds: image count, the model it is bound to, bits, files, times (UTC).
     With --check, also whether the file is intact and how many indexed files are gone.
+    --json adds the model's fingerprint and the record's generation (a counter of committed
+    changes, which the lookup cache and `semhash serve` follow to know they are current).
 
     \b
     Examples:
@@ -324,10 +331,38 @@ def status(check, index_path, home, as_json):
     if as_json:
         print_json(info)
         return
-    examples = info.pop("missing_examples", [])
-    for key, value in info.items():
-        click.echo(f"{key}: {value}")
-    if info.get("missing"):
-        click.echo("  `semhash remove --missing` drops their rows; for example:")
-        for example in examples:
-            click.echo(f"  {example}")
+    click.echo(format_status(info))
+
+
+def format_status(info: dict) -> str:
+    """The text `semhash status` prints, made from its --json document (which also has the
+    model fingerprint and the record's generation: a counter of committed changes that the
+    lookup cache and `semhash serve` follow)."""
+    lines = [f"index: {info['index_path']}"]
+    labels = info["labels"]
+    lines.append(f"count: {info['count']} images" + (f" ({labels} label{'s' if labels != 1 else ''})" if labels else ""))
+    if info.get("model"):
+        shape = "x".join(str(n) for n in info["input_shape"] or [])
+        lines.append(f"model: {info['model']} ({info['bits']} bits{', input ' + shape if shape else ''})")
+    else:
+        lines.append("model: none yet (bound by the first `semhash index`)")
+    lines.append(f"created: {_when(info['created_at'])}")
+    lines.append(f"last indexed: {_when(info['last_indexed_at'])}")
+    lines.append(f"lookup: {info['lookup_path']} ({'current' if info['lookup_current'] else 'rebuilt from the record when next used'})")
+    if info["schema_version"] != info["supported_schema_version"]:
+        lines.append(f"schema: version {info['schema_version']} (this semhash writes {info['supported_schema_version']})")
+    if "integrity" in info:
+        lines.append(f"integrity: {info['integrity']}")
+    if "missing" in info:
+        lines.append(f"missing: {info['missing']} of {info['checked']} indexed files are gone")
+        if info["missing"]:
+            lines.append("  `semhash remove --missing` drops their rows; for example:")
+            lines += [f"  {example}" for example in info.get("missing_examples", [])]
+    return "\n".join(lines)
+
+
+def _when(iso: str | None) -> str:
+    """``2026-12-07T00:31:02.123456+00:00`` -> ``2026-12-07 00:31:02 UTC``."""
+    if not iso:
+        return "never"
+    return iso[:19].replace("T", " ") + (" UTC" if iso.endswith("+00:00") else "")

@@ -130,6 +130,7 @@ class SearchResult:
     bits: str
     total: int
     matches: list[Hit]
+    note: str | None = None  # a code given as text that could be read two ways: which reading
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,14 @@ def parse_code(text: str, n_bits: int) -> int:
     """A code given as text: exactly ``n_bits`` characters of 0/1 are the bits, unit 0 first
     (as ``semhash query`` prints them); otherwise a decimal integer below ``2**n_bits``
     (:func:`semhash.index.search.parse_code`, as ``semhash query --code`` reads it)."""
+    return read_code(text, n_bits)[0]
+
+
+def read_code(text: str, n_bits: int) -> tuple[int, str | None]:
+    """:func:`parse_code` and, for text that could be read two ways, which reading was used
+    (:func:`semhash.index.search.read_code`)."""
     try:
-        return index_search.parse_code(str(text), n_bits)
+        return index_search.read_code(str(text), n_bits)
     except CodeError as exc:
         raise BadQuery(str(exc)) from None
 
@@ -530,10 +537,15 @@ class IndexReader:
     def _search(self, state: _State, codes: Any, radius: int, limit: int | None, queries: Sequence[str] | None) -> list[SearchResult]:
         radius, limit = self._check_search(state, radius, limit)
         n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
+        notes: list[str | None] = []
         if isinstance(codes, np.ndarray):
             values = [int(c) for c in codes.astype(np.uint64).reshape(-1).tolist()]
         else:
-            values = [parse_code(c, n_bits) if isinstance(c, str) else int(c) for c in codes]
+            values = []
+            for c in codes:
+                code, note = read_code(c, n_bits) if isinstance(c, str) else (int(c), None)
+                values.append(code)
+                notes.append(note)
         for code in values:
             if not 0 <= code < 1 << n_bits:
                 raise BadQuery(f"code {code} is outside 0..2**{n_bits}-1 for this {n_bits}-bit index")
@@ -543,9 +555,10 @@ class IndexReader:
         names = list(queries) if queries is not None else bits
         assert state.cache is not None
         hits = state.cache.search(np.asarray(values, dtype=np.uint64), radius)
+        notes = notes or [None] * len(values)
         return [
-            SearchResult(name, code, code_bits, len(ids), self._first_matches(ids, distances, limit))
-            for name, code, code_bits, (ids, distances) in zip(names, values, bits, hits)
+            SearchResult(name, code, code_bits, len(ids), self._first_matches(ids, distances, limit), note)
+            for name, code, code_bits, note, (ids, distances) in zip(names, values, bits, notes, hits)
         ]
 
     def search_images(

@@ -731,7 +731,8 @@ def import_parquet(
     files = [_File(path, on_warning) for path in parquet_files(sources)]
     total_rows = sum(f.rows for f in files)
     summary = ImportSummary(files=[f.path for f in files], rows=total_rows)
-    bar = tqdm(total=total_rows, desc="importing", unit="row", unit_scale=True, file=sys.stderr,
+    # SI prefixes (1.2M rows) only where they shorten the figures: 3 rows read "3/3", not "3.00/3.00"
+    bar = tqdm(total=total_rows, desc="importing", unit="row", unit_scale=total_rows >= 10_000, file=sys.stderr,
                disable=not progress, leave=False)  # fmt: skip
     location = IndexLocation.parse(index_path)  # a file, or a database URL
     created = location.file is not None and not location.file.exists()

@@ -30,6 +30,7 @@ once per record state, without ever writing the cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
@@ -86,6 +87,7 @@ class QueryResult:
     bits: str  # the code's bits, unit 0 first (hashing.code_to_str)
     matches: list[Match]
     total: int | None = None  # matches within the radius before the limit (None: len(matches))
+    note: str | None = None  # a code query that could be read two ways: which reading was used
 
     def __post_init__(self) -> None:
         if self.total is None:
@@ -134,19 +136,38 @@ def parse_code(text: str | int, n_bits: int) -> int:
     """A query code as given: exactly ``n_bits`` characters of 0/1 are the bits, unit 0 first
     (as ``semhash query`` prints them); otherwise a decimal integer below ``2**n_bits``.
     :class:`CodeError` (one line saying what is accepted) for anything else."""
+    return read_code(text, n_bits)[0]
+
+
+def read_code(text: str | int, n_bits: int) -> tuple[int, str | None]:
+    """:func:`parse_code`, and a note saying which reading was used when the text could
+    mean two codes: 0/1 digits of another length than ``n_bits`` (``0101`` on a 30-bit index:
+    the integer 101, not bits), or ``n_bits`` of them that are also an integer in range
+    (only possible with leading zeros: the bits win).  None when the text is unambiguous."""
     if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
         code = int(text)
         if not 0 <= code < 1 << n_bits:
             raise CodeError(f"code {code} is outside 0..2**{n_bits}-1 for this {n_bits}-bit index")
-        return code
+        return code, None
     value = str(text).strip()
-    if len(value) == n_bits and set(value) <= {"0", "1"}:
-        return int(value[::-1], 2)
+    binary = len(value) > 1 and set(value) <= {"0", "1"}
+    if binary and len(value) == n_bits:
+        code = int(value[::-1], 2)
+        other = int(value)
+        note = None
+        if other < 1 << n_bits and other != code:
+            note = (f"code {value!r} read as {n_bits} bits, unit 0 first (the integer {code}); "
+                    f"for the integer {other}, write it without leading zeros")
+        return code, note
     if value.isascii() and value.isdigit() and len(value) <= 20:
         code = int(value)
         if code >> n_bits:
             raise CodeError(f"code {code} has bits set above this index's {n_bits} bits")
-        return code
+        note = None
+        if binary and int(value[::-1], 2) != code:
+            note = (f"code {value!r} read as the integer {code}: as bits (unit 0 first) a code of this "
+                    f"index needs exactly {n_bits} characters of 0/1")
+        return code, note
     shown = value if len(value) <= 80 else value[:77] + "..."
     raise CodeError(
         f"code {shown!r}: give {n_bits} bits (0/1, unit 0 first, as `semhash query` prints them) "
@@ -474,17 +495,19 @@ def query_codes(
     with open_index(index_path) as db, database_errors(db.path):
         meta = _bound_meta(db)
         n_bits = int(meta.n_bits)  # type: ignore[arg-type]
-        values = []
+        values, notes = [], []
         for k, text in enumerate(codes):
+            where = origins[k] if origins is not None else f"--code {printable(str(text))!r}"
             try:
-                values.append(parse_code(text, n_bits))
+                code, note = read_code(text, n_bits)
             except CodeError as exc:
-                where = origins[k] if origins is not None else f"--code {printable(str(text))!r}"
                 raise CodeError(f"{where}: {exc}") from None
+            values.append(code)
+            notes.append(None if note is None else f"{where}: {note}" if origins is not None else note)
         found = _search(db, meta, np.array(values, dtype=np.uint64), radius, limit, "lookup") if values else []
         return [
-            QueryResult(str(text).strip(), c, code_to_str(c, n_bits), matches, total)
-            for text, c, (matches, total) in zip(codes, values, found)
+            QueryResult(str(text).strip(), c, code_to_str(c, n_bits), matches, total, note)
+            for text, c, note, (matches, total) in zip(codes, values, notes, found)
         ]
 
 
@@ -575,7 +598,22 @@ def index_info(index_path: str | Path) -> dict[str, Any]:
             "model_fingerprint": meta.model_fingerprint,
             "bits": meta.n_bits,
             "input_shape": list(meta.input_shape) if meta.input_shape else None,
-            "created_at": meta.created_at,
-            "last_indexed_at": figures["last_indexed_at"],
+            "created_at": utc_timestamp(meta.created_at),
+            "last_indexed_at": utc_timestamp(figures["last_indexed_at"]),
             "generation": meta.generation,
         }
+
+
+def utc_timestamp(text: str | None) -> str | None:
+    """An ISO 8601 time as the record keeps it (``indexed_at`` is naive UTC, ``created_at``
+    carries +00:00) -> ISO 8601 with its UTC offset, so that every time status shows reads
+    the same way."""
+    if not text:
+        return text or None
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat()

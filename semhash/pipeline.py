@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from semhash.data import load_builtin
-from semhash.errors import DatasetError
+from semhash.errors import DatasetError, ModelError
 from semhash.workspace import ModelInfo, Workspace
 
 
@@ -185,7 +185,17 @@ def compare_models(
     dataset_name: str | None = None,
     data_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per model, all on the same dataset split, side by side."""
+    """One row per model, all on the same dataset split, side by side.  Every name is checked
+    before anything is loaded or hashed: the names that are not trained models are listed in
+    one :class:`ModelError`."""
+    missing = [name for name in dict.fromkeys(model_names) if not (workspace.model_dir(name) / "meta.json").exists()]
+    if missing:
+        trained = ", ".join(m.name for m in workspace.list_models()) or "none"
+        which = "no model named" if len(missing) == 1 else "no models named"
+        raise ModelError(
+            f"{which} {', '.join(map(repr, missing))} in {workspace.models_dir} (trained: {trained}); "
+            f"train {'it' if len(missing) == 1 else 'each'} first: semhash train --model KIND --name {missing[0]}"
+        )
     rows = []
     for name in model_names:
         run = evaluate_on_dataset(workspace, name, dataset_name, data_dir, write=False)

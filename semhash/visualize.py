@@ -54,14 +54,19 @@ def montage_note(results: Sequence, max_queries: int | None = None, max_matches:
     max_queries = MAX_QUERIES if max_queries is None else max_queries
     max_matches = MAX_MATCHES if max_matches is None else max_matches
     cut_queries = len(results) > max_queries
-    cut_matches = any(_total(r) > max_matches for r in results[:max_queries])
-    if not (cut_queries or cut_matches):
+    rows = results[:max_queries]
+    # what is drawn: the matches a result holds (query --limit) up to max_matches
+    drawn = [min(len(r.matches), max_matches) for r in rows]
+    cut = [n for r, n in zip(rows, drawn) if _total(r) > n]
+    if not (cut_queries or cut):
         return None
     parts = []
     if cut_queries:
         parts.append(f"first {max_queries} of {len(results)} queries")
-    if cut_matches:
-        parts.append(f"first {max_matches} matches each")
+    if len(rows) == 1 and cut:
+        parts.append(f"first {cut[0]} of {_total(rows[0])} matches")
+    elif cut:
+        parts.append(f"first {max(cut)} matches each" if len(set(cut)) == 1 else f"at most {max(cut)} matches each")
     return "showing the " + ", ".join(parts)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,18 @@ def test_show_caps_the_picture_and_says_so(indexed, digit_folder, tmp_path, monk
         assert capped == img.size, "8 queries are drawn as 3 rows of 2 matches (+ a '+N more' column)"
 
 
+def test_show_with_a_limit_says_what_it_drew(indexed, digit_folder, tmp_path, cli):
+    """query --limit 3 --show draws 3 matches a query, and says 3 (not the cap of 10)."""
+    query = query_image(digit_folder)
+    total = json.loads(cli("query", query, "--radius", "16", "--json", home=indexed).stdout)[0]["total"]
+    assert total > 3
+    result = cli("query", query, "--radius", "16", "--limit", "3", "--show", str(tmp_path / "m.png"), home=indexed)
+    assert f"showing the first 3 of {total} matches" in result.stderr
+    queries = [str(p) for p in sorted(digit_folder.rglob("*.png"))][:2]
+    result = cli("query", *queries, "--radius", "16", "--limit", "3", "--show", str(tmp_path / "two.png"), home=indexed)
+    assert "showing the first 3 matches each" in result.stderr
+
+
 # --------------------------------------------------------------------------- item 8: query's errors and warnings
 def test_query_names_a_folder_and_a_symlink_loop(indexed, tmp_path, cli):
     folder = tmp_path / "photo.png"
@@ -188,3 +201,28 @@ def test_evaluate_default_is_still_the_models_dataset(indexed, cli):
 def test_evaluate_help_documents_index_as_a_file():
     text = CliRunner().invoke(main, ["evaluate", "--help"]).output
     assert "--index FILE" in text and "--index-path" not in text
+
+
+# --------------------------------------------------------------------------- issue 18: a newcomer's snags
+def test_status_reads_as_sentences_with_times_in_one_form(indexed, cli):
+    data = json.loads(cli("status", "--json", home=indexed).stdout)
+    assert data["created_at"].endswith("+00:00") and data["last_indexed_at"].endswith("+00:00")
+    assert data["generation"] >= 1  # kept for programs; explained in --help, not printed
+    text = cli("status", home=indexed).stdout
+    assert "count: 60 images (10 labels)" in text and "model: tiny (16 bits, input 8x8x1)" in text
+    assert re.search(r"^created: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", text, re.M), text
+    assert re.search(r"^last indexed: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", text, re.M), text
+    assert "generation" not in text and "fingerprint" not in text
+    assert "generation" in cli("status", "--help").stdout
+
+
+def test_compare_names_every_missing_model_before_any_work(home, cli, monkeypatch):
+    import semhash.pipeline
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a model was evaluated before the names were checked")
+
+    monkeypatch.setattr(semhash.pipeline, "evaluate_on_dataset", must_not_run)
+    result = cli("evaluate", "--compare", "tiny", "cnn30", "itq-1", home=home, ok=False)
+    line = one_line_error(result)
+    assert "'cnn30', 'itq-1'" in line and "trained: tiny" in line and "semhash train" in line

@@ -79,6 +79,25 @@ def digest(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- good files
+def test_the_readmes_parquet_example_imports_as_shown(tmp_path, home, cli, monkeypatch):
+    """The pyarrow snippet in README.md, run as written, makes a file `semhash import` takes."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"A Parquet file of codes computed elsewhere.*?```python\n(.*?)```", readme, re.S).group(1)
+    add_model(home, "ae30", n_bits=30)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    data = json.loads(cli("import", "codes.parquet", "--model", "ae30", "--json", home=home).stdout)
+    assert (data["rows"], data["added"]) == (2, 2)
+    found = json.loads(cli("query", "--code", "123456789", "--radius", "0", "--json", home=home).stdout)
+    assert [(m["path"], m["label"]) for m in found[0]["matches"]] == [("/photos/dog.jpg", "dogs")]
+
+
+def test_the_progress_bar_counts_small_imports_in_whole_rows(tmp_path, home, cli):
+    source = write_parquet(tmp_path / "three.parquet", good_columns(3))
+    bar = cli("import", source, "--model", "m1", home=home).stderr
+    assert "importing" in bar and "3/3" in bar and "3.00" not in bar, bar
+
+
 def test_import_then_query_by_code(tmp_path, home, index_path, cli):
     columns = good_columns()
     source = write_parquet(tmp_path / "codes.parquet", columns)
@@ -102,6 +121,13 @@ def test_import_then_query_by_code(tmp_path, home, index_path, cli):
     assert [m["path"] for m in by_int[0]["matches"]] == expected and by_int[0]["total"] == len(expected)
     text = cli("query", "--code", str(code), "--radius", "5", "--limit", "1", home=home).stdout
     assert text.startswith(f"query {code}  code {bits}") and "1 of " in text
+    assert "note" not in by_int[0] and "note" not in by_bits[0]
+
+    # 0/1 digits that are not N_BITS long: the integer, and a note on stderr saying so
+    short = cli("query", "--code", "0101", "--radius", "0", "--json", home=home)
+    assert json.loads(short.stdout)[0]["code"] == 101
+    assert f"note: --code '0101': code '0101' read as the integer 101" in short.stderr
+    assert f"exactly {N_BITS} characters" in json.loads(short.stdout)[0]["note"]
 
 
 def test_reimport_upserts_keeps_labels_and_a_folder_of_files(tmp_path, home, index_path, cli):
@@ -360,14 +386,16 @@ def _record(index_path: Path) -> list[tuple]:
 
 
 def _record_figures(index_path: Path) -> dict:
-    """status's figures recomputed from the rows (not from the lookup header)."""
+    """status's figures recomputed from the rows (not from the lookup header); the record
+    keeps naive UTC times, status shows them with their offset."""
     import sqlite3
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     con = sqlite3.connect(index_path)
     count, labels, last = con.execute("SELECT count(*), count(DISTINCT label), max(indexed_at) FROM images").fetchone()
     con.close()
-    return {"count": count, "labels": labels, "last_indexed_at": datetime.fromisoformat(last).isoformat()}
+    last = datetime.fromisoformat(last).replace(tzinfo=timezone.utc).isoformat()
+    return {"count": count, "labels": labels, "last_indexed_at": last}
 
 
 def _unsorted_files_with_repeats(folder: Path) -> list[Path]:

@@ -291,6 +291,7 @@ def test_a_different_model_is_refused_and_rebuild_rebinds(folder, ws, index_path
             run(folder, ws.model(other), index_path)
         message = str(err.value)
         assert "'m1'" in message and f"'{other}'" in message and "--rebuild" in message and "\n" not in message
+        assert "--model m1" in message  # the way to add to the index as it is
     assert rows(index_path) == before  # never a mixed index
 
     summary, _ = run(folder, ws.model("m8"), index_path, rebuild=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 
 class Error(BaseModel):
@@ -30,6 +30,18 @@ class QueryOut(BaseModel):
     bits: str = Field(description="The code's bits, unit 0 first.")
     total: int = Field(description="Indexed images within the radius (matches holds at most `limit` of them).")
     matches: list[MatchOut]
+    note: str | None = Field(
+        None,
+        description="Only for a code that could be read two ways (0/1 digits of another length than n_bits "
+        "are an integer: '0101' on a 30-bit index is 101): which reading was used.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _note_only_when_there_is_one(self, handler):  # the shape of `semhash query --json`
+        data = handler(self)
+        if data.get("note") is None:
+            data.pop("note", None)
+        return data
 
 
 class ImageOut(BaseModel):

@@ -72,6 +72,7 @@ def _query_out(result: SearchResult) -> QueryOut:
         bits=result.bits,
         total=result.total,
         matches=[MatchOut(id=m.id, path=m.path, distance=m.distance, label=m.label) for m in result.matches],
+        note=result.note,
     )
 
 
@@ -144,7 +145,8 @@ async def search_code(
             min_length=1,
             max_length=MAX_CODES_PER_REQUEST,
             description="A code: exactly n_bits characters 0/1 (unit 0 first, as `semhash query` prints it) "
-            "or a decimal integer. Repeat the parameter for several codes.",
+            "or else a decimal integer (a result's `note` says when the text could be read both ways). "
+            "Repeat the parameter for several codes.",
         ),
     ],
     radius: Radius = 2,
