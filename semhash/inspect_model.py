@@ -25,8 +25,10 @@ from semhash.errors import ModelError
 from semhash.generate import _pyplot, dataset_for, load_trained, save_mosaic, tile
 
 MAX_FEATURES = 64
-TOP_IMAGES = 10
+TOP_IMAGES = 8
 MAX_UNITS = 64
+UNITS_PER_COLUMN = 16  # coding_units.png: rows per column of units
+CELL_PX = 40  # coding_units.png: screen pixels per thumbnail
 MAX_IMAGES = 5000
 
 
@@ -111,28 +113,51 @@ def _normalise_each(arrays: np.ndarray) -> np.ndarray:
 
 
 def coding_units(hasher, images: np.ndarray, path: Path, top: int = TOP_IMAGES) -> Path:
-    """One row per coding unit: the ``top`` images with the largest (pre-activation −
-    threshold), i.e. that switch the bit on most strongly."""
+    """Write :func:`coding_units_figure` to ``path``."""
+    fig = coding_units_figure(hasher, images, top)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def coding_units_figure(hasher, images: np.ndarray, top: int = TOP_IMAGES):
+    """For each coding unit, the ``top`` images with the largest (pre-activation −
+    threshold), i.e. that switch the bit on most strongly: one row per unit, the rows in
+    columns of at most :data:`UNITS_PER_COLUMN`, each image drawn about :data:`CELL_PX`
+    pixels high, so that the picture stays about a screen wide and its labels readable at
+    100% (a 30-bit model: 2 columns of 15 units, ~900 x 650 pixels)."""
     margin = hasher.transform(images) - hasher.threshold
     units = min(hasher.n_bits, MAX_UNITS)
     order = np.argsort(-margin[:, :units], axis=0)[:top]  # (top, units)
-    cells = images[order.T.reshape(-1)]  # unit-major
-    mosaic = tile(cells, cols=top)
-    plt = _pyplot()
     ones = (margin > 0).mean(axis=0)
-    height, width = mosaic.shape[:2]
-    fig = plt.figure(figsize=(max(4.0, width * 0.06 + 1.2), max(3.0, height * 0.06 + 0.5)))
-    ax = fig.add_axes((0.16, 0.02, 0.82, 0.92))
-    ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    cell = images.shape[1] + 1
-    ax.set_yticks([u * cell + images.shape[1] / 2 for u in range(units)])
-    ax.set_yticklabels([f"bit {u} ({ones[u]:.0%} on)" for u in range(units)], fontsize=7)
-    ax.set_xticks([])
-    ax.set_title("images that switch each bit on most strongly", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    columns = -(-units // UNITS_PER_COLUMN)
+    per_column = -(-units // columns)
+    cell = images.shape[1] + 1  # a thumbnail and its 1-pixel gap, in image pixels
+    scale = max(1.0, CELL_PX / cell)  # screen pixels per image pixel
+    label_px, gap_px, title_px, margin_px = 120, 24, 40, 8
+    strip_px = top * cell * scale  # one unit's row of thumbnails
+    width_px = columns * (label_px + strip_px) + (columns - 1) * gap_px + 2 * margin_px
+    height_px = per_column * cell * scale + title_px + margin_px
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_px / 100, height_px / 100), dpi=100)
+    for c in range(columns):
+        unit_ids = list(range(c * per_column, min(units, (c + 1) * per_column)))
+        mosaic = tile(images[order[:, unit_ids].T.reshape(-1)], cols=top)  # unit-major
+        left = margin_px + c * (label_px + strip_px + gap_px) + label_px
+        rows_px = len(unit_ids) * cell * scale
+        ax = fig.add_axes((left / width_px, (height_px - title_px - rows_px) / height_px, strip_px / width_px, rows_px / height_px))
+        ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        ax.set_yticks([k * cell + images.shape[1] / 2 for k in range(len(unit_ids))])
+        ax.set_yticklabels([f"bit {u} ({ones[u]:.0%} on)" for u in unit_ids], fontsize=9)
+        ax.set_xticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+    fig.suptitle(f"the {top} images that switch each bit on most strongly", fontsize=11, y=1 - 8 / height_px, va="top")
+    return fig
 
 
 def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path, of: str = "") -> Path:

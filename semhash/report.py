@@ -186,6 +186,49 @@ def _plot_bit_balance(result: dict, path: Path, title: str) -> None:
     fig.savefig(path)
 
 
+#: where a point's label may go, in points from the point, tried in this order (nearest first)
+_LABEL_OFFSETS = tuple((dx, dy) for r in (8, 16, 26, 38, 52) for dx, dy in ((r, r), (r, 0), (r, -r), (0, -r), (-r - 18, -r), (0, r)))
+
+
+def label_points(ax, points: Sequence[tuple[str, float, float]], fontsize: float = 8) -> list:
+    """Label each ``(text, x, y)`` point of ``ax`` (with a thin leader line to it) at the
+    nearest spot where the label stays inside the axes, covers none of the lines drawn on
+    them and overlaps no label placed before it; a label with no such spot is left out.  Call
+    after the figure's layout is final (the check is in pixels).  Returns the labels placed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    fig = ax.figure
+    renderer = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)).get_renderer()
+    inside = ax.get_window_extent(renderer)
+    drawn = [np.empty((0, 2))]
+    for line in ax.get_lines():  # every line, sampled along each segment, in pixels
+        xy = line.get_xydata()
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if len(xy) > 1:
+            steps = np.linspace(0, 1, 12)[:, None, None]
+            xy = (xy[:-1] + steps * (xy[1:] - xy[:-1])).reshape(-1, 2)
+        drawn.append(ax.transData.transform(xy) if len(xy) else np.empty((0, 2)))
+    obstacles = np.concatenate(drawn)
+    placed: list = []
+    boxes: list = []
+    for text, x, y in points:
+        for offset in _LABEL_OFFSETS:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=fontsize,
+                                va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 1, "shrinkB": 2})
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer).expanded(1.15, 1.3)  # the text, not its leader line
+            within = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            covers = bool(np.any((obstacles[:, 0] >= box.x0) & (obstacles[:, 0] <= box.x1)
+                                 & (obstacles[:, 1] >= box.y0) & (obstacles[:, 1] <= box.y1)))
+            if within and not covers and not any(box.overlaps(other) for other in boxes):
+                placed.append(label)
+                boxes.append(box)
+                break
+            label.remove()
+    return placed
+
+
 def _plot_pr(result: dict, path: Path, title: str) -> None:
     pr = result.get("pr_by_radius") or {}
     radius = np.array(pr.get("radius") or [], dtype=np.float64)
@@ -197,10 +240,6 @@ def _plot_pr(result: dict, path: Path, title: str) -> None:
     ax2 = fig.add_subplot(1, 2, 2)
     if radius.size:
         ax1.plot(rec, prec, "o-", ms=3)
-        for r, x, y in zip(radius, rec, prec):
-            if r <= 6 and not (math.isnan(x) or math.isnan(y)):
-                ax1.annotate(f"r={int(r)}", (x, y), textcoords="offset points",
-                             xytext=(4, 4), fontsize=7)
         ax2.plot(radius, prec, "o-", ms=3, label="precision (micro)")
         ax2.plot(radius, rec, "s-", ms=3, label="recall (micro)")
         ax2.plot(radius, hit, "^--", ms=3, label="hit rate")
@@ -209,7 +248,7 @@ def _plot_pr(result: dict, path: Path, title: str) -> None:
     ax1.set_xlabel("recall")
     ax1.set_ylabel("precision")
     ax1.set_xlim(-0.02, 1.02)
-    ax1.set_ylim(-0.02, 1.08)
+    ax1.set_ylim(-0.02, 1.15)  # room above the curve's start for the radius labels
     ax1.grid(alpha=0.3)
     ax1.set_title("precision-recall, retrieving all within radius r", fontsize=9)
     ax2.set_xlabel("Hamming radius")
@@ -218,6 +257,10 @@ def _plot_pr(result: dict, path: Path, title: str) -> None:
     ax2.set_title("by radius", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    # radius 2 (the default search) first, then 0, 1, 3, ...: where points crowd, those keep their label
+    order = sorted((r for r in radius if r <= 6), key=lambda r: (r != 2, r))
+    where = {r: (x, y) for r, x, y in zip(radius, rec, prec) if not (math.isnan(x) or math.isnan(y))}
+    label_points(ax1, [(f"r={int(r)}", *where[r]) for r in order if r in where])
     fig.savefig(path)
 
 

@@ -78,7 +78,8 @@ def history_figure(history: dict[str, list[float]], title: str, selected_epoch: 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    # constrained layout: the legend goes below the axes ("outside"), never on the curves
+    fig = Figure(figsize=(6.4, 4.6), dpi=100, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     for key, values in history.items():
         if "loss" in key:
@@ -101,9 +102,8 @@ def history_figure(history: dict[str, list[float]], title: str, selected_epoch: 
             label += f" (val mAP {val_map[selected_epoch - 1]:.4f})"
         ax.axvline(selected_epoch, color="tab:red", linestyle=":", label=label)
     handles = [h for a in axes for h in a.get_legend_handles_labels()[0]]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center")
+    fig.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="outside lower center", ncols=3, frameon=False)
     ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 

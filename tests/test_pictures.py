@@ -138,3 +138,67 @@ def test_long_and_unicode_file_names_are_shortened_not_dropped(tmp_path, png_wri
     fig = query_figure([QueryResult(str(path), 0, "0", [])], radius=2)
     [label] = [t for t in _texts(fig) if t.startswith("ünïcødé")]
     assert label.endswith(".png") and len(label) <= 24
+
+
+# --------------------------------------------------------------------------- issue 18: readable figures
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_training_curve_legend_sits_outside_the_data():
+    from semhash.train import history_figure
+
+    fig = history_figure(HISTORY, "ae (autoencoder)", selected_epoch=3)
+    renderer = _drawn(fig)
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in fig.get_axes():
+        assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers the plotting area"
+    assert len(legend.get_texts()) == 5  # loss, val_loss, val_map, val_precision_r2, the chosen epoch
+
+
+def test_pr_by_radius_labels_never_overlap(tmp_path):
+    """Crowded points (recall and precision barely moving from r=0 to r=3) keep readable labels:
+    none covers another; r=2, the default radius, always keeps its label."""
+    from matplotlib.text import Annotation, Text
+
+    from semhash.report import label_points
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.08)
+    points = [(f"r={r}", 0.01 + 0.004 * r, 0.99 - 0.003 * r) for r in (2, 0, 1, 3, 4, 5, 6)]
+    placed = label_points(ax, points)
+    renderer = _drawn(fig)
+    boxes = [Text.get_window_extent(a, renderer) for a in fig.findobj(Annotation)]  # the texts, not the leader lines
+    assert len(boxes) == len(placed) >= 4 and placed[0].get_text() == "r=2"
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :]), "two labels overlap"
+
+
+def test_coding_units_picture_stays_screen_sized_with_readable_labels(tmp_path, digits):
+    from matplotlib.text import Text
+    from PIL import Image
+
+    from semhash.inspect_model import coding_units, coding_units_figure
+    from semhash.models.baselines import ITQHashModel
+
+    images = digits.images[:300]
+    hasher = ITQHashModel(input_shape=images.shape[1:], bits=30).fit(images).export_hasher()
+    fig = coding_units_figure(hasher, images)
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    assert any(t.startswith("bit 29 ") for t in _texts(fig)), "every unit is labelled"
+    assert min(sizes) >= 9, "every label at least 9 pt at 100 dpi"
+    with Image.open(coding_units(hasher, images, tmp_path / "coding_units.png")) as img:
+        width, height = img.size
+    assert width <= 1920 and height <= 1200, (width, height)  # was 1854 x 5264 for 30 bits
