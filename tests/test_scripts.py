@@ -71,3 +71,14 @@ def test_benchmark_quality_merge_replaces_rows_measured_again(tmp_path, capsys):
     assert sorted((r["kind"], r["map"]) for r in merged["results"]) == [("classifier-hash", 0.99), ("itq", 0.4)]
     assert merged["command"] == "old ; new"
     assert "| 30 | classifier-hash | 0.9900 |" in capsys.readouterr().out
+
+
+def test_suite_under_load_runs_pytest_beside_busy_processes_and_reports(capsys):
+    """scripts/suite_under_load.py on one small test file (the committed JSON comes from the
+    whole suite): the run's counts are parsed and the busy processes end with it."""
+    script = _script("suite_under_load")
+    before = script.OUT.read_text() if script.OUT.exists() else None
+    assert script.main(["--runs", "1", "--hogs", "1", "--max-hours", "0.05", "tests/test_packaging.py"]) == 0
+    out = capsys.readouterr().out
+    assert "run 1/1:" in out and " passed" in out
+    assert (script.OUT.read_text() if script.OUT.exists() else None) == before, "a partial run never overwrites the record"
