@@ -35,7 +35,6 @@ import math
 import os
 import sqlite3
 import stat
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -218,15 +217,8 @@ def decode_upload(name: str, data: bytes, shape: Sequence[int], max_pixels: int)
         raise UploadTooLarge(
             f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
         )
-    # decode_image reads a file; a private temporary copy keeps one decoder for files and
-    # uploads (EXIF, modes, 16-bit, alpha, resizing all identical)
-    with tempfile.NamedTemporaryFile(prefix="semhash-upload-", suffix=".img") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        try:
-            return decode_image(tmp.name, shape)
-        except ImageError as exc:
-            raise ImageError(str(exc).replace(tmp.name, name, 1)) from None
+    # the indexer's decoder on the uploaded bytes: EXIF, modes, 16-bit, alpha, resizing identical
+    return decode_image(name, shape, data=data)
 
 
 # --------------------------------------------------------------------------- the search cache

@@ -141,7 +141,9 @@ _Outcome = tuple[str, str, "int | None"]
 
 def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
     """Read, sha256, decode and hash one batch of ``(path, content hash its row records)``,
-    in order; the messages are the ones a run prints for an unreadable file."""
+    in order; the messages are the ones a run prints for an unreadable file.  Each file is
+    read once: its hash and its code come from the same bytes, even if it is rewritten while
+    the batch runs."""
     outcomes: list[list] = []
     images: list[np.ndarray] = []
     for path, known in items:
@@ -151,12 +153,11 @@ def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
             outcomes.append(["skip", file_error(path, exc), None])
             continue
         digest = hashlib.sha256(data).hexdigest()
-        del data
         if known is not None and digest == known:
             outcomes.append(["same", digest, None])
             continue
         try:
-            images.append(decode_image(path, hasher.input_shape))
+            images.append(decode_image(path, hasher.input_shape, data=data))
         except ImageError as exc:
             outcomes.append(["skip", _image_message(path, exc), None])
             continue

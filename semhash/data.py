@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import os
 import stat
 import struct
@@ -169,8 +170,12 @@ _REDUCE_MARGIN = 8
 _STRIP_PIXELS = 1 << 22  # full-size pixels converted at a time while reducing
 
 
-def decode_image(path: str | Path, shape: Sequence[int]) -> np.ndarray:
+def decode_image(path: str | Path, shape: Sequence[int], data: bytes | None = None) -> np.ndarray:
     """Read one image file -> (H, W, C) float32 in [0, 1].
+
+    ``data``: the file's bytes, already read (the indexer hashes and decodes the same bytes,
+    so a file rewritten meanwhile can never get one content's hash and another's code);
+    ``path`` then only names the image in messages.
 
     EXIF orientation applied; any mode (P, LA, RGBA, I;16, CMYK, ...) converted to L or RGB
     (transparent pixels composited on black, the background of MNIST-like data);
@@ -187,11 +192,14 @@ def decode_image(path: str | Path, shape: Sequence[int]) -> np.ndarray:
 
     height, width, channels = (int(s) for s in shape)
     path = Path(path)
-    _check_image_file(path)
+    if data is None:
+        _check_image_file(path)
+    elif not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 size = img.size
                 img = _decode_reduced(img, (width, height), "L" if channels == 1 else "RGB")
                 arr = np.asarray(img, dtype=np.float32) / 255.0

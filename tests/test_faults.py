@@ -1,0 +1,209 @@
+"""No wrong answers under faults (issue 19): each test reproduces one audit finding on real
+files, a real index and real processes, and fails without its fix."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png  # noqa: E402
+
+from semhash.data import decode_image  # noqa: E402
+from semhash.hashing import from_signed64  # noqa: E402
+from semhash.index import index_folder, open_index, path_key, query_files  # noqa: E402
+from semhash.workspace import Workspace  # noqa: E402
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    add_model(tmp_path / "home", "m1")
+    return Workspace(tmp_path / "home")
+
+
+def stored(index_path: Path) -> dict[str, tuple[str, int]]:
+    """path key -> (content hash, code) as the record holds them."""
+    with open_index(index_path) as db, db.session() as s:
+        result = s.connection().exec_driver_sql("SELECT path, content_hash, code FROM images")
+        return {path: (digest, from_signed64(code)) for path, digest, code in result}
+
+
+# --------------------------------------------------------------------------- 1. one read per file
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_rewritten_while_indexed_never_keeps_a_wrong_code(tmp_path, ws, monkeypatch, workers):
+    """A writer replaces a file between the indexer's read (for the hash) and its decode:
+    the row must hold the hash and the code of one and the same content, so that later runs,
+    which trust an unchanged hash, never keep a code of other pixels."""
+    import semhash.index.indexer as indexer
+
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=4, classes=(0, 1))
+    target = sorted((folder / "1").glob("*.png"))[0]
+    original = target.read_bytes()
+    other = write_png(tmp_path / "other.png", digits()[0][300]).read_bytes()  # another digit
+    real = indexer.decode_image
+
+    def rewritten_meanwhile(path, shape, *args, **kwargs):
+        if Path(path) == target and target.read_bytes() == original:
+            swap = target.with_name(".swap")
+            swap.write_bytes(other)
+            os.replace(swap, target)  # an atomic rewrite, as editors and sync tools do
+        return real(path, shape, *args, **kwargs)
+
+    monkeypatch.setattr(indexer, "decode_image", rewritten_meanwhile)
+    index_folder(folder, ws.model("m1"), ws.index_path, progress=False, workers=workers)
+    monkeypatch.undo()
+    hasher = ws.model("m1").load_hasher()
+    for content in (original, other):  # the writer puts the first content back, then runs are quiet
+        swap = target.with_name(".swap")
+        swap.write_bytes(content)
+        os.replace(swap, target)
+        index_folder(folder, ws.model("m1"), ws.index_path, progress=False, workers=workers)
+        index_folder(folder, ws.model("m1"), ws.index_path, progress=False, workers=workers)
+        digest, code = stored(ws.index_path)[path_key(target.resolve())]
+        assert digest == hashlib.sha256(content).hexdigest()
+        assert code == int(hasher.hash(decode_image(target, SHAPE)[None])[0]), "the code is of other pixels"
+        (found,) = query_files(ws.index_path, ws, [target], radius=0)
+        assert str(target.resolve()) in [m.path for m in found.matches], "radius 0 does not find the file itself"
+
+
+# --------------------------------------------------------------------------- 2. no false "damaged"
+def test_opening_an_index_never_opens_its_file_outside_sqlite(tmp_path, ws, monkeypatch):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it, the
+    locks of its SQLite connections included: semhash must leave the database file to SQLite."""
+    import builtins
+
+    from semhash.index import index_info, search_codes
+    from semhash.index.browse import IndexReader
+
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0, 1))
+    index_folder(folder, ws.model("m1"), ws.index_path, progress=False)
+    watched = {os.path.realpath(ws.index_path)}
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.realpath(file) in watched:
+            opened.append(f"open({file})")
+        return real_open(file, *args, **kwargs)
+
+    def spy_os_open(file, *args, **kwargs):
+        if os.path.realpath(file) in watched:
+            opened.append(f"os.open({file})")
+        return real_os_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    with IndexReader(ws.index_path, ws) as reader:  # what `semhash serve` holds open
+        reader.status()
+        reader.search_codes([0], radius=2)
+        open_index(ws.index_path).close()
+        index_info(ws.index_path)
+        search_codes(ws.index_path, [0], 2)
+        index_folder(folder, ws.model("m1"), ws.index_path, progress=False)
+        reader.status()
+    assert opened == [], opened
+
+
+def test_a_server_queried_during_writes_never_says_damaged(tmp_path, ws):
+    """`semhash index`, `remove` and `index --rebuild` in another process while the server's
+    status and search routes are queried: every answer is 200 (503 'try again' at worst),
+    never 409 'damaged', and the file is intact."""
+    import subprocess
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from semhash.web.app import create_app
+
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0,))
+    index_folder(folder, ws.model("m1"), ws.index_path, progress=False)
+    more = tmp_path / "more"
+    write_digit_folder(more, per_class=30, classes=tuple(range(10)))
+    env = {**os.environ, "SEMHASH_HOME": str(ws.root)}
+    steps = [["index", str(more), "--batch-size", "2", "--workers", "1", "--quiet"], ["remove", str(more)],
+             ["index", str(more), "--rebuild", "--batch-size", "3", "--workers", "1", "--quiet"]]
+    failed: list[str] = []
+    answers: dict[int, int] = {}
+    bad: list[str] = []
+    with TestClient(create_app(ws.index_path, ws), base_url="http://127.0.0.1") as client:
+        done = threading.Event()
+
+        def writer() -> None:
+            try:
+                for step in steps:
+                    run = subprocess.run([sys.executable, "-m", "semhash", *step], env=env, capture_output=True,
+                                         text=True, timeout=300)
+                    if run.returncode:
+                        failed.append(f"{step}: {run.stderr}")
+                        return
+            finally:
+                done.set()
+
+        lock = threading.Lock()
+
+        def reader(url: str) -> None:
+            for _ in range(100_000):  # bounded; ends with the writer
+                if done.is_set():
+                    return
+                response = client.get(url)
+                with lock:
+                    answers[response.status_code] = answers.get(response.status_code, 0) + 1
+                    if response.status_code not in (200, 503):
+                        bad.append(f"{url}: {response.status_code} {response.text}")
+
+        urls = ["/api/status", "/api/search/code?code=0&radius=3&limit=5", "/api/buckets?n=3", "/api/status"]
+        threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(u,)) for u in urls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    assert not failed, failed
+    assert not bad, bad[:3]
+    assert answers.get(200, 0) > 20, answers
+    import sqlite3
+
+    con = sqlite3.connect(ws.index_path)
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    con.close()
+
+
+# --------------------------------------------------------------------------- 6. secrets in URLs
+SECRET = "Zx9-secret"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+psycopg://me:{SECRET}@127.0.0.1:1/semhash",
+        f"postgresql://me@127.0.0.1:1/semhash?password={SECRET}",
+        f"postgresql+psycopg://me@127.0.0.1:1/semhash?sslmode=disable&password={SECRET}&application_name=x",
+        f"postgres://me:{SECRET}%40home@127.0.0.1:1/semhash",
+        f"postgresql+psycopg://me@127.0.0.1:1/semhash?sslpassword={SECRET}",
+        f"postgresql+psycopg://me:{SECRET}@word@127.0.0.1:1/semhash",  # an unencoded @: refused, never printed
+        f"postgresql+psycopg://me:{SECRET}@127.0.0.1:notaport/semhash",  # not a valid URL
+    ],
+)
+def test_no_form_of_password_is_ever_printed(url, tmp_path, cli):
+    from semhash.index.db import IndexLocation
+
+    try:
+        location = IndexLocation.parse(url)
+    except Exception as exc:  # refused: the message names the URL without its secret
+        assert SECRET not in str(exc) and "word" not in str(exc).split("@")[0]
+    else:
+        assert SECRET not in str(location) and "%40home" not in str(location)
+        assert SECRET not in location.scrub(f"could not connect with {url}")
+    for args in (["status", "--index", url], ["query", "--code", "1", "--index", url],
+                 ["status", "--index", url, "--json"], ["index", str(tmp_path), "--model", "m1", "--index", url]):
+        result = cli(*args, home=tmp_path / "home", ok=False)
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert SECRET not in result.output + result.stderr, (args, result.output)
