@@ -72,11 +72,10 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
-from semhash.errors import IndexDamagedError, IndexError_
+from semhash.errors import IndexBusyError, IndexDamagedError, IndexError_
 from semhash.index.pathkeys import printable
 
 SCHEMA_VERSION = 2
-SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT_S = 30.0
 _CONNECT_TIMEOUT_S = 10
 # pg_advisory_xact_lock key of semhash's write lock (advisory locks are per database)
@@ -174,6 +173,10 @@ class IndexLocation:
             return cls(file=Path(value).expanduser().absolute())
         text_value = str(value)
         scheme = text_value.split("://", 1)[0]
+        if text_value.split("://", 1)[1].split("/", 1)[0].count("@") > 1:  # user:p@ss@host: which @ ends the password?
+            raise IndexError_(
+                f"{_redact_text(text_value)}: the user or password in this URL contains '@': write it as %40"
+            )
         try:
             url = make_url(text_value)
         except (ArgumentError, ValueError):
@@ -195,7 +198,21 @@ class IndexLocation:
 
     @property
     def password(self) -> str | None:
-        return None if self.url is None else self.url.password
+        """The password in the URL's user part (else in a ``?password=`` parameter)."""
+        secrets = self.secrets
+        return secrets[0] if secrets else None
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret the URL carries: the password of its user part and the value of every
+        query parameter whose name says password (libpq's ``password``, ``sslpassword``)."""
+        if self.url is None:
+            return []
+        found = [str(self.url.password)] if self.url.password else []
+        for key, value in self.url.query.items():
+            if "password" in key.lower():
+                found += [value] if isinstance(value, str) else list(value)
+        return [secret for secret in found if secret]
 
     @property
     def cache_dir(self) -> Path:
@@ -232,21 +249,23 @@ class IndexLocation:
         return cls.parse(config["index"], cache_root=config.get("cache_root"))
 
     def scrub(self, message: str) -> str:
-        """``message`` with this location's password (plain and URL-quoted) taken out."""
-        password = self.password
-        if password:
-            for secret in {password, quote(password, safe="")}:
+        """``message`` with every secret of this location (plain and URL-quoted) taken out:
+        what every message that may quote the URL or a driver's error goes through."""
+        for password in sorted(self.secrets, key=len, reverse=True):
+            for secret in {password, quote(password, safe=""), quote(password)}:
                 message = message.replace(secret, "***")
         return message
 
     def __str__(self) -> str:
+        """The file, or the URL with no secret in it (its password and password parameters
+        shown as ***): what messages, `status` and `--json` print."""
         if self.file is not None:
             return str(self.file)
         url = self.url
         assert url is not None
-        return URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query).render_as_string(
-            hide_password=False
-        )
+        query = {key: ("***" if "password" in key.lower() else value) for key, value in url.query.items()}
+        shown = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, query)
+        return shown.render_as_string(hide_password=False).replace("=%2A%2A%2A", "=***")
 
     def __fspath__(self) -> str:
         if self.file is None:
@@ -255,8 +274,14 @@ class IndexLocation:
 
 
 def _redact_text(text_value: str) -> str:
-    """A URL that could not be parsed, with anything between '://user:' and '@' hidden."""
-    return re.sub(r"(://[^/:@]*):[^@/]*@", r"\1:***@", text_value)
+    """A URL that could not be parsed: everything before the last '@' of its host part, and
+    every password parameter, hidden."""
+    scheme, _, rest = text_value.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    path = re.sub(r"([?&][^=&]*password[^=&]*=)[^&]*", r"\1***", path, flags=re.I)
+    return f"{scheme}://{netloc}{slash}{path}"
 
 
 class IndexDB:
@@ -435,6 +460,24 @@ def _sqlite_code(exc: BaseException) -> int | None:
     return None if code is None else int(code) & 0xFF
 
 
+def damage_confirmed(path: Path) -> bool:
+    """Whether SQLite's quick check (every page and index, without comparing index entries
+    to rows) finds ``path`` damaged; False when the file is intact or cannot be checked now
+    (gone, busy).  Its own read-only connection: SQLite keeps the process's locks on the file
+    when it closes it, as a plain open()/close() would not."""
+    if not path.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"file:{quote(os.fsencode(path))}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
+        try:
+            result = con.execute("PRAGMA quick_check(1)").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        return _sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return result != [("ok",)]
+
+
 def is_damage(exc: BaseException) -> bool:
     """Whether a database error means the file itself is damaged."""
     return isinstance(exc, IndexDamagedError) or _sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
@@ -489,6 +532,11 @@ def index_error(path: "Path | str | IndexLocation", exc: BaseException) -> Index
         return IndexError_(f"{path}: the index is busy ({cause}): try again")
     code = _sqlite_code(exc)
     if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        # "damaged" means damaged: a read can also fail this way for a moment, so SQLite's own
+        # check of the file decides what to say
+        file = None if location is not None and location.is_url else Path(location.file if location else path)
+        if file is not None and not damage_confirmed(file):
+            return IndexBusyError(f"{path}: a read of the index failed ({cause}), but the file checks out intact: try again")
         return IndexDamagedError(f"{path}: the index is damaged ({cause}): {DAMAGED_HINT}")
     if code == _SQLITE_READONLY:
         return IndexError_(
@@ -675,14 +723,15 @@ def open_index(path: "str | Path | IndexLocation", create: bool = False) -> Inde
         except OSError as exc:
             raise IndexError_(f"{path}: cannot create the index folder ({exc.strerror or exc})") from None
     else:
+        # Never open() the file ourselves: this process may hold SQLite connections to it, and
+        # closing any descriptor of a file drops every POSIX lock the process holds on it
+        # (SQLite's "how to corrupt" hazard; a server's readers then saw writes half-done).
+        # SQLite itself tells a file that is not a database (below).
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(len(SQLITE_MAGIC))
+            size = path.stat().st_size
         except OSError as exc:
             raise IndexError_(f"{path}: cannot read index ({exc.strerror or exc})") from None
-        if head and head != SQLITE_MAGIC:
-            raise IndexError_(f"{path}: not a semhash index (not a SQLite database)")
-        if not head and not create:
+        if size == 0 and not create:
             raise IndexError_(f"{path}: not a semhash index (empty file)")
 
     engine = _make_engine(path, create)
@@ -692,6 +741,8 @@ def open_index(path: "str | Path | IndexLocation", create: bool = False) -> Inde
             try:
                 tables = set(inspect(engine).get_table_names())
             except DBAPIError as exc:
+                if _sqlite_code(exc) == _SQLITE_NOTADB:  # the header is not SQLite's
+                    raise IndexError_(f"{path}: not a semhash index (not a SQLite database)") from None
                 wal = Path(f"{path}-wal")
                 if _sqlite_code(exc) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN) or wal.exists() or not path.exists():
                     raise

@@ -22,7 +22,13 @@ class IndexError_(SemhashError):
 
 
 class IndexDamagedError(IndexError_):
-    """The index file is damaged (SQLite reports a malformed database image)."""
+    """The index file is damaged (SQLite reports a malformed database image, and its own
+    check of the file agrees)."""
+
+
+class IndexBusyError(IndexError_):
+    """A read of the index failed for a moment (a malformed read while another process wrote,
+    which SQLite's check of the file does not confirm): nothing is damaged, try again."""
 
 
 class SemhashWarning(UserWarning):

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semhash import __version__
-from semhash.errors import DatasetError, ImageError, IndexError_, ModelError, SemhashError
+from semhash.errors import DatasetError, ImageError, IndexBusyError, IndexError_, ModelError, SemhashError
 from semhash.index.browse import BadQuery, IndexReader, NotFound, UploadLimits, UploadTooLarge
 from semhash.index.db import IndexLocation
 from semhash.lifetime import die_with_parent
@@ -43,6 +43,7 @@ ERROR_STATUS: tuple[tuple[type[SemhashError], int], ...] = (
     (BadQuery, 422),
     (ImageError, 422),
     (DatasetError, 422),
+    (IndexBusyError, 503),
     (IndexError_, 409),
     (ModelError, 409),
     (SemhashError, 400),
@@ -154,7 +155,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SemhashError)
     async def library_error(request: Request, exc: SemhashError) -> JSONResponse:
         status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
-        return _json(status, " ".join(str(exc).split()))
+        response = _json(status, " ".join(str(exc).split()))
+        if status == 503:  # a moment's trouble: the client may simply ask again
+            response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(SQLAlchemyError)
     @app.exception_handler(sqlite3.Error)

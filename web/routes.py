@@ -59,6 +59,8 @@ ERRORS = {
     404: {"model": Error, "description": "No such image, bucket, report or figure"},
     409: {"model": Error, "description": "The index is empty, unreadable right now, or its model cannot be loaded"},
     422: {"model": Error, "description": "A malformed parameter or an unreadable image"},
+    503: {"model": Error, "description": "A read failed for a moment while the index was written (nothing is damaged): "
+          "try again after Retry-After seconds"},
 }
 
 router = APIRouter(prefix="/api", responses=ERRORS)
