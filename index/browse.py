@@ -781,6 +781,8 @@ class IndexReader:
         except ValueError:  # a row no indexer wrote (not a path key)
             raise NotFound(f"image {record.id}: its stored path is not a path key") from None
         text = str(path)
+        if "\x00" in text:  # no file name holds one (an older import let such rows in)
+            raise NotFound(f"image {record.id}: its stored path contains a NUL byte")
         if not path.is_absolute() or ".." in path.parts or os.path.normpath(text) != text:
             raise NotFound(f"image {record.id}: its stored path is not an absolute, normalised path")
         if path.suffix.lower() not in IMAGE_EXTENSIONS:

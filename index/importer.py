@@ -128,8 +128,8 @@ class _File:
         if "code" not in types:
             raise ImportFileError(f"{self.name}: no 'code' column")
         expected = {
-            "path": pa.types.is_string, "path_bytes": _is_binary, "code": pa.types.is_integer,
-            "label": pa.types.is_string, "label_bytes": _is_binary, "content_hash": pa.types.is_string,
+            "path": _is_text, "path_bytes": _is_binary, "code": pa.types.is_integer,
+            "label": _is_text, "label_bytes": _is_binary, "content_hash": _is_text,
             "size": pa.types.is_integer, "mtime": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
         }  # fmt: skip
         kinds = {"path": "string", "path_bytes": "binary", "code": "integer", "label": "string", "label_bytes": "binary",
@@ -163,9 +163,36 @@ class _File:
 
 
 def _is_binary(t) -> bool:
+    """Any of Arrow's byte-string types, dictionary-encoded or not."""
     import pyarrow as pa
 
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_binary_view(t))  # fmt: skip
+
+
+def _is_text(t) -> bool:
+    """Any of Arrow's string types (string, large_string, string_view), dictionary-encoded or not."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _plain(column):
+    """A string or byte-string column as plain ``string`` / ``binary`` (dictionaries decoded,
+    large and view layouts cast), the types every check below is written for."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if _is_text(column.type) and not pa.types.is_string(column.type):
+        column = column.cast(pa.string())
+    elif _is_binary(column.type) and not pa.types.is_binary(column.type):
+        column = column.cast(pa.binary())
+    return column
 
 
 def _one_line(exc: BaseException) -> str:
@@ -191,11 +218,16 @@ def _keys(column, what: str, file: _File, first_row: int, required: bool):
         if required and len(column):
             raise ImportFileError(f"{file.name}: row {first_row}: no {what}")
         return pa.nulls(len(column), pa.string())
+    column = _plain(column)
     if required and column.null_count:
         raise ImportFileError(f"{file.name}: row {first_row + _first_true(pc.is_null(column))}: no {what}")
+    # a NUL byte is in no file name: such a path would be cut short by every file call
+    nul = pc.match_substring(column, b"\x00" if _is_binary(column.type) else "\x00")
+    if pc.any(nul).as_py():
+        raise ImportFileError(f"{file.name}: row {first_row + _first_true(nul)}: the {what} contains a NUL byte (\\x00)")
     if _is_binary(column.type):
         try:  # Arrow checks the bytes are UTF-8
-            column = pc.cast(pc.cast(column, pa.binary()), pa.string())
+            column = pc.cast(column, pa.string())
         except pa.ArrowInvalid:  # names that are not UTF-8: the exact scheme, value by value
             return pa.array([None if b is None else path_key(b) for b in column.to_pylist()], pa.string())
     return pc.replace_substring(column, "\\", "\\\\")
@@ -261,14 +293,19 @@ def _checked(batch, file: _File, first_row: int, n_bits: int) -> dict[str, Any]:
     if file.label_column is not None and not pa.types.is_null(column[file.label_column].type):
         checked["label"] = _keys(column[file.label_column], "label", file, first_row, required=False)
     if "content_hash" in column and not pa.types.is_null(column["content_hash"].type):
-        checked["content_hash"] = pc.fill_null(column["content_hash"].cast(pa.string()), "")
+        checked["content_hash"] = pc.fill_null(_plain(column["content_hash"]), "")
     if "size" in column and not pa.types.is_null(column["size"].type):
         try:
             checked["size"] = pc.fill_null(column["size"].cast(pa.int64()), 0)
         except pa.ArrowInvalid:
             raise ImportFileError(f"{file.name}: column 'size' has a value beyond 2**63-1 (rows from {first_row})") from None
     if "mtime" in column and not pa.types.is_null(column["mtime"].type):
-        checked["mtime"] = pc.fill_null(column["mtime"].cast(pa.float64()), 0.0)
+        mtime = pc.fill_null(column["mtime"].cast(pa.float64()), 0.0)
+        odd = pc.invert(pc.is_finite(mtime))
+        if pc.any(odd).as_py():
+            row = first_row + _first_true(odd)
+            raise ImportFileError(f"{file.name}: row {row}: mtime {mtime[row - first_row].as_py()} is not a number of seconds")
+        checked["mtime"] = mtime
     return checked
 
 

@@ -255,6 +255,17 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     case("relative", {**good, "path": [p if i != 6 else "rel/x.png" for i, p in enumerate(good["path"])]},
          "row 7: path 'rel/x.png' is not absolute")  # fmt: skip
     case("empty-path", {**good, "path": [p if i != 0 else "" for i, p in enumerate(good["path"])]}, "row 1: empty path")
+    # issue 19, item 7: a NUL byte cut the path short and overwrote another row's code
+    nul = [p if i != 10 else good["path"][3] + "\x00tail" for i, p in enumerate(good["path"])]
+    case("nul-path", {**good, "path": nul}, "row 11: the path contains a NUL byte")
+    nul_bytes = pa.array([p.encode() if i != 4 else b"/data/a\x00b.png" for i, p in enumerate(good["path"])], pa.binary())
+    case("nul-path-bytes", {"path_bytes": nul_bytes, "code": good["code"]}, "row 5: the path contains a NUL byte")
+    case("nul-label", {**good, "label": [x if i != 7 else "ca\x00t" for i, x in enumerate(good["label"])]},
+         "row 8: the label contains a NUL byte")  # fmt: skip
+    for name, value in (("nan-mtime", float("nan")), ("inf-mtime", float("inf"))):
+        mtime = good["mtime"].copy()
+        mtime[12] = value
+        case(name, {**good, "mtime": mtime}, f"row 13: mtime {value} is not a number of seconds")
     return cases
 
 
@@ -272,6 +283,36 @@ def test_every_bad_file_is_one_line_and_leaves_the_index_as_it_was(tmp_path, hom
         assert str(bad) in result.output and message in result.output, (name, result.output)
         assert digest(index_path) == before and stored_rows(index_path) == rows_before, name
     assert index_path.with_suffix(".lookup").read_bytes() == lookup_before
+
+
+@pytest.mark.parametrize("name", ["nul-path", "nul-path-bytes", "nan-mtime"])
+def test_a_bad_row_into_a_new_index_is_named_and_leaves_no_index(tmp_path, home, index_path, name):
+    bad, message = _bad_files(tmp_path)[name]
+    with pytest.raises(ImportFileError, match=re.escape(message)):
+        import_parquet(index_path, [bad], Workspace(home).model("m1"))
+    assert not index_path.exists()
+
+
+@pytest.mark.parametrize("layout", ["large_string", "string_view", "dictionary"])
+def test_every_arrow_string_layout_imports_the_same_rows(tmp_path, home, layout):
+    """Parquet writers differ in how they lay out text: large_string (Polars), string_view
+    (newer Arrow), dictionary-encoded (pandas categoricals): all import as plain strings."""
+    columns = good_columns(40)
+    plain = write_parquet(tmp_path / "plain.parquet", columns)
+    kind = {"large_string": pa.large_string(), "string_view": pa.string_view(),
+            "dictionary": pa.dictionary(pa.int32(), pa.string())}[layout]  # fmt: skip
+    table = pa.table({**columns, "code": pa.array(columns["code"], pa.uint64())})
+    for name in ("path", "label", "content_hash"):
+        column = pa.array(columns[name], pa.string())
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 column.dictionary_encode() if layout == "dictionary" else column.cast(kind))
+    other = tmp_path / f"{layout}.parquet"
+    pq.write_table(table, other)
+    assert pq.read_schema(other).field("path").type != pa.string()
+    index_a, index_b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    import_parquet(index_a, [plain], Workspace(home).model("m1"))
+    import_parquet(index_b, [other], Workspace(home).model("m1"))
+    assert stored_rows(index_a) == stored_rows(index_b)
 
 
 def test_a_bad_import_into_a_new_index_leaves_no_index(tmp_path, home, index_path):

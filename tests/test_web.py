@@ -328,6 +328,7 @@ def test_rows_whose_files_leave_the_indexed_folder_are_404(client, index_path, f
         "relative": insert_row(index_path, "outside/secret.png"),
         "not an image": insert_row(index_path, "/etc/passwd"),
         "a folder": insert_row(index_path, str(folder / "0"), "0"),
+        "a NUL byte": insert_row(index_path, f"{folder}/0/a\x00b.png", "0"),  # was a 500 (embedded null byte)
     }
     link_out = folder / "1" / "link-out.png"
     link_out.symlink_to(secret)
