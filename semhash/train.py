@@ -7,7 +7,11 @@ without it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import re
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -152,10 +156,8 @@ def train(
     cls = get_kind(kind)
     name = check_name(name) if name else workspace.new_model_name(kind)
     directory = workspace.model_dir(name)
-    if directory.exists():
-        if not overwrite:
-            raise ModelError(f"a model named {name!r} already exists in {directory} (choose another --name)")
-        shutil.rmtree(directory)
+    if workspace.has_model(name) and not overwrite:
+        raise ModelError(f"a model named {name!r} already exists in {directory} (choose another --name)")
 
     dataset = load_data(
         source,
@@ -194,15 +196,8 @@ def train(
         model.fit(images, labels, context=context)
     seconds = time.time() - started
 
-    directory.mkdir(parents=True, exist_ok=True)
     hasher = model.export_hasher()
-    paths = [hasher.save(directory / "hasher.npz")]
-    paths += model.save(directory)
     history = getattr(model, "history_", {}) or {}
-    metrics = model.summary_metrics()
-    curve = plot_history(history, directory / "training_curve.png", f"{name} ({kind})", metrics.get("selected_epoch"))
-    if curve:
-        paths.append(curve)
     headline = headline_evaluation(hasher, dataset)
     meta = {
         "name": name,
@@ -220,9 +215,68 @@ def train(
         "history": history,
         "coding": coding_statistics(hasher, images),
         "headline": headline,
-        "metrics": metrics,
+        "metrics": model.summary_metrics(),
     }
-    meta_path = directory / "meta.json"
-    meta_path.write_text(json.dumps(jsonable(meta), indent=2))
-    paths.append(meta_path)
-    return TrainResult(ModelInfo(name, directory, json.loads(meta_path.read_text())), paths, headline, model)
+    paths = save_model(workspace, name, model, hasher, meta)
+    return TrainResult(ModelInfo(name, directory, json.loads((directory / "meta.json").read_text())), paths, headline, model)
+
+
+def save_model(workspace: Workspace, name: str, model, hasher, meta: dict[str, Any]) -> list[Path]:
+    """Write a trained model as ``models/NAME``, all or nothing: every file goes into a hidden
+    folder beside it first (``.NAME.partial-PID-…``, which no command lists), meta.json last,
+    and the folder is renamed into place, replacing an older model of that name or the
+    leftovers of an interrupted training.  Ctrl-C, a full disk or a crash while saving leave
+    the name as it was.  Returns the files' final paths."""
+    directory = workspace.model_dir(name)
+    _remove_abandoned(workspace.models_dir)
+    staging = workspace.models_dir / f".{name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir(parents=True)
+        written = [hasher.save(staging / "hasher.npz")]
+        written += model.save(staging)
+        history = meta.get("history") or {}
+        curve = plot_history(history, staging / "training_curve.png", f"{name} ({meta['kind']})",
+                             (meta.get("metrics") or {}).get("selected_epoch"))  # fmt: skip
+        written += [curve] if curve else []
+        (staging / "meta.json").write_text(json.dumps(jsonable(meta), indent=2))
+        written.append(staging / "meta.json")
+        _replace_folder(staging, directory)
+    except OSError as exc:
+        cause = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise ModelError(f"{directory}: cannot save the model ({cause}); nothing of it was kept") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [directory / Path(p).relative_to(staging) for p in written]
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """``new`` renamed to ``target``; an existing ``target`` is moved aside first and removed
+    after (a rename cannot replace a folder that has files)."""
+    old = None
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_abandoned(models_dir: Path) -> None:
+    """Hidden ``.NAME.partial-PID-…`` / ``.NAME.old-PID-…`` folders whose process is gone (a
+    training killed while saving)."""
+    if not models_dir.is_dir():
+        return
+    for entry in models_dir.iterdir():
+        match = re.fullmatch(r"\..+\.(?:partial|old)-(\d+)-[0-9a-f]+", entry.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

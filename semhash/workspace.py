@@ -97,6 +97,8 @@ class Workspace:
         found = []
         if self.models_dir.is_dir():
             for meta_path in self.models_dir.glob("*/meta.json"):
+                if meta_path.parent.name.startswith("."):  # a model being written (train stages it there)
+                    continue
                 try:
                     meta = json.loads(meta_path.read_text())
                 except (OSError, json.JSONDecodeError):
@@ -112,7 +114,24 @@ class Workspace:
                 raise ModelError(f"no trained model in {self.models_dir}: run 'semhash train' first")
             return models[-1]
         meta_path = self.model_dir(name) / "meta.json"
-        if not meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
             known = ", ".join(m.name for m in self.list_models()) or "none"
-            raise ModelError(f"no model named {name!r} in {self.models_dir} (trained: {known})")
-        return ModelInfo(name, meta_path.parent, json.loads(meta_path.read_text()))
+            left = f"; {meta_path.parent} holds no finished model: `semhash train --name {name}` replaces it" if meta_path.parent.is_dir() else ""
+            raise ModelError(f"no model named {name!r} in {self.models_dir} (trained: {known}){left}") from None
+        except (OSError, ValueError) as exc:
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not valid JSON"
+            raise ModelError(
+                f"{meta_path}: model {name!r} cannot be read ({cause}): `semhash train --name {name}` replaces it"
+            ) from None
+        return ModelInfo(name, meta_path.parent, meta)
+
+    def has_model(self, name: str) -> bool:
+        """Whether ``name`` is a finished model (a folder whose meta.json reads): a folder an
+        interrupted training left is not one, and training that name again replaces it."""
+        try:
+            json.loads((self.model_dir(name) / "meta.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return True

@@ -207,3 +207,51 @@ def test_no_form_of_password_is_ever_printed(url, tmp_path, cli):
         result = cli(*args, home=tmp_path / "home", ok=False)
         assert result.exit_code != 0 and "Traceback" not in result.output
         assert SECRET not in result.output + result.stderr, (args, result.output)
+
+
+# --------------------------------------------------------------------------- 8. a model is saved whole or not at all
+def _train_itq(home: Path, name: str = "q", **kw):
+    from semhash.train import train
+
+    return train("digits", "itq", {"bits": 8}, name=name, workspace=Workspace(home), verbose=0, **kw)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_a_training_interrupted_while_saving_leaves_the_name_free(tmp_path, monkeypatch, failure):
+    from semhash.errors import ModelError
+    from semhash.models.baselines import ITQHashModel
+
+    home = tmp_path / "home"
+
+    def fails(self, directory):
+        (Path(directory) / "half-written.npz").write_bytes(b"partial")
+        raise failure
+
+    monkeypatch.setattr(ITQHashModel, "save", fails)
+    expected = KeyboardInterrupt if isinstance(failure, KeyboardInterrupt) else ModelError
+    with pytest.raises(expected) as err:
+        _train_itq(home)
+    if expected is ModelError:
+        assert "disk is full" in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (home / "models").iterdir()) == [], "nothing half-written is left"
+    result = _train_itq(home)  # the name is free
+    assert Workspace(home).model("q").meta["fingerprint"] == result.model.meta["fingerprint"]
+    assert all(p.is_file() and p.parent.name == "q" for p in result.paths)
+
+
+def test_what_an_older_interrupted_training_left_is_named_and_replaced(tmp_path, cli):
+    home = tmp_path / "home"
+    left = home / "models" / "q"
+    left.mkdir(parents=True)
+    (left / "hasher.npz").write_bytes(b"partial")  # killed before meta.json
+    result = cli("index", str(tmp_path), "--model", "q", home=home, ok=False)
+    assert result.exit_code == 1 and "holds no finished model" in result.stderr and "semhash train --name q" in result.stderr
+    (left / "meta.json").write_text('{"name": "q", "ki')  # truncated by a full disk
+    result = cli("index", str(tmp_path), "--model", "q", home=home, ok=False)
+    assert result.exit_code == 1 and "cannot be read (not valid JSON)" in result.stderr and "Traceback" not in result.output
+    stale = home / "models" / ".q.partial-999999999-0a1b"  # a staging folder of a process that is gone
+    stale.mkdir()
+    _train_itq(home)
+    assert sorted(p.name for p in (home / "models").iterdir()) == ["q"]
+    assert Workspace(home).model("q").meta["kind"] == "itq" and not (left / "hasher.npz").read_bytes() == b"partial"
