@@ -56,6 +56,15 @@ def main(ctx: click.Context) -> None:
     ctx.with_resource(one_line_warnings())
 
 
+def run() -> None:
+    """The `semhash` program: :func:`main`, with SIGTERM ending it as Ctrl-C does (every
+    cleanup runs: no temporary file or half-written model is left behind; exit status 143)."""
+    from semhash.lifetime import terminate_as_interrupt
+
+    terminate_as_interrupt()
+    main()
+
+
 def _register() -> None:
     from semhash.cli import (
         cmd_data, cmd_demo, cmd_evaluate, cmd_import, cmd_index, cmd_models, cmd_serve, cmd_train, cmd_tune, cmd_zoo,

@@ -74,6 +74,7 @@ from sqlalchemy.pool import NullPool
 
 from semhash.errors import IndexBusyError, IndexDamagedError, IndexError_
 from semhash.index.pathkeys import printable
+from semhash.lifetime import remove_abandoned
 
 SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S = 30.0
@@ -696,6 +697,26 @@ def _upgrade(engine: Engine) -> None:
         bump_generation(s)
 
 
+def importing_pattern(target: Path) -> str:
+    """The name of the file a bulk import builds beside ``target`` (and its -wal/-shm), with
+    the importing process's id as group ``pid``."""
+    return rf"\.{re.escape(target.name)}\.importing-(?P<pid>\d+)(?:-.*)?"
+
+
+#: a lookup file being written (index/lookup.py names it with the writer's process id)
+LOOKUP_TMP_PATTERN = r".*\.lookup\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp"
+
+
+def remove_leftovers(path: Path) -> list[str]:
+    """The temporary files a process killed while writing this index left beside it (a bulk
+    import's file, a lookup being saved), once that process is gone; cheap (one listing of the
+    folder), done whenever an index file is opened and the folder is writable."""
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return []
+    return remove_abandoned(folder, importing_pattern(path)) + remove_abandoned(folder, LOOKUP_TMP_PATTERN)
+
+
 def open_index(path: "str | Path | IndexLocation", create: bool = False) -> IndexDB:
     """Open (or with ``create=True`` create) a semhash index: a SQLite file, or a PostgreSQL
     database given as an SQLAlchemy URL (``postgresql+psycopg://user@host/dbname``; the
@@ -734,6 +755,7 @@ def open_index(path: "str | Path | IndexLocation", create: bool = False) -> Inde
         if size == 0 and not create:
             raise IndexError_(f"{path}: not a semhash index (empty file)")
 
+    remove_leftovers(path)
     engine = _make_engine(path, create)
     immutable = False
     try:

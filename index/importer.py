@@ -52,7 +52,11 @@ from urllib.parse import quote
 import numpy as np
 
 from semhash.errors import IndexError_, SemhashError
-from semhash.index.db import ImageRow, IndexDB, IndexLocation, bind_model, bump_generation, database_errors, open_index, read_meta, utc_now
+from semhash.index.db import (
+    ImageRow, IndexDB, IndexLocation, bind_model, bump_generation, database_errors, importing_pattern, open_index, read_meta,
+    utc_now,
+)  # fmt: skip
+from semhash.lifetime import remove_abandoned
 from semhash.index.pathkeys import path_key, printable
 from semhash.index.search import refresh_lookup, refresh_lookup_after_upsert, save_lookup_of_rows
 
@@ -645,26 +649,7 @@ def _write_new_file(staging: Path, rows: _Columns, model, hasher, indexed_at: st
 
 def _remove_abandoned_builds(target: Path) -> None:
     """Files a killed import left beside ``target`` (their process is gone)."""
-    prefix = f".{target.name}.importing-"
-    try:
-        names = [n for n in os.listdir(target.parent) if n.startswith(prefix)]
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(prefix):].split("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running (another import building the same index)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        try:
-            os.unlink(target.parent / name)
-        except OSError:
-            pass
+    remove_abandoned(target.parent, importing_pattern(target))
 
 
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}  # FAT, some network mounts

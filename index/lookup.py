@@ -655,7 +655,9 @@ class HammingLookup:
             mode = 0o666 & ~umask
         import tempfile  # only writers pay for it
 
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        # named with this process's id: if it is killed mid-write, the next open of the index
+        # removes the file (db.remove_leftovers) once the process is gone
+        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(MAGIC)

@@ -1,4 +1,4 @@
-from semhash.cli import main
+from semhash.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

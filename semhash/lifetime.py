@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _POLL_S = 0.5
@@ -55,6 +57,58 @@ def _watch_parent(parent_pid: int) -> None:  # pragma: no cover - the Linux path
     while os.getppid() == parent_pid:
         time.sleep(_POLL_S)
     os._exit(1)
+
+
+# --------------------------------------------------------------------------- what a killed process left
+def remove_abandoned(folder: Path, pattern: str) -> list[str]:
+    """Remove the entries of ``folder`` (files or folders) whose name matches ``pattern``, a
+    regular expression whose group ``pid`` is the process that made them, when that process
+    is gone: the temporary files of a process killed mid-write.  Another live process's, or
+    this one's, are left alone; so is anything that cannot be removed.  Returns the names
+    removed."""
+    matches = re.compile(pattern).fullmatch
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        found = matches(name)
+        if found is None or int(found.group("pid")) == os.getpid() or pid_alive(int(found.group("pid"))):
+            continue
+        entry = Path(folder) / name
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one we may not signal counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM (what `kill`, systemd and container runtimes send) ends this
+    process the way Ctrl-C does: by an exception, so that every ``finally`` and ``except
+    BaseException`` cleanup runs (temporary files removed, transactions rolled back) instead of
+    the process vanishing mid-write.  Exit status 143, as for an unhandled SIGTERM."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 # --------------------------------------------------------------------------- the reaper

@@ -10,7 +10,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import secrets
 import shutil
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from semhash.data import Dataset, load_data
 from semhash.errors import ModelError
 from semhash.evaluate import jsonable
+from semhash.lifetime import remove_abandoned
 from semhash.models import DEFAULT_KIND, build_model, get_kind
 from semhash.models.base import FitContext
 from semhash.workspace import ModelInfo, Workspace, check_name
@@ -264,19 +264,4 @@ def _replace_folder(new: Path, target: Path) -> None:
 def _remove_abandoned(models_dir: Path) -> None:
     """Hidden ``.NAME.partial-PID-…`` / ``.NAME.old-PID-…`` folders whose process is gone (a
     training killed while saving)."""
-    if not models_dir.is_dir():
-        return
-    for entry in models_dir.iterdir():
-        match = re.fullmatch(r"\..+\.(?:partial|old)-(\d+)-[0-9a-f]+", entry.name)
-        if match and not _alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    remove_abandoned(models_dir, r"\..+\.(?:partial|old)-(?P<pid>\d+)-[0-9a-f]+")

@@ -255,3 +255,55 @@ def test_what_an_older_interrupted_training_left_is_named_and_replaced(tmp_path,
     _train_itq(home)
     assert sorted(p.name for p in (home / "models").iterdir()) == ["q"]
     assert Workspace(home).model("q").meta["kind"] == "itq" and not (left / "hasher.npz").read_bytes() == b"partial"
+
+
+# --------------------------------------------------------------------------- 9. leftovers of a killed process
+def test_sigterm_during_an_import_leaves_no_temporary_file(tmp_path):
+    """SIGTERM ends `semhash import` like Ctrl-C: the bulk-load file beside the index goes."""
+    import signal
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    home = tmp_path / "home"
+    add_model(home, "m1")
+    n = 3_000_000
+    table = pa.table({"path": pa.array([f"/data/{i:08d}.png" for i in range(n)]),
+                      "code": pa.array(np.arange(n, dtype=np.uint64) % 65536)})  # fmt: skip
+    pq.write_table(table, tmp_path / "codes.parquet")
+    index = home / "index" / "index.sqlite"
+    argv = [sys.executable, "-m", "semhash", "import", str(tmp_path / "codes.parquet"), "--model", "m1", "--quiet"]
+    proc = subprocess.Popen(argv, env={**os.environ, "SEMHASH_HOME": str(home)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        from waiting import wait_for
+
+        def building() -> bool:
+            return proc.poll() is None and index.parent.is_dir() and any(".importing-" in p.name for p in index.parent.iterdir())
+
+        wait_for(building, "the bulk load to start writing its file")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in index.parent.iterdir()) == [], "no index, no temporary file"
+
+
+def test_the_next_open_removes_what_a_killed_process_left(tmp_path, ws, cli):
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0,))
+    index_folder(folder, ws.model("m1"), ws.index_path, progress=False)
+    where = ws.index_path.parent
+    dead, alive = 999_999_999, os.getpid()
+    left = [f".index.sqlite.importing-{dead}-00ff", f".index.sqlite.importing-{dead}-00ff-wal",
+            f"index.lookup.{dead}.k2j3h4.tmp"]  # fmt: skip
+    kept = [f".index.sqlite.importing-{alive}-00ff", f"index.lookup.{alive}.k2j3h4.tmp", "index.lookup.notes.tmp"]
+    for name in left + kept:
+        (where / name).write_bytes(b"x" * 1000)
+    cli("status", home=ws.root)
+    names = {p.name for p in where.iterdir()}
+    assert not names & set(left) and set(kept) <= names
