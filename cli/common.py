@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from typing import Any, Callable, Iterable, Sequence
 
 import click
 
 from semhash.errors import SemhashError
+from semhash.lifetime import reraise_interrupt
 
 home_option = click.option(
     "--home",
@@ -71,6 +73,9 @@ def library_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except SemhashError as exc:
             raise click.ClickException(str(exc)) from None
+        except sqlite3.Error as exc:  # a raw statement (the bulk import's) stopped by Ctrl-C
+            reraise_interrupt(exc)
+            raise
 
     return wrapper
 

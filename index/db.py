@@ -74,7 +74,7 @@ from sqlalchemy.pool import NullPool
 
 from semhash.errors import IndexBusyError, IndexDamagedError, IndexError_
 from semhash.index.pathkeys import printable
-from semhash.lifetime import remove_abandoned
+from semhash.lifetime import interruptible, remove_abandoned, reraise_interrupt
 
 SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S = 30.0
@@ -568,6 +568,7 @@ def database_errors(path: "Path | str | IndexLocation") -> Iterator[None]:
     try:
         yield
     except (SQLAlchemyError, sqlite3.Error) as exc:
+        reraise_interrupt(exc)  # a Ctrl-C that stopped a statement is a Ctrl-C
         raise index_error(path, exc) from None
     except Exception as exc:
         if type(exc).__module__.split(".")[0] != "psycopg":  # a driver error outside SQLAlchemy
@@ -586,7 +587,9 @@ def _make_engine(path: Path, create: bool, immutable: bool = False) -> Engine:
 
     def connect() -> sqlite3.Connection:
         # the timeout is read at each connect, so tests can shorten it
-        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
+        return interruptible(
+            sqlite3.connect(uri, uri=True, isolation_level=None, timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
+        )
 
     engine = create_engine("sqlite://", creator=connect, poolclass=NullPool)
 

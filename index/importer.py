@@ -56,7 +56,7 @@ from semhash.index.db import (
     ImageRow, IndexDB, IndexLocation, bind_model, bump_generation, database_errors, importing_pattern, open_index, read_meta,
     utc_now,
 )  # fmt: skip
-from semhash.lifetime import remove_abandoned
+from semhash.lifetime import interruptible, remove_abandoned
 from semhash.index.pathkeys import path_key, printable
 from semhash.index.search import refresh_lookup, refresh_lookup_after_upsert, save_lookup_of_rows
 
@@ -580,7 +580,7 @@ def _create_empty(path: Path, page_size: int) -> None:
     written: an empty table, created and dropped, writes it)."""
     import sqlite3
 
-    con = sqlite3.connect(_sqlite_uri(path, "rwc"), uri=True, isolation_level=None)
+    con = interruptible(sqlite3.connect(_sqlite_uri(path, "rwc"), uri=True, isolation_level=None))
     try:
         con.execute(f"PRAGMA page_size={int(page_size)}")
         con.execute("CREATE TABLE semhash_page_size (x)")
@@ -605,7 +605,7 @@ def _write_new_file(staging: Path, rows: _Columns, model, hasher, indexed_at: st
         s.flush()
         generation = read_meta(s, db.path).generation
     code_indexes = _code_indexes()
-    con = sqlite3.connect(_sqlite_uri(staging, "rw"), uri=True, isolation_level=None)
+    con = interruptible(sqlite3.connect(_sqlite_uri(staging, "rw"), uri=True, isolation_level=None))
     try:
         con.execute("PRAGMA journal_mode=DELETE")  # out of WAL, so that ...
         con.execute("PRAGMA journal_mode=OFF")  # ... nothing is written twice

@@ -307,3 +307,54 @@ def test_the_next_open_removes_what_a_killed_process_left(tmp_path, ws, cli):
     cli("status", home=ws.root)
     names = {p.name for p in where.iterdir()}
     assert not names & set(left) and set(kept) <= names
+
+
+# --------------------------------------------------------------------------- 10. Ctrl-C inside a long statement
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_long_statement_and_rolls_it_back(tmp_path, ws, signame):
+    """A statement that would run for minutes (SQLite does not return to Python meanwhile)
+    stops once the signal arrives: KeyboardInterrupt for Ctrl-C, exit 143 for SIGTERM, and
+    nothing it wrote is kept."""
+    import signal
+    import threading
+    import time
+
+    import semhash.lifetime as lifetime
+    from semhash.index.db import database_errors
+
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0,))
+    index_folder(folder, ws.model("m1"), ws.index_path, progress=False)
+    started = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    if signame == "SIGTERM":
+        lifetime.terminate_as_interrupt()
+
+    def send_once_running() -> None:
+        if started.wait(60):
+            signal.pthread_kill(threading.main_thread().ident, getattr(signal, signame))
+
+    expected = KeyboardInterrupt if signame == "SIGINT" else SystemExit
+    sender = threading.Thread(target=send_once_running)
+    try:
+        with open_index(ws.index_path) as db, db.engine.connect() as con:
+            raw = con.connection.dbapi_connection
+            raw.create_function("started", 0, lambda: started.set() or 0)
+            sender.start()
+            begun = time.monotonic()
+            with pytest.raises(expected) as err, database_errors(db.path):
+                raw.execute("BEGIN IMMEDIATE")
+                # ~10^10 rows: hours, unless stopped
+                raw.execute("INSERT INTO meta (key, value) WITH RECURSIVE n(i) AS (SELECT started() UNION ALL "
+                            "SELECT i + 1 FROM n WHERE i < 10000000000) SELECT 'k' || i, i FROM n")
+            stopped_after = time.monotonic() - begun
+            raw.execute("ROLLBACK") if raw.in_transaction else None
+    finally:
+        sender.join(timeout=60)
+        signal.signal(signal.SIGTERM, previous)
+        lifetime._terminated = False
+    assert stopped_after < 60, f"the statement ran {stopped_after:.0f} s after the signal"
+    if expected is SystemExit:
+        assert err.value.code == 143
+    with open_index(ws.index_path) as db, db.session() as s:
+        assert s.connection().exec_driver_sql("SELECT count(*) FROM meta WHERE key LIKE 'k%'").scalar() == 0
