@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sqlite3
@@ -76,8 +77,24 @@ def library_errors(func: Callable) -> Callable:
         except sqlite3.Error as exc:  # a raw statement (the bulk import's) stopped by Ctrl-C
             reraise_interrupt(exc)
             raise
+        except OSError as exc:  # a file or folder the command had to write (read-only, full disk)
+            raise click.ClickException(os_error_line(exc)) from None
 
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """``semhash-workspace/reports: cannot write here (Read-only file system)``: the file and
+    the cause, one line."""
+    from semhash.index import printable
+
+    where = printable(str(exc.filename)) if exc.filename is not None else "a file"
+    cause = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: the disk is full ({cause})"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{where}: cannot write here ({cause})"
+    return f"{where}: {cause}"
 
 
 def echo_err(message: str) -> None:

@@ -319,6 +319,7 @@ class IndexReader:
         self._last_key: tuple[float, tuple] = (-1.0, ())
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
+        self._immutable = False
         self._open()
         self._current()
 
@@ -339,6 +340,10 @@ class IndexReader:
             st = os.stat(self.path)
         except OSError as exc:
             raise IndexError_(f"{self.path}: cannot read index ({exc.strerror or exc})") from None
+        # a WAL index in a folder we cannot write: SQLite cannot make the shared-memory file a
+        # WAL reader needs, so it is read as immutable (as open_index does; nothing can write
+        # to it there either)
+        self._immutable = not os.access(self.path.parent, os.W_OK) and not os.path.exists(f"{self.path}-wal")
         engine = create_engine("sqlite://", creator=self._connect, poolclass=QueuePool, pool_size=2, max_overflow=8)
 
         @event.listens_for(engine, "begin")
@@ -362,7 +367,7 @@ class IndexReader:
             conn = dialect.loaded_dbapi.connect(*cargs, **cparams, connect_timeout=10, autocommit=True)
             conn.read_only = True
             return conn
-        uri = f"file:{quote(str(self.path))}?mode=ro"
+        uri = f"file:{quote(str(self.path))}?mode=ro{'&immutable=1' if self._immutable else ''}"
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout_s, check_same_thread=False)
 
     def close(self) -> None:

@@ -358,3 +358,47 @@ def test_a_signal_stops_a_long_statement_and_rolls_it_back(tmp_path, ws, signame
         assert err.value.code == 143
     with open_index(ws.index_path) as db, db.session() as s:
         assert s.connection().exec_driver_sql("SELECT count(*) FROM meta WHERE key LIKE 'k%'").scalar() == 0
+
+
+# --------------------------------------------------------------------------- 11. a read-only workspace
+def _read_only(root: Path) -> None:
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+
+
+def test_a_read_only_workspace_serves_and_every_write_is_one_line(tmp_path, ws):
+    """On a read-only copy (a backup, a mounted snapshot): serve reads it as query does, and
+    the commands that must write say where and why in one line, with no traceback."""
+    import subprocess
+
+    from unprivileged import cli_unprivileged, unprivileged
+
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0, 1))
+    index_folder(folder, ws.model("m1"), ws.index_path, progress=False)
+    root = tmp_path / "ro"
+    (root / "work").mkdir(parents=True)
+    os.rename(ws.root, root / "home")
+    _read_only(root)
+    home = root / "home"
+    serve = (
+        "import sys\nfrom semhash.index.browse import IndexReader\nfrom semhash.workspace import Workspace\n"
+        "with IndexReader(sys.argv[1], Workspace(sys.argv[2])) as r:\n"
+        "    print(r.status()['count'], r.search_codes([0], radius=16)[0].total)\n"
+    )
+    done = subprocess.run([*unprivileged(), sys.executable, "-c", serve, str(home / "index" / "index.sqlite"), str(home)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["4", "4"], done.stderr
+    results = cli_unprivileged(
+        ["export-dataset", "digits", str(root / "work" / "out")],
+        ["evaluate", "--index", str(home / "index" / "index.sqlite"), "--home", str(home)],
+        ["train", "--model", "itq", "--name", "x", "--home", str(home)],
+        ["status", "--home", str(home)],
+    )
+    for result in results[:3]:
+        errors = [line for line in result["stderr"].splitlines() if line.startswith("Error:")]
+        assert result["exit_code"] == 1 and result["exception"] is None, result
+        assert len(errors) == 1 and str(root) in errors[0] and ("cannot write here" in errors[0] or "cannot save" in errors[0]), result
+    assert results[3]["exit_code"] == 0 and "count: 4 images" in results[3]["stdout"]

@@ -10,7 +10,6 @@ impossible.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Engine
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
 from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png, home, ws  # noqa: E402
+from unprivileged import IS_ROOT, cli_unprivileged, unprivileged  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
 from semhash.cli import main  # noqa: E402
@@ -53,7 +53,6 @@ from semhash.index.search import lookup_path_for  # noqa: E402
 from semhash.index.db import ImageRow, IndexLocation, bind_model, bump_generation, utc_now  # noqa: E402
 from semhash.workspace import Workspace  # noqa: E402
 
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ONE_LINE = re.compile(r"^Error: [^\n]+\n$")
 
 
@@ -118,56 +117,6 @@ def integrity(index_path: Path) -> str:
         return con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         con.close()
-
-
-@functools.lru_cache(maxsize=None)
-def _unprivileged_prefix() -> tuple[str, ...] | str:
-    """A command prefix under which chmod 000 really denies access, or why there is none."""
-    if not IS_ROOT:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return "running as root and setpriv is not installed"
-    prefix = (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")
-    probe = Path(os.environ.get("TMPDIR", "/tmp")) / f"semhash-setpriv-probe-{os.getpid()}"
-    probe.mkdir(exist_ok=True)
-    probe.chmod(0)
-    try:
-        denied = subprocess.run([*prefix, "ls", str(probe)], capture_output=True).returncode != 0
-    finally:
-        probe.chmod(0o700)
-        probe.rmdir()
-    return prefix if denied else "running as root and setpriv cannot drop CAP_DAC_OVERRIDE here"
-
-
-def unprivileged() -> list[str]:
-    prefix = _unprivileged_prefix()
-    if isinstance(prefix, str):
-        pytest.skip(f"{prefix}: permission denials cannot be tested")
-    return list(prefix)
-
-
-CHILD_CLI = """
-import json, sys
-from click.testing import CliRunner
-from semhash.cli import main
-out = []
-for args in json.loads(sys.argv[1]):
-    r = CliRunner().invoke(main, args)
-    out.append({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
-                "exception": None if r.exception is None or isinstance(r.exception, SystemExit) else repr(r.exception)})
-print(json.dumps(out))
-"""
-
-
-def cli_unprivileged(*invocations: list) -> list[dict]:
-    """Run CLI invocations in one child process without root's permission bypass."""
-    argv = json.dumps([[str(a) for a in args] for args in invocations])
-    done = subprocess.run(
-        [*unprivileged(), sys.executable, "-c", CHILD_CLI, argv], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def bad_name_files(folder: Path) -> list[bytes]:
