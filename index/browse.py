@@ -551,12 +551,15 @@ class IndexReader:
         bits = [code_to_str(c, n_bits) for c in values]
         names = list(queries) if queries is not None else bits
         assert state.cache is not None
-        hits = state.cache.search(np.asarray(values, dtype=np.uint64), radius)
         notes = notes or [None] * len(values)
-        return [
-            SearchResult(name, code, code_bits, len(ids), self._first_matches(ids, distances, limit), note)
-            for name, code, code_bits, note, (ids, distances) in zip(names, values, bits, notes, hits)
-        ]
+        results = []
+        for name, code, code_bits, note in zip(names, values, bits, notes):
+            # one code at a time: a request's memory is one code's hits (the total counts them
+            # all), never codes x index size
+            ((ids, distances),) = state.cache.search(np.asarray([code], dtype=np.uint64), radius)
+            results.append(SearchResult(name, code, code_bits, len(ids), self._first_matches(ids, distances, limit), note))
+            del ids, distances
+        return results
 
     def search_images(
         self, images: np.ndarray, radius: int = 2, limit: int | None = None, queries: Sequence[str] | None = None

@@ -56,7 +56,7 @@ from semhash.index.db import (
     ImageRow, IndexDB, IndexLocation, bind_model, bump_generation, database_errors, importing_pattern, open_index, read_meta,
     utc_now,
 )  # fmt: skip
-from semhash.lifetime import interruptible, remove_abandoned
+from semhash.lifetime import interruptible, remove_abandoned, signals_deferred
 from semhash.index.pathkeys import path_key, printable
 from semhash.index.search import refresh_lookup, refresh_lookup_after_upsert, save_lookup_of_rows
 
@@ -714,13 +714,12 @@ def _import_new_file(target: Path, files: list[_File], model, hasher, summary: I
                 raise IndexError_(f"{target}: cannot write the index ({exc.strerror or exc})") from None
             _link_into_place(staging, target)
     finally:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.unlink(f"{staging}{suffix}")
-            except FileNotFoundError:
-                pass
-            except OSError:
-                pass
+        with signals_deferred():  # a second Ctrl-C or SIGTERM does not leave half of them
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(f"{staging}{suffix}")
+                except OSError:
+                    pass
     summary.added = summary.total = len(rows)
     summary.updated = summary.rows - summary.added
     figures = {"labels": int(pc.count_distinct(rows.label, mode="only_valid").as_py()), "last_indexed_at": now.isoformat()}

@@ -16,9 +16,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
-from semhash.index.browse import THUMBNAIL_SIZES, FileBytes, ImageRecord, IndexReader, NotFound, SearchResult
+from semhash.index.browse import THUMBNAIL_SIZES, BadQuery, FileBytes, ImageRecord, IndexReader, NotFound, SearchResult
 from semhash.web.models import (
     BucketOut,
     BucketsOut,
@@ -32,7 +33,38 @@ from semhash.web.models import (
 )
 
 MAX_CODES_PER_REQUEST = 64
+MAX_ANSWER_ROWS = 10_000  # matches one request may ask for in all (codes x limit): a bounded answer
 MAX_UPLOAD_NAME = 200
+
+
+def _check_answer_size(queries: int, limit: int) -> None:
+    if queries * limit > MAX_ANSWER_ROWS:
+        raise BadQuery(
+            f"{queries} codes x limit {limit} = {queries * limit:,} matches: a request may ask for at most "
+            f"{MAX_ANSWER_ROWS:,} in all (lower the limit, or split the codes over several requests)"
+        )
+
+
+_QUERIES_JSON = TypeAdapter(list[QueryOut])
+
+
+async def _in_a_thread(search, *args) -> Response:
+    """Run a search and turn its results into JSON bytes, both in a worker thread: the event
+    loop only sends the bytes, however large the answer (it is the shape of the route's
+    response model, which documents it)."""
+
+    def answer() -> bytes:
+        results = search(*args)
+        return _QUERIES_JSON.dump_json([_query_out(r) for r in (results if isinstance(results, list) else [results])])
+
+    return Response(content=await run_in_threadpool(answer), media_type="application/json")
+
+
+def _light(queries: int, radius: int, limit: int) -> bool:
+    """Whether a search is small enough to answer on the event loop (sub-millisecond, no
+    thread hand-off); anything larger runs in a worker thread, so that one big request never
+    holds up the others."""
+    return queries == 1 and radius <= 2 and limit <= 100
 
 
 async def get_reader(request: Request) -> IndexReader:
@@ -128,14 +160,17 @@ async def search_upload(
 ) -> list[QueryOut]:
     """Hash each uploaded image with the index's model, then list the indexed images within
     `radius`, nearest first (ties by path): one result per file, in upload order."""
+    _check_answer_size(len(files), limit)
     uploads = [(_upload_name(f.filename, i + 1), await f.read()) for i, f in enumerate(files)]
-    return [_query_out(r) for r in await run_in_threadpool(reader.search_uploads, uploads, radius, limit)]
+    return await _in_a_thread(reader.search_uploads, uploads, radius, limit)  # type: ignore[return-value]
 
 
 @router.get("/search/id/{image_id}", response_model=list[QueryOut], summary="Search from an indexed image")
 async def search_id(reader: FreshReader, image_id: ImageId, radius: Radius = 2, limit: Limit = 100) -> list[QueryOut]:
     """The indexed images within `radius` of indexed image `image_id`'s code."""
-    return [_query_out(reader.search_id(image_id, radius, limit))]
+    if _light(1, radius, limit):
+        return [_query_out(reader.search_id(image_id, radius, limit))]
+    return await _in_a_thread(reader.search_id, image_id, radius, limit)  # type: ignore[return-value]
 
 
 @router.get("/search/code", response_model=list[QueryOut], summary="Search by code")
@@ -154,7 +189,12 @@ async def search_code(
     radius: Radius = 2,
     limit: Limit = 100,
 ) -> list[QueryOut]:
-    return [_query_out(r) for r in reader.search_codes(code, radius, limit)]
+    """The indexed images within `radius` of each code. At most 10,000 matches in all may be
+    asked for (codes x limit)."""
+    _check_answer_size(len(code), limit)
+    if _light(len(code), radius, limit):
+        return [_query_out(r) for r in reader.search_codes(code, radius, limit)]
+    return await _in_a_thread(reader.search_codes, code, radius, limit)  # type: ignore[return-value]
 
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An indexed image's row")
