@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool
 
 from semhash.data import IMAGE_EXTENSIONS, decode_image
-from semhash.errors import ImageError, IndexError_, ModelError, SemhashError
+from semhash.errors import ImageError, IndexBusyError, IndexError_, ModelError, SemhashError
 from semhash.hashing import code_to_str, from_signed64, to_signed64
 from semhash.index import search as index_search
 from semhash.index.db import ImageRow, IndexDB, IndexLocation, IndexMeta, MetaRow, chunked, open_index
@@ -187,6 +187,20 @@ def read_code(text: str, n_bits: int) -> tuple[int, str | None]:
         return index_search.read_code(str(text), n_bits)
     except CodeError as exc:
         raise BadQuery(str(exc)) from None
+
+
+def _connection_lost(exc: BaseException, conn: Any) -> bool:
+    """Whether a database error means the connection is gone (the server restarted, shut
+    down, or cannot be reached), not that a statement was wrong."""
+    orig = getattr(exc, "orig", None) or exc
+    if conn is not None and getattr(conn, "closed", False):
+        return True
+    if type(orig).__module__.split(".")[0] != "psycopg":
+        return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    state = getattr(orig, "sqlstate", None) or ""
+    # 08: connection exceptions; 57P01-03: the server shut down or is starting; no state: libpq lost it
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03") or type(orig).__name__ in (
+        "OperationalError", "InterfaceError") and not state  # fmt: skip
 
 
 # --------------------------------------------------------------------------- uploads
@@ -389,18 +403,33 @@ class IndexReader:
     def _raw(self) -> Iterator[sqlite3.Connection]:
         """This thread's own read-only sqlite3 connection, for the per-request statements.
         They are plain SQL on it: SQLAlchemy's statement layer and pool checkout cost ~1 ms a
-        request here, 20x the queries themselves."""
+        request here, 20x the queries themselves.  A database connection that broke (the
+        server restarted) is dropped, so that the next request connects anew."""
         local = self._local
         with self._db_errors():
-            if getattr(local, "opened", None) != self._opened:
+            if getattr(local, "opened", None) != self._opened or getattr(local, "conn", None) is None:
                 old = getattr(local, "conn", None)
                 local.conn, local.opened = self._connect(), self._opened
                 with self._open_lock:
                     if old is not None:  # a connection to the file this reader had open before
-                        old.close()
-                        self._connections.remove(old)
+                        self._forget(old)
                     self._connections.append(local.conn)
-            yield local.conn
+            try:
+                yield local.conn
+            except Exception as exc:
+                if self.location.is_url and _connection_lost(exc, local.conn):
+                    with self._open_lock:
+                        self._forget(local.conn)
+                    local.conn = None
+                raise
+
+    def _forget(self, conn) -> None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 -- a broken connection may fail to close; it is gone either way
+            pass
+        if conn in self._connections:
+            self._connections.remove(conn)
 
     def _read_key(self) -> tuple:
         """The current index state, cheaply: one stat and four rows of the meta table (read
@@ -419,8 +448,12 @@ class IndexReader:
             with self._open_lock:
                 if (st.st_dev, st.st_ino) != self._file_id:
                     self._open()  # deleted and re-created: the old connections see the old file
-        with self._raw() as conn:
-            values = dict(conn.execute(_STATE_KEY_SQL).fetchall())
+        try:
+            with self._raw() as conn:
+                values = dict(conn.execute(_STATE_KEY_SQL).fetchall())
+        except IndexBusyError:  # the database connection had broken (a restart): once more, anew
+            with self._raw() as conn:
+                values = dict(conn.execute(_STATE_KEY_SQL).fetchall())
         key = (self._file_id, *(values.get(k) for k in _STATE_KEYS))
         self._last_key = (time.monotonic(), key)
         return key
@@ -469,14 +502,20 @@ class IndexReader:
 
     @contextmanager
     def _db_errors(self) -> Iterator[None]:
-        """Database errors become one-line IndexError_ naming the file."""
+        """Database errors become one-line IndexError_ naming the file; a database that cannot
+        be reached (down, restarting) an IndexBusyError (the web answers 503: try again)."""
         try:
             yield
+        except IndexError_:
+            raise
         except Exception as exc:
             driver = type(getattr(exc, "orig", None) or exc).__module__.split(".")[0] == "psycopg"
             if not (driver or isinstance(exc, (DBAPIError, SQLAlchemyError, sqlite3.Error))):
                 raise
-            raise IndexError_(f"{self.path}: cannot read index ({self.location.scrub(_one_line(exc))})") from None
+            cause = self.location.scrub(_one_line(exc))
+            if self.location.is_url and _connection_lost(exc, None):
+                raise IndexBusyError(f"{self.path}: the database is unavailable ({cause}): try again") from None
+            raise IndexError_(f"{self.path}: cannot read index ({cause})") from None
 
     # -- the model ------------------------------------------------------------------------
     @property

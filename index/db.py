@@ -496,8 +496,9 @@ def _pg_cause_kind(exc: BaseException) -> str | None:
         return "login"
     if state == "3D000" or ("database" in message and "does not exist" in message):
         return "no database"
-    if state.startswith("08") or "connection failed" in message or "could not connect" in message or "timeout expired" in message:
-        return "connect"
+    if (state.startswith("08") or state in ("57P01", "57P02", "57P03") or "connection failed" in message
+            or "could not connect" in message or "timeout expired" in message or "server closed the connection" in message):
+        return "connect"  # fmt: skip
     if state in ("42501", "25006"):
         return "read-only"
     if state == "53100":
@@ -516,8 +517,8 @@ def index_error(path: "Path | str | IndexLocation", exc: BaseException) -> Index
     if location is not None:
         cause = location.scrub(cause)
     kind = _pg_cause_kind(exc)
-    if kind == "connect":
-        return IndexError_(f"{path}: cannot connect to the database server ({cause}): is it running, and are host and port right?")
+    if kind == "connect":  # unavailable, perhaps for a moment (a restart): the web answers 503
+        return IndexBusyError(f"{path}: cannot connect to the database server ({cause}): is it running, and are host and port right?")
     if kind == "login":
         return IndexError_(f"{path}: the database server refused the login ({cause}): check the user name and password")
     if kind == "no database":
@@ -607,6 +608,7 @@ def _make_database_engine(location: IndexLocation) -> Engine:
         location.url,  # type: ignore[arg-type]
         isolation_level="REPEATABLE READ",
         hide_parameters=True,
+        pool_pre_ping=True,  # a connection the server dropped (a restart) is replaced, not used
         pool_size=2,
         max_overflow=8,
         connect_args={"connect_timeout": _CONNECT_TIMEOUT_S, "application_name": "semhash"},

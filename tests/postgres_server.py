@@ -242,6 +242,19 @@ class PostgresServer:
             shutil.rmtree(self.base, ignore_errors=True)
         atexit.unregister(self.stop)
 
+    def restart(self, while_down=None) -> None:
+        """Stop the server (fast shutdown: every connection is cut), call ``while_down()`` and
+        keep what it returns in ``answers_while_down``, then start it again on the same port."""
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        self._run(self.install.bin_dir / "pg_ctl", "-D", self.data_dir, "stop", "-m", "fast", "-w", "-t", "60")
+        self.answers_while_down = while_down() if while_down is not None else None
+        self._run(self.install.bin_dir / "pg_ctl", "-D", self.data_dir, "-l", self.log_path, "-w", "-t", "60", "start")
+        import psycopg
+
+        self._admin = psycopg.connect(self.conninfo(), autocommit=True)
+
     # -- databases --------------------------------------------------------------------------
     @property
     def has_icu(self) -> bool:

@@ -467,3 +467,34 @@ def test_a_small_search_answers_at_once_while_a_huge_one_runs(tmp_path):
                 thread.join(timeout=300)
     assert answered and set(answered) == {200}, "the huge searches were answered too"
     assert max(latencies) < 1.0, f"a one-code search waited {max(latencies):.2f} s behind the huge ones"
+
+
+# --------------------------------------------------------------------------- 5. a database restart
+def test_serve_on_postgresql_answers_503_while_it_is_down_and_recovers(tmp_path):
+    """A PostgreSQL of its own, restarted under a running server: while it is down every
+    route says 503 'unavailable' (never a 500, never a stale 409), and the first requests after
+    it is back are answered, without restarting semhash serve."""
+    import httpx
+
+    from postgres_server import PostgresServer, require_postgres
+    from semhash.index.db import IndexLocation
+    from semhash.web.local_server import LocalServer
+
+    home = tmp_path / "home"
+    add_model(home, "m1")
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0, 1))
+    with PostgresServer(require_postgres()) as server:
+        url = server.url(server.create_database())
+        index_folder(folder, Workspace(home).model("m1"), IndexLocation.parse(url, cache_root=home / "cache"), progress=False)
+        routes = ["/api/status", "/api/search/code?code=0&radius=16", "/api/images/1", "/api/search/id/1?radius=16"]
+        with LocalServer(url, home) as served, httpx.Client(base_url=served.url, timeout=60) as client:
+            assert [client.get(r).status_code for r in routes] == [200] * 4
+            server.restart(lambda: [(r, client.get(r)) for r in routes])  # asked while it is down
+            down = server.answers_while_down
+            assert [a.status_code for _, a in down] == [503] * 4, [(r, a.status_code, a.text) for r, a in down]
+            assert all("unavailable" in a.json()["detail"] or "cannot connect" in a.json()["detail"] for _, a in down)
+            assert all(a.headers.get("retry-after") == "1" for _, a in down)
+            back = [client.get(r) for r in routes]
+            assert [a.status_code for a in back] == [200] * 4, [a.text for a in back]
+            assert back[0].json()["count"] == 4

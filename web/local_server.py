@@ -61,7 +61,7 @@ class LocalServer:
         log_path: str | Path | None = None,
         env: dict[str, str] | None = None,
     ):
-        self.index_path = Path(index_path)
+        self.index_path = str(index_path)  # a file, or a database URL (a Path would fold its //)
         self.home = Path(home)
         self.workers = workers
         self.extra_args = list(extra_args)
@@ -79,7 +79,7 @@ class LocalServer:
         self.port = free_port()
         command = [
             sys.executable, "-m", "semhash", "serve",
-            "--index", str(self.index_path), "--home", str(self.home),
+            "--index", self.index_path, "--home", str(self.home),
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers), "--quiet",
             *self.extra_args,
         ]
