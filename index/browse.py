@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote
 
 import numpy as np
@@ -62,6 +62,8 @@ from semhash.workspace import Workspace
 __all__ = [
     "BadQuery",
     "BucketMembers",
+    "ClientGone",
+    "DecodeBudget",
     "EvaluationReport",
     "FileBytes",
     "Hit",
@@ -69,6 +71,7 @@ __all__ = [
     "IndexReader",
     "NotFound",
     "SearchResult",
+    "ServerBusy",
     "UploadLimits",
     "UploadTooLarge",
     "decode_upload",
@@ -106,6 +109,76 @@ class UploadLimits:
     max_request_bytes: int = 16 << 20
     max_files: int = 16
     max_pixels: int = 40_000_000
+    #: the whole server: pixels being decoded at once (decoded, an RGBA image takes 4-8 bytes a
+    #: pixel), requests waiting for their turn, and how long one waits before a 503
+    decode_pixels: int = 80_000_000
+    decode_waiting: int = 16
+    decode_wait_s: float = 30.0
+
+
+class ServerBusy(SemhashError):
+    """Too much is being decoded already and the queue is full (or the wait ran out): the web
+    answers 503 with Retry-After."""
+
+
+class ClientGone(SemhashError):
+    """The client that asked has disconnected: its work is dropped."""
+
+
+class DecodeBudget:
+    """How many pixels the server decodes at once, all requests together.  An upload's decode
+    waits (in a queue of at most ``waiting``, at most ``wait_s``) until its pixels fit; a full
+    queue or a wait that runs out is :class:`ServerBusy`.  One image never asks for more than
+    the whole budget.  After a large decode the memory it used is handed back to the system."""
+
+    def __init__(self, pixels: int, waiting: int, wait_s: float):
+        self.capacity, self.max_waiting, self.wait_s = int(pixels), int(waiting), float(wait_s)
+        self.in_use = 0
+        self.waiting = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int, cancelled: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        pixels = min(int(pixels), self.capacity)
+        with self._changed:
+            if self.in_use + pixels > self.capacity:
+                if self.waiting >= self.max_waiting:
+                    raise ServerBusy(self._busy(f"{self.waiting} uploads are waiting already"))
+                self.waiting += 1
+                try:
+                    deadline = time.monotonic() + self.wait_s
+                    while self.in_use + pixels > self.capacity:
+                        if cancelled():
+                            raise ClientGone("the client left before its upload was decoded")
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise ServerBusy(self._busy(f"an upload waited {self.wait_s:.0f} s for its turn"))
+                        self._changed.wait(min(left, 0.1))
+                finally:
+                    self.waiting -= 1
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_use -= pixels
+                self._changed.notify_all()
+            if pixels >= 4_000_000:
+                release_memory()
+
+    def _busy(self, why: str) -> str:
+        return f"the server is decoding {self.in_use / 1e6:.0f} megapixels of uploads and {why}: try again shortly"
+
+
+def release_memory() -> None:
+    """Give the memory freed by large decodes back to the system (glibc keeps freed blocks in
+    its per-thread arenas otherwise: a server that decoded big uploads stayed at gigabytes)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 @dataclass(frozen=True)
@@ -204,14 +277,31 @@ def _connection_lost(exc: BaseException, conn: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- uploads
-def decode_upload(name: str, data: bytes, shape: Sequence[int], max_pixels: int) -> np.ndarray:
+def decode_upload(
+    name: str, data: bytes, shape: Sequence[int], max_pixels: int, budget: DecodeBudget | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> np.ndarray:
     """An uploaded image's bytes -> (H, W, C) float32 in [0, 1], exactly as the indexer decodes
     a file (so an upload of an indexed file gets that file's code).
 
     The header is read first: a format outside :data:`IMAGE_FORMATS` or not an image is an
     :class:`ImageError`, more than ``max_pixels`` pixels an :class:`UploadTooLarge`, both
-    before a single pixel is decoded (a decompression bomb never reaches the decoder).
+    before a single pixel is decoded (a decompression bomb never reaches the decoder).  With
+    a ``budget``, the decode waits until its pixels fit in it.
     """
+    pixels = upload_pixels(name, data, max_pixels)
+    if cancelled():
+        raise ClientGone("the client left before its upload was decoded")
+    # the indexer's decoder on the uploaded bytes: EXIF, modes, 16-bit, alpha, resizing identical
+    if budget is None:
+        return decode_image(name, shape, data=data)
+    with budget.hold(pixels, cancelled):
+        return decode_image(name, shape, data=data)
+
+
+def upload_pixels(name: str, data: bytes, max_pixels: int) -> int:
+    """The pixels of an upload, from its header (nothing decoded); ImageError or UploadTooLarge
+    for what may not be decoded at all."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -231,8 +321,7 @@ def decode_upload(name: str, data: bytes, shape: Sequence[int], max_pixels: int)
         raise UploadTooLarge(
             f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
         )
-    # the indexer's decoder on the uploaded bytes: EXIF, modes, 16-bit, alpha, resizing identical
-    return decode_image(name, shape, data=data)
+    return width * height
 
 
 # --------------------------------------------------------------------------- the search cache
@@ -316,6 +405,7 @@ class IndexReader:
         self.path = self.location if self.location.is_url else self.location.file
         self.workspace = workspace
         self.limits = limits
+        self.decode_budget = DecodeBudget(limits.decode_pixels, limits.decode_waiting, limits.decode_wait_s)
         self.busy_timeout_s = busy_timeout_s
         self._open_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -610,9 +700,12 @@ class IndexReader:
         return self._search(state, codes, radius, limit, names)
 
     def search_uploads(
-        self, uploads: Sequence[tuple[str, bytes]], radius: int = 2, limit: int | None = None
+        self, uploads: Sequence[tuple[str, bytes]], radius: int = 2, limit: int | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> list[SearchResult]:
-        """Uploaded image files ``(name, bytes)``: limits checked, decoded, hashed, searched."""
+        """Uploaded image files ``(name, bytes)``: limits checked, decoded one at a time within
+        the server's decode budget (dropped as soon as ``cancelled()``: the client left),
+        hashed, searched."""
         if not uploads:
             raise BadQuery("no image uploaded")
         if len(uploads) > self.limits.max_files:
@@ -620,7 +713,10 @@ class IndexReader:
         state = self._bound()
         self._check_search(state, radius, limit)  # before any decoding
         hasher = self._hasher(state)
-        images = np.stack([decode_upload(name, data, hasher.input_shape, self.limits.max_pixels) for name, data in uploads])
+        images = np.stack([
+            decode_upload(name, data, hasher.input_shape, self.limits.max_pixels, self.decode_budget, cancelled)
+            for name, data in uploads
+        ])  # fmt: skip
         return self._search(state, hasher.hash(images), radius, limit, [name for name, _ in uploads])
 
     def search_id(self, image_id: int, radius: int = 2, limit: int | None = None) -> SearchResult:

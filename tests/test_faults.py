@@ -498,3 +498,65 @@ def test_serve_on_postgresql_answers_503_while_it_is_down_and_recovers(tmp_path)
             back = [client.get(r) for r in routes]
             assert [a.status_code for a in back] == [200] * 4, [a.text for a in back]
             assert back[0].json()["count"] == 4
+
+
+# --------------------------------------------------------------------------- 3. uploads within a memory budget
+def _status_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def test_fifty_near_limit_uploads_at_once_stay_within_memory(tmp_path):
+    """50 clients upload a 6300 x 6300 RGBA PNG (150 KB, just under the 40-megapixel limit)
+    at once to a real `semhash serve`: its peak memory stays under 2 GB (it reached 8 GB), the
+    uploads it cannot take now get 503 + Retry-After, the rest are answered, and once idle it
+    is back under 500 MB."""
+    import threading
+
+    import httpx
+    from PIL import Image
+
+    from semhash.web.local_server import LocalServer
+
+    home = tmp_path / "home"
+    add_model(home, "m1")
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0, 1))
+    index_folder(folder, Workspace(home).model("m1"), Workspace(home).index_path, progress=False)
+    side = 6300
+    pixels = np.zeros((side, side, 4), dtype=np.uint8)
+    pixels[::64, :, :] = 255  # stripes: a near-limit image that compresses to a small file
+    big = tmp_path / "big.png"
+    Image.fromarray(pixels, "RGBA").save(big, optimize=False, compress_level=9)
+    del pixels
+    data = big.read_bytes()
+    assert len(data) < 2 << 20
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+    with LocalServer(Workspace(home).index_path, home) as server:
+        pid = server.process.pid
+        start = threading.Barrier(50, timeout=60)
+
+        def upload() -> None:
+            with httpx.Client(base_url=server.url, timeout=180) as client:
+                start.wait()
+                response = client.post("/api/search/upload?radius=2&limit=3", files=[("files", ("big.png", data, "image/png"))])
+            with lock:
+                answers.append(response)
+
+        clients = [threading.Thread(target=upload) for _ in range(50)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(timeout=300)
+        peak_mb = _status_kb(pid, "VmHWM") / 1024
+        from waiting import wait_for
+
+        idle_mb = wait_for(lambda: (mb := _status_kb(pid, "VmRSS") / 1024) < 500 and mb, "the idle server to give memory back",
+                           timeout_s=30)  # fmt: skip
+    statuses = [a.status_code for a in answers]
+    assert len(statuses) == 50 and set(statuses) <= {200, 503}, sorted(set(statuses))
+    assert statuses.count(200) >= 2, statuses
+    assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
+    assert peak_mb < 2048, f"the server peaked at {peak_mb:.0f} MB"
+    assert idle_mb < 500

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semhash import __version__
 from semhash.errors import DatasetError, ImageError, IndexBusyError, IndexError_, ModelError, SemhashError
-from semhash.index.browse import BadQuery, IndexReader, NotFound, UploadLimits, UploadTooLarge
+from semhash.index.browse import BadQuery, IndexReader, NotFound, ServerBusy, UploadLimits, UploadTooLarge
 from semhash.index.db import IndexLocation
 from semhash.lifetime import die_with_parent
 from semhash.web.routes import router
@@ -44,6 +44,7 @@ ERROR_STATUS: tuple[tuple[type[SemhashError], int], ...] = (
     (ImageError, 422),
     (DatasetError, 422),
     (IndexBusyError, 503),
+    (ServerBusy, 503),
     (IndexError_, 409),
     (ModelError, 409),
     (SemhashError, 400),

@@ -8,6 +8,8 @@ once after a re-index, reports) runs in the thread pool, one hop per request.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -91,8 +93,8 @@ ERRORS = {
     404: {"model": Error, "description": "No such image, bucket, report or figure"},
     409: {"model": Error, "description": "The index is empty, unreadable right now, or its model cannot be loaded"},
     422: {"model": Error, "description": "A malformed parameter or an unreadable image"},
-    503: {"model": Error, "description": "A read failed for a moment while the index was written (nothing is damaged): "
-          "try again after Retry-After seconds"},
+    503: {"model": Error, "description": "Busy for a moment (a read while the index was written, the database "
+          "restarting, too many uploads being decoded): try again after Retry-After seconds"},
 }
 
 router = APIRouter(prefix="/api", responses=ERRORS)
@@ -151,6 +153,7 @@ async def status(reader: Reader) -> StatusOut:
     summary="Search by uploaded images",
 )
 async def search_upload(
+    request: Request,
     reader: Reader,
     files: Annotated[
         list[UploadFile], File(min_length=1, description="One or more image files (PNG, JPEG, GIF, BMP, TIFF, WebP).")
@@ -162,7 +165,18 @@ async def search_upload(
     `radius`, nearest first (ties by path): one result per file, in upload order."""
     _check_answer_size(len(files), limit)
     uploads = [(_upload_name(f.filename, i + 1), await f.read()) for i, f in enumerate(files)]
-    return await _in_a_thread(reader.search_uploads, uploads, radius, limit)  # type: ignore[return-value]
+    gone = threading.Event()  # set when the client disconnects: its decodes are dropped
+    watcher = asyncio.create_task(_watch_for_disconnect(request, gone))
+    try:
+        return await _in_a_thread(reader.search_uploads, uploads, radius, limit, gone.is_set)  # type: ignore[return-value]
+    finally:
+        watcher.cancel()
+
+
+async def _watch_for_disconnect(request: Request, gone: threading.Event) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.25)
+    gone.set()
 
 
 @router.get("/search/id/{image_id}", response_model=list[QueryOut], summary="Search from an indexed image")
