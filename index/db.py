@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 from contextlib import contextmanager
@@ -461,6 +462,16 @@ def _sqlite_code(exc: BaseException) -> int | None:
     return None if code is None else int(code) & 0xFF
 
 
+def _nearly_full(path: Path | None) -> bool:
+    """Whether the file system holding ``path`` has less than 1 MiB free."""
+    if path is None:
+        return False
+    try:
+        return shutil.disk_usage(Path(path).parent).free < 1 << 20
+    except OSError:
+        return False
+
+
 def damage_confirmed(path: Path) -> bool:
     """Whether SQLite's quick check (every page and index, without comparing index entries
     to rows) finds ``path`` damaged; False when the file is intact or cannot be checked now
@@ -557,6 +568,13 @@ def index_error(path: "Path | str | IndexLocation", exc: BaseException) -> Index
         )
     if code == _SQLITE_CANTOPEN:
         return IndexError_(f"{path}: cannot open the index ({cause})")
+    if code == _SQLITE_IOERR and _nearly_full(location.file if location is not None else Path(path)):
+        # SQLite reports some writes that found no space (a WAL frame, a temporary table) as
+        # I/O errors: say what the user can act on
+        return IndexError_(
+            f"{path}: cannot write to the index: the disk is full ({cause}); "
+            "everything committed before is kept: free some space and run again"
+        )
     if code == _SQLITE_IOERR:
         return IndexError_(f"{path}: input/output error on the index ({cause})")
     return IndexError_(f"{path}: index database error ({cause})")

@@ -422,8 +422,14 @@ def load_folder(
 
 
 def load_data(source: str, shape: Sequence[int] | None = None, data_dir=None, on_skip=None) -> Dataset:
-    """A built-in dataset name or an image folder."""
+    """A built-in dataset name or an image folder (``./NAME`` for a folder that has a built-in
+    dataset's name: a bare NAME that is both is refused, never guessed)."""
     if is_builtin(source):
+        if Path(source).is_dir():
+            raise DatasetError(
+                f"{source}: both a built-in dataset and a folder here: write ./{source} for the folder "
+                f"(or run from another folder for the built-in dataset)"
+            )
         return load_builtin(source, data_dir)
     if Path(source).exists():
         return load_folder(source, shape or (28, 28, 1), on_skip=on_skip)

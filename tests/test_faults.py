@@ -560,3 +560,86 @@ def test_fifty_near_limit_uploads_at_once_stay_within_memory(tmp_path):
     assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
     assert peak_mb < 2048, f"the server peaked at {peak_mb:.0f} MB"
     assert idle_mb < 500
+
+
+# --------------------------------------------------------------------------- 12. smaller ones
+def test_head_on_an_image_file_answers_like_get_without_the_body(tmp_path, ws):
+    from fastapi.testclient import TestClient
+
+    from semhash.web.app import create_app
+
+    folder = tmp_path / "imgs"
+    write_digit_folder(folder, per_class=2, classes=(0,))
+    index_folder(folder, ws.model("m1"), ws.index_path, progress=False)
+    with TestClient(create_app(ws.index_path, ws), base_url="http://127.0.0.1") as client:
+        for url in ("/api/images/1/file", "/api/images/1/thumbnail"):
+            got, head = client.get(url), client.head(url)
+            assert head.status_code == 200 and head.content == b"", url
+            assert head.headers["etag"] == got.headers["etag"] and head.headers["content-length"] == str(len(got.content))
+        assert client.head("/api/images/999/file").status_code == 404
+
+
+def test_a_folder_named_like_a_built_in_dataset_is_not_guessed(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    write_digit_folder(tmp_path / "digits", per_class=2, classes=(0, 1))
+    result = cli("train", "digits", "--model", "itq", "--bits", "4", home=tmp_path / "home", ok=False)
+    assert result.exit_code == 1 and "both a built-in dataset and a folder here: write ./digits" in result.stderr
+    cli("train", "./digits", "--model", "itq", "--bits", "4", "--image-size", "8", home=tmp_path / "home")
+    assert Workspace(tmp_path / "home").list_models()[0].meta["n_train_images"] < 10  # the folder's 4 images
+
+
+def test_a_full_disk_during_an_import_into_an_index_says_so(tmp_path, cli):
+    """On a real 400 KiB tmpfs: an import into an existing index that runs out of space says
+    'the disk is full' (SQLite reports some of those writes as I/O errors) and keeps the index."""
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        home = tmp_path / "home"
+        add_model(home, "m1")
+        index = disk / "index.sqlite"
+
+        def codes(n: int, start: int) -> Path:
+            path = tmp_path / f"codes-{start}.parquet"
+            pq.write_table(pa.table({"path": [f"/data/{i:08d}.png" for i in range(start, start + n)],
+                                     "code": pa.array(np.arange(n, dtype=np.uint64) % 65536)}), path)  # fmt: skip
+            return path
+
+        cli("import", codes(100, 0), "--model", "m1", "--index", index, "--quiet", home=home)
+        # SQLite's temporary files (the staged rows) on the same full disk, as when TMPDIR and
+        # the index share one: those writes fail as I/O errors
+        result = cli("import", codes(50_000, 1000), "--model", "m1", "--index", index, "--quiet", home=home, ok=False,
+                     env={"SQLITE_TMPDIR": str(disk), "TMPDIR": str(disk)})  # fmt: skip
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "the disk is full" in result.stderr and str(index) in result.stderr, result.stderr
+        with open_index(index) as db:
+            assert db.count() == 100
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_an_io_error_on_a_full_disk_is_named_a_full_disk(tmp_path, monkeypatch):
+    """SQLite reports some writes that found no space as I/O errors (the audit's 'input/output
+    error' on a full disk): with under 1 MiB free, the message says the disk is full."""
+    import shutil
+    import sqlite3
+    from collections import namedtuple
+
+    from semhash.index.db import index_error
+
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode = 10 | (3 << 8)  # SQLITE_IOERR_WRITE
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 4096))
+    assert "the disk is full (disk I/O error)" in str(index_error(tmp_path / "index.sqlite", error))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, 5 << 30, 5 << 30))
+    assert "input/output error on the index" in str(index_error(tmp_path / "index.sqlite", error))

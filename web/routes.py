@@ -224,14 +224,17 @@ def _binary(media_type: str, description: str) -> dict:
 IfNoneMatch = Annotated[str | None, Header()]
 
 
-@router.get("/images/{image_id}/file", summary="An indexed image's file", **_binary("image/*", "The image file"))
+# HEAD too: download tools and caches ask for a file's size and ETag first
+@router.api_route("/images/{image_id}/file", methods=["GET", "HEAD"], summary="An indexed image's file",
+                  **_binary("image/*", "The image file"))  # fmt: skip
 async def image_file(reader: Reader, image_id: ImageId, if_none_match: IfNoneMatch = None) -> Response:
     """Only files that are rows of the index, reached by row id, inside the folder they
     were indexed from."""
     return _file_response(await run_in_threadpool(reader.image_file, image_id), if_none_match)
 
 
-@router.get("/images/{image_id}/thumbnail", summary="An indexed image's thumbnail", **_binary("image/png", "A PNG thumbnail"))
+@router.api_route("/images/{image_id}/thumbnail", methods=["GET", "HEAD"], summary="An indexed image's thumbnail",
+                  **_binary("image/png", "A PNG thumbnail"))  # fmt: skip
 async def image_thumbnail(
     reader: Reader,
     image_id: ImageId,
