@@ -203,7 +203,7 @@ class Reaper:
             process.wait()
 
 
-def _process_table() -> dict[int, tuple[int, int, str]]:
+def process_table() -> dict[int, tuple[int, int, str]]:
     """``pid -> (parent pid, start time in clock ticks, command line)`` of every live process."""
     table = {}
     for entry in os.listdir("/proc"):
@@ -221,7 +221,7 @@ def _process_table() -> dict[int, tuple[int, int, str]]:
     return table
 
 
-def _descendants(table: dict[int, tuple[int, int, str]], root: int) -> set[int]:
+def descendants(table: dict[int, tuple[int, int, str]], root: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for pid, (parent, _, _) in table.items():
         children.setdefault(parent, []).append(pid)
@@ -243,8 +243,8 @@ def _reap(parent_pid: int, pattern: str) -> None:
     stdin = sys.stdin.buffer
     received = b""
     while True:
-        table = _process_table()
-        for pid in _descendants(table, parent_pid) - {os.getpid()}:
+        table = process_table()
+        for pid in descendants(table, parent_pid) - {os.getpid()}:
             if matches(table[pid][2]):
                 noted[pid] = table[pid][1]
         ready, _, _ = select.select([stdin], [], [], 0.2)
@@ -256,10 +256,10 @@ def _reap(parent_pid: int, pattern: str) -> None:
     if received.startswith(_GOODBYE):
         return
     for _ in range(3):  # the helpers' own children may still be appearing
-        table = _process_table()
+        table = process_table()
         targets = {pid for pid, started in noted.items() if pid in table and table[pid][1] == started}
         for pid in set(targets):
-            targets |= {child for child in _descendants(table, pid) if matches(table[child][2])}
+            targets |= {child for child in descendants(table, pid) if matches(table[child][2])}
         for pid in targets:
             try:
                 os.kill(pid, signal.SIGKILL)

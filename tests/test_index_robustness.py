@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
 from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png, home, ws  # noqa: E402
-from unprivileged import IS_ROOT, cli_unprivileged, unprivileged  # noqa: E402
+from unprivileged import IS_ROOT, cli_unprivileged, small_disk, unprivileged  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
 from semhash.cli import main  # noqa: E402
@@ -461,14 +461,7 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_committed(tmp_path, folder, 
 
 
 def test_a_full_disk_on_a_real_tmpfs(tmp_path, folder, home):
-    if not IS_ROOT:
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "disk", "160k") as disk:
         index_path = disk / "index.sqlite"
         more = tmp_path / "more"
         write_digit_folder(more, per_class=120, classes=(4, 5, 6, 7, 8))
@@ -476,8 +469,6 @@ def test_a_full_disk_on_a_real_tmpfs(tmp_path, folder, home):
         assert result.exit_code == 1 and ONE_LINE.match(result.output), result.output
         assert str(index_path) in result.output and "full" in result.output
         assert 0 < len(rows(index_path)) < 600 and integrity(index_path) == "ok"
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 # --------------------------------------------------------------------------- 6. damage

@@ -19,44 +19,25 @@ from index_fixtures import add_model, write_digit_folder  # noqa: E402
 from postgres_server import skip_or_fail  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
+from semhash import lifetime  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
 
 GRACE_S = 5.0
 
 
-def _parent_of(pid: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == b"Z" else int(fields[1])  # a zombie is dead, only not yet reaped
-
-
 def descendants(root: int) -> set[int]:
-    """Every live process below ``root`` in the process tree."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (parent := _parent_of(entry)) is not None:
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
+    """Every live process below ``root`` in the process tree (zombies count as dead)."""
+    return lifetime.descendants(lifetime.process_table(), root)
 
 
 def alive(pid: int) -> bool:
-    return _parent_of(str(pid)) is not None
+    return pid in lifetime.process_table()
 
 
 def command_line(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "(gone)"
+    entry = lifetime.process_table().get(pid)
+    return entry[2].strip() if entry else "(gone)"
 
 
 def start_indexer(tmp_path: Path, *extra: str, images: int = 3000) -> subprocess.Popen:

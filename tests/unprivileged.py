@@ -1,9 +1,11 @@
-"""Running semhash without root's permission bypass: as root, chmod 000 denies nothing, so
-tests of unreadable and read-only files run their commands under setpriv with
-CAP_DAC_OVERRIDE dropped (and skip, saying why, where that cannot be done)."""
+"""What root can and cannot do for the tests.  Running semhash without root's permission
+bypass: as root, chmod 000 denies nothing, so tests of unreadable and read-only files run
+their commands under setpriv with CAP_DAC_OVERRIDE dropped.  A real full disk: a small tmpfs,
+which only root may mount.  Each skips, saying why, where it cannot be done."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -11,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -65,3 +68,19 @@ def cli_unprivileged(*invocations: list) -> list[dict]:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (``"160k"``) mounted on the new folder ``folder``: a disk that
+    fills up for real.  Unmounted at the end."""
+    if not IS_ROOT:
+        pytest.skip("mounting a small tmpfs needs root")
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
