@@ -135,12 +135,22 @@ class DecodeBudget:
         self.capacity, self.max_waiting, self.wait_s = int(pixels), int(waiting), float(wait_s)
         self.in_use = 0
         self.waiting = 0
+        self.closed = False
         self._changed = threading.Condition()
+
+    def close(self) -> None:
+        """The server is stopping: every upload waiting for its turn is answered at once
+        (ServerBusy), and no new decode starts."""
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
 
     @contextmanager
     def hold(self, pixels: int, cancelled: Callable[[], bool] = lambda: False) -> Iterator[None]:
         pixels = min(int(pixels), self.capacity)
         with self._changed:
+            if self.closed:
+                raise ServerBusy("the server is shutting down: try again shortly")
             if self.in_use + pixels > self.capacity:
                 if self.waiting >= self.max_waiting:
                     raise ServerBusy(self._busy(f"{self.waiting} uploads are waiting already"))
@@ -148,6 +158,8 @@ class DecodeBudget:
                 try:
                     deadline = time.monotonic() + self.wait_s
                     while self.in_use + pixels > self.capacity:
+                        if self.closed:
+                            raise ServerBusy("the server is shutting down: try again shortly")
                         if cancelled():
                             raise ClientGone("the client left before its upload was decoded")
                         left = deadline - time.monotonic()

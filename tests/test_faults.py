@@ -506,7 +506,20 @@ def _status_kb(pid: int, field: str) -> int:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
 
 
-def test_fifty_near_limit_uploads_at_once_stay_within_memory(tmp_path):
+@pytest.fixture(scope="module")
+def near_limit_png(tmp_path_factory) -> bytes:
+    """A 6300 x 6300 RGBA PNG: just under serve's 40-megapixel limit, 150 KB of stripes."""
+    from PIL import Image
+
+    side = 6300
+    pixels = np.zeros((side, side, 4), dtype=np.uint8)
+    pixels[::64, :, :] = 255
+    path = tmp_path_factory.mktemp("big") / "big.png"
+    Image.fromarray(pixels, "RGBA").save(path, compress_level=9)
+    return path.read_bytes()
+
+
+def test_fifty_near_limit_uploads_at_once_stay_within_memory(tmp_path, near_limit_png):
     """50 clients upload a 6300 x 6300 RGBA PNG (150 KB, just under the 40-megapixel limit)
     at once to a real `semhash serve`: its peak memory stays under 2 GB (it reached 8 GB), the
     uploads it cannot take now get 503 + Retry-After, the rest are answered, and once idle it
@@ -514,7 +527,6 @@ def test_fifty_near_limit_uploads_at_once_stay_within_memory(tmp_path):
     import threading
 
     import httpx
-    from PIL import Image
 
     from semhash.web.local_server import LocalServer
 
@@ -523,13 +535,7 @@ def test_fifty_near_limit_uploads_at_once_stay_within_memory(tmp_path):
     folder = tmp_path / "imgs"
     write_digit_folder(folder, per_class=2, classes=(0, 1))
     index_folder(folder, Workspace(home).model("m1"), Workspace(home).index_path, progress=False)
-    side = 6300
-    pixels = np.zeros((side, side, 4), dtype=np.uint8)
-    pixels[::64, :, :] = 255  # stripes: a near-limit image that compresses to a small file
-    big = tmp_path / "big.png"
-    Image.fromarray(pixels, "RGBA").save(big, optimize=False, compress_level=9)
-    del pixels
-    data = big.read_bytes()
+    data = near_limit_png
     assert len(data) < 2 << 20
     answers: list[httpx.Response] = []
     lock = threading.Lock()
@@ -635,3 +641,44 @@ def test_an_io_error_on_a_full_disk_is_named_a_full_disk(tmp_path, monkeypatch):
     assert "the disk is full (disk I/O error)" in str(index_error(tmp_path / "index.sqlite", error))
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, 5 << 30, 5 << 30))
     assert "input/output error on the index" in str(index_error(tmp_path / "index.sqlite", error))
+
+
+def test_stopping_serve_with_uploads_in_flight_logs_no_traceback(tmp_path, near_limit_png):
+    """SIGTERM while uploads wait for their turn to be decoded: the waiting ones are answered
+    503 at once, the server stops within its grace period, and its log has no traceback."""
+    import signal
+    import threading
+
+    import httpx
+
+    from semhash.web.local_server import LocalServer
+
+    home = tmp_path / "home"
+    add_model(home, "m1")
+    write_digit_folder(tmp_path / "imgs", per_class=2, classes=(0,))
+    index_folder(tmp_path / "imgs", Workspace(home).model("m1"), Workspace(home).index_path, progress=False)
+    log = tmp_path / "serve.log"
+    answers: list[int] = []
+    with LocalServer(Workspace(home).index_path, home, log_path=log) as server:
+        def upload() -> None:
+            try:
+                with httpx.Client(base_url=server.url, timeout=120) as client:
+                    files = [("files", ("big.png", near_limit_png, "image/png"))]
+                    answers.append(client.post("/api/search/upload?radius=2&limit=3", files=files).status_code)
+            except httpx.HTTPError:
+                answers.append(0)  # the connection closed as the server stopped
+
+        clients = [threading.Thread(target=upload) for _ in range(16)]
+        for thread in clients:
+            thread.start()
+        from waiting import wait_for
+
+        wait_for(lambda: server.process.poll() is None and "big.png" not in log.read_text(), "uploads to reach the server")
+        wait_for(lambda: len(answers) >= 1, "the first upload to be answered")  # the rest are decoding or waiting
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) in (0, 143)  # 143: the SIGTERM, passed on once uvicorn has stopped
+        for thread in clients:
+            thread.join(timeout=120)
+    text = log.read_text()
+    assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]
+    assert len(answers) == 16 and set(answers) <= {0, 200, 503}, answers

@@ -7,6 +7,7 @@ Errors are JSON ``{"detail": "<one line>"}`` with a 4xx status, never a 500: the
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -84,8 +85,10 @@ class _Guard:
     * adds security headers (Content-Security-Policy, nosniff, no framing, no referrer).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, allowed_hosts: Sequence[str] | None):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, allowed_hosts: Sequence[str] | None,
+                 on_cancel: Any = None):  # fmt: skip
         self.app = app
+        self.on_cancel = on_cancel
         self.max_body_bytes = max_body_bytes
         self.allowed_hosts = None if allowed_hosts is None or "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
 
@@ -135,6 +138,17 @@ class _Guard:
             if started:
                 raise
             await _json(413, str(exc))(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            # the server stopped with this request still running (uvicorn cancels what outlasts
+            # its graceful shutdown): let the work it waits on go, answer 503 if nothing was
+            # sent yet, and end quietly instead of a traceback in the log
+            if self.on_cancel is not None:
+                self.on_cancel()
+            if not started:
+                try:
+                    await _json(503, "the server is shutting down: try again shortly")(scope, receive, send_with_headers)
+                except Exception:  # noqa: BLE001 -- the connection may be gone already
+                    pass
 
 
 def _host_name(host: str) -> str:
@@ -215,7 +229,8 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
-    app.add_middleware(_Guard, max_body_bytes=limits.max_request_bytes, allowed_hosts=allowed_hosts)
+    app.add_middleware(_Guard, max_body_bytes=limits.max_request_bytes, allowed_hosts=allowed_hosts,
+                       on_cancel=reader.decode_budget.close)  # fmt: skip
     return app
 
 
