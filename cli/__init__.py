@@ -7,6 +7,7 @@ results on stdout (a table, or --json), progress and warnings on stderr.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 
@@ -59,10 +60,19 @@ def main(ctx: click.Context) -> None:
 def run() -> None:
     """The `semhash` program: :func:`main`, with SIGTERM ending it as Ctrl-C does (every
     cleanup runs: no temporary file or half-written model is left behind; exit status 143)."""
-    from semhash.lifetime import terminate_as_interrupt
+    from semhash import lifetime
 
-    terminate_as_interrupt()
-    main()
+    lifetime.terminate_as_interrupt()
+    try:
+        main()
+    except SystemExit as exc:
+        if not lifetime.terminated():
+            raise
+        # every cleanup ran while the exception unwound; end here, without the interpreter's
+        # teardown, where a library's threads still running (a local Ray's) can crash it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 143)
 
 
 def _register() -> None:

@@ -41,6 +41,7 @@ the index through the bulk import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -218,28 +219,60 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     try:
         if address:
-            ray.init(address=address, **common)
+            with _keeping_sigterm():
+                ray.init(address=address, **common)
         else:
             _reaper = _reaper or Reaper(RAY_PROCESSES)
-            ray.init(
-                num_cpus=num_cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                **common,
-            )
+            with _keeping_sigterm():
+                ray.init(
+                    num_cpus=num_cpus or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                    **common,
+                )
     except Exception as exc:  # Ray's connection errors vary by version: one line for users
         stop_ray()
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SemhashError(f"cannot start {where}: {cause}") from None
+    except BaseException:  # Ctrl-C or SIGTERM as it started: what started goes
+        stop_ray()
+        raise
     return time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def _keeping_sigterm():
+    """While ``ray.init`` runs, Ray would install two SIGTERM handlers in this process: a C++
+    one that prints stack lines and kills it at once, and a Python one (``sys.exit(15)``);
+    neither is (Ray's own switch for the first, its installer a no-op for the second), so
+    semhash's stays: SIGTERM ends a command as Ctrl-C does, cleanups run."""
+    import ray._private.ray_constants as ray_constants
+    import ray._private.utils as ray_utils
+
+    os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"  # the workers Ray starts read it too
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    install = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = install
+
+
 def stop_ray() -> None:
-    """Disconnect from Ray (a local Ray stops) and dismiss the reaper of a local Ray."""
+    """Disconnect from Ray (a local Ray stops) and dismiss the reaper of a local Ray.  After a
+    SIGTERM nothing is shut down here: ``ray.shutdown()`` racing Ray's own start-up crashed
+    the process (a segfault in Ray's GCS subscriber), so the process just ends (semhash.cli
+    exits at once) and its local Ray goes with it (fate-sharing, and the reaper, still
+    armed)."""
     global _reaper
     import ray
 
+    from semhash.lifetime import terminated
+
+    if terminated():
+        return
     ray.shutdown()
     if _reaper is not None:
         _reaper.close()

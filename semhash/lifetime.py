@@ -135,6 +135,11 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def terminated() -> bool:
+    """Whether SIGTERM arrived (and :func:`terminate_as_interrupt`'s handler ran)."""
+    return _terminated
+
+
 # --------------------------------------------------------------------------- signals and SQLite
 SQLITE_INTERRUPT = 9  # the result code of a statement stopped by its progress handler
 _PROGRESS_EVERY = 100_000  # SQLite virtual-machine instructions (about a millisecond)

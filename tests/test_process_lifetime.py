@@ -133,3 +133,27 @@ def test_server_workers_end_when_semhash_serve_is_killed(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_stops_a_ray_run_like_ctrl_c_without_stack_lines(tmp_path):
+    """Ray's core worker answers SIGTERM with C++ stack lines and an abrupt exit: semhash keeps
+    its own handler, so the run stops as Ctrl-C stops it (exit 143, Ray shut down, what was
+    committed kept) and prints no stack."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        skip_or_fail("ray is not installed (pip install -e '.[distributed]')")
+    proc = start_indexer(tmp_path, "--engine", "ray", "--workers", "1", images=2000)
+    try:
+        wait_for(lambda: any(command_line(p).startswith("ray::") and "Agent" not in command_line(p)
+                             for p in descendants(proc.pid)), "a local Ray's hashing workers", timeout_s=180)  # fmt: skip
+        helpers = descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert "SIGTERM received" not in stderr and "Traceback" not in stderr, stderr[-2000:]
+    wait_for(lambda: not any(alive(pid) for pid in helpers), "Ray's processes to end", timeout_s=GRACE_S)
