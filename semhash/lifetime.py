@@ -10,6 +10,14 @@ out-of-memory killer) tells nobody, and its helpers would live on as orphans hol
   the driver's fate, but its dashboard and runtime-env agents outlive a killed driver by a
   minute, waiting on the dead GCS).  A small watcher process notes the driver's helpers as they
   appear; when the driver dies without saying goodbye it kills those still alive.
+
+How a semhash process itself ends, the other half of the same job:
+
+* :func:`terminate_as_interrupt`: SIGTERM ends a command the way Ctrl-C does (cleanups run);
+  :func:`interruptible` lets either signal stop a long SQLite statement within a moment, and
+  :func:`signals_deferred` keeps a cleanup from being cut short;
+* :func:`remove_abandoned`: the temporary files and folders of a process that was killed
+  anyway (SIGKILL, a crash) are removed by the next process that looks, once it is gone.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def test_import_then_query_by_code(tmp_path, home, index_path, cli):
     # 0/1 digits that are not N_BITS long: the integer, and a note on stderr saying so
     short = cli("query", "--code", "0101", "--radius", "0", "--json", home=home)
     assert json.loads(short.stdout)[0]["code"] == 101
-    assert f"note: --code '0101': code '0101' read as the integer 101" in short.stderr
+    assert "note: --code '0101': code '0101' read as the integer 101" in short.stderr
     assert f"exactly {N_BITS} characters" in json.loads(short.stdout)[0]["note"]
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with or without tests/__init__.py
 
 from index_fixtures import SHAPE, add_model, digits, write_digit_folder, write_png, home, ws  # noqa: E402
-from unprivileged import IS_ROOT, cli_unprivileged, small_disk, unprivileged  # noqa: E402
+from unprivileged import cli_unprivileged, small_disk, unprivileged  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
 from semhash.cli import main  # noqa: E402
