@@ -5,11 +5,13 @@ that none of its helpers is alive 5 seconds later."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -52,6 +54,17 @@ def start_indexer(tmp_path: Path, *extra: str, images: int = 3000) -> subprocess
         return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
 
 
+@contextlib.contextmanager
+def ended_afterwards(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """The process, killed at the end of the block if the test left it running."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def kill_and_check_helpers_end(proc: subprocess.Popen, helpers: set[int]) -> None:
     assert proc.poll() is None, f"the indexer finished (exit code {proc.returncode}) before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -67,13 +80,9 @@ def kill_and_check_helpers_end(proc: subprocess.Popen, helpers: set[int]) -> Non
 
 def test_pool_workers_end_when_the_indexer_is_killed(tmp_path):
     proc = start_indexer(tmp_path, "--workers", "2")
-    try:
+    with ended_afterwards(proc):
         workers = wait_for(lambda: len(descendants(proc.pid)) >= 2 and descendants(proc.pid), "the 2 pool workers to start")
         kill_and_check_helpers_end(proc, workers)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_local_rays_processes_end_when_the_indexer_is_killed(tmp_path):
@@ -84,7 +93,7 @@ def test_a_local_rays_processes_end_when_the_indexer_is_killed(tmp_path):
     except ImportError:
         skip_or_fail("ray is not installed (pip install -e '.[distributed]')")
     proc = start_indexer(tmp_path, "--engine", "ray", "--workers", "1", images=2000)
-    try:
+    with ended_afterwards(proc):
 
         def ray_workers_running() -> set[int] | None:
             helpers = descendants(proc.pid)
@@ -95,10 +104,6 @@ def test_a_local_rays_processes_end_when_the_indexer_is_killed(tmp_path):
 
         helpers = wait_for(ray_workers_running, "a local Ray's hashing workers and agents to start", timeout_s=180)
         kill_and_check_helpers_end(proc, helpers)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_server_workers_end_when_semhash_serve_is_killed(tmp_path):
@@ -118,7 +123,7 @@ def test_server_workers_end_when_semhash_serve_is_killed(tmp_path):
     argv = [sys.executable, "-m", "semhash", "serve", "--workers", "2", "--port", str(port), "--quiet", "--home", str(home)]
     with open(tmp_path / "stderr.txt", "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    try:
+    with ended_afterwards(proc):
 
         def serving() -> bool:
             try:
@@ -129,10 +134,6 @@ def test_server_workers_end_when_semhash_serve_is_killed(tmp_path):
         wait_for(serving, "semhash serve to answer")
         workers = wait_for(lambda: len(descendants(proc.pid)) >= 2 and descendants(proc.pid), "both server workers")
         kill_and_check_helpers_end(proc, workers)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_sigterm_stops_a_ray_run_like_ctrl_c_without_stack_lines(tmp_path):
@@ -144,16 +145,12 @@ def test_sigterm_stops_a_ray_run_like_ctrl_c_without_stack_lines(tmp_path):
     except ImportError:
         skip_or_fail("ray is not installed (pip install -e '.[distributed]')")
     proc = start_indexer(tmp_path, "--engine", "ray", "--workers", "1", images=2000)
-    try:
+    with ended_afterwards(proc):
         wait_for(lambda: any(command_line(p).startswith("ray::") and "Agent" not in command_line(p)
                              for p in descendants(proc.pid)), "a local Ray's hashing workers", timeout_s=180)  # fmt: skip
         helpers = descendants(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 143
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = (tmp_path / "stderr.txt").read_text(errors="replace")
     assert "SIGTERM received" not in stderr and "Traceback" not in stderr, stderr[-2000:]
     wait_for(lambda: not any(alive(pid) for pid in helpers), "Ray's processes to end", timeout_s=GRACE_S)
