@@ -73,6 +73,7 @@ def library_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except SemhashError as exc:
+            reraise_interrupt(exc)  # an error that a Ctrl-C or SIGTERM caused is that signal
             raise click.ClickException(str(exc)) from None
         except sqlite3.Error as exc:  # a raw statement (the bulk import's) stopped by Ctrl-C
             reraise_interrupt(exc)

@@ -169,14 +169,24 @@ def _let_signals_in() -> int:
 
 
 def reraise_interrupt(exc: BaseException) -> None:
-    """If ``exc`` is a SQLite statement stopped by a signal (see :func:`interruptible`), raise
-    what the signal meant instead: SystemExit(143) after SIGTERM, else KeyboardInterrupt."""
-    orig = getattr(exc, "orig", None) or exc
-    code = getattr(orig, "sqlite_errorcode", None)
-    if code is not None and int(code) & 0xFF == SQLITE_INTERRUPT:
-        if _terminated:
-            raise SystemExit(128 + signal.SIGTERM) from None
-        raise KeyboardInterrupt from None
+    """If ``exc`` comes of a signal, raise what the signal meant instead: SystemExit(143) after
+    SIGTERM, else KeyboardInterrupt.  It does when it is (or was raised while handling) a SQLite
+    statement stopped by a signal (see :func:`interruptible`), or the KeyboardInterrupt or
+    SystemExit itself: a database library cleaning up after the interrupt can fail in turn
+    ("This transaction is closed"), and that error must not hide the signal."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        orig = getattr(link, "orig", None) or link
+        code = getattr(orig, "sqlite_errorcode", None)
+        if isinstance(link, (KeyboardInterrupt, SystemExit)) or (code is not None and int(code) & 0xFF == SQLITE_INTERRUPT):
+            if _terminated:
+                raise SystemExit(128 + signal.SIGTERM) from None
+            raise KeyboardInterrupt from None
+        link = link.__cause__ or link.__context__
+    if _terminated:  # any failure after SIGTERM arrived is a consequence of it
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 # --------------------------------------------------------------------------- the reaper
