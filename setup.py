@@ -1,7 +1,8 @@
-"""Only the C kernel of the Hamming lookup lives here; all metadata is in pyproject.toml.
+"""Only the C kernels of the lookups live here; all metadata is in pyproject.toml.
 
-The extension is optional: where it cannot be compiled, ``semhash.index.lookup`` falls back
-to its NumPy implementation, which returns identical results, only slower.
+The extensions are optional: where they cannot be compiled, ``semhash.index.lookup`` and
+``semhash.index.near_lookup`` fall back to their NumPy implementations, which return
+identical results, only slower.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,12 @@ setup(
             sources=["index/_lookup.c"],
             extra_compile_args=["-O3", "-Wall", "-Wno-unused-function"],
             optional=True,
-        )
+        ),
+        Extension(
+            "semhash.index._near",
+            sources=["index/_near.c"],
+            extra_compile_args=["-O3", "-Wall"],
+            optional=True,
+        ),
     ]
 )

@@ -14,6 +14,7 @@ from semhash.cli.common import (
     library_errors,
     print_json,
 )
+from semhash.tiers import MIN_QUALITY, NEAR_THRESHOLD, TIER_CHOICES
 
 
 def _index_path(home, index_path):
@@ -177,21 +178,35 @@ def remove(paths, missing, index_path, home, as_json):
     )
 
 
-def query_json(results, radius: int) -> list[dict]:
+def query_json(results, radius: int, tier: str = "similar") -> list[dict]:
     """What `semhash query --json` prints: one object per query image (a code that could be
-    read two ways also gets "note": which reading was used)."""
+    read two ways also gets "note": which reading was used; a query image too flat for the
+    near tier gets "near_quality")."""
     return [
         {
             "query": str(r.query),
             "code": int(r.code),
             "bits": r.bits,
             "radius": int(radius),
+            "tier": tier,
             "total": int(r.total),
-            "matches": [{"path": m.path, "distance": int(m.distance), "label": m.label} for m in r.matches],
+            "matches": [{"path": m.path, "tier": m.tier, "distance": int(m.distance), "label": m.label} for m in r.matches],
             **({"note": r.note} if getattr(r, "note", None) else {}),
+            **({"near_quality": r.flat_quality} if getattr(r, "flat_quality", None) is not None else {}),
         }
         for r in results
     ]
+
+
+def _within(r: dict) -> str:
+    """Where the matches of one query were looked for, in words."""
+    if r["tier"] == "exact":
+        return "in the exact tier (the same bytes)"
+    if r["tier"] == "near":
+        return "in the near tier (copies)"
+    if r["tier"] == "all":
+        return f"in the exact, near and similar (radius {r['radius']}) tiers"
+    return f"within radius {r['radius']}"
 
 
 def format_query(data: list[dict]) -> str:
@@ -199,13 +214,14 @@ def format_query(data: list[dict]) -> str:
     blocks = []
     for r in data:
         lines = [f"query {r['query']}  code {r['bits']}"]
-        shown, total, radius = len(r["matches"]), r["total"], r["radius"]
+        shown, total = len(r["matches"]), r["total"]
         if not total:
-            lines.append(f"no indexed image within radius {radius}")
+            lines.append(f"no indexed image {_within(r)}")
         else:
-            lines.append(format_table(["distance", "path", "label"], [(m["distance"], m["path"], m["label"]) for m in r["matches"]]))
+            lines.append(format_table(["tier", "distance", "path", "label"],
+                                      [(m["tier"], m["distance"], m["path"], m["label"]) for m in r["matches"]]))  # fmt: skip
             count = f"{shown} of {total}" if shown < total else f"{total}"
-            lines.append(f"{count} match{'es' if total != 1 else ''} within radius {radius}")
+            lines.append(f"{count} match{'es' if total != 1 else ''} {_within(r)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -241,6 +257,8 @@ def _read_codes_file(path: str) -> tuple[list[str], list[str]]:
 @click.option("--codes-from", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="Query by every code in FILE (one per line, bits or an integer; # starts a comment).")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query (the count of all of them is still printed: 'N of M matches').")
+@click.option("--tier", type=click.Choice(TIER_CHOICES), default="all", show_default=True, help="Which matches: exact (the same bytes), near (copies: re-saved, resized, brightened, mirrored; PDQ), similar (look-alikes: the model's code within --radius), or all of them, in that order. A query by --code searches the similar tier only.")
+@click.option("--near-threshold", type=click.IntRange(0, 128), default=None, metavar="BITS", help=f"Near tier: the most PDQ bits (of 256) a copy may differ by [default: {NEAR_THRESHOLD}].")
 @click.option(
     "--show",
     type=click.Path(dir_okay=False),
@@ -253,15 +271,19 @@ def _read_codes_file(path: str) -> tuple[list[str], list[str]]:
 @home_option
 @json_option
 @library_errors
-def query(images, codes, codes_from, radius, limit, show, index_path, home, as_json):
-    """Every indexed image within Hamming RADIUS of each query image (or code), nearest
-    first (ties by path).  With --limit N the first N are printed, followed by how many there
-    are in all ("8 of 13 matches within radius 2"; "total" in --json).  A query by --code
-    needs no model: only the index's bit width.
+def query(images, codes, codes_from, radius, limit, tier, near_threshold, show, index_path, home, as_json):
+    """The indexed images that match each query image (or code), in three tiers: exact
+    copies (the same bytes), near-duplicates (copies that were re-saved, resized, brightened,
+    mirrored...: PDQ within --near-threshold) and similar images (the model's code within
+    Hamming RADIUS), in that order, each image once with its tier and the distance in that
+    tier's code.  With --limit N the first N are printed, followed by how many there are in
+    all ("8 of 13 matches"; "total" in --json).  A query by --code needs no model: only the
+    index's bit width, and searches the similar tier.
 
     \b
     Examples:
       semhash query img.png --radius 2
+      semhash query img.png --tier near
       semhash query a.png b.png --limit 5 --json
       semhash query img.png --show matches.png
       semhash query --code 101100111000101011110000110101 --code 123456789
@@ -276,6 +298,8 @@ def query(images, codes, codes_from, radius, limit, show, index_path, home, as_j
         raise click.UsageError("give at least one image file, --code or --codes-from")
     if show and by_code:
         raise click.UsageError("--show draws query images: it does not apply to --code/--codes-from")
+    if by_code and tier in ("exact", "near"):
+        raise click.UsageError(f"--tier {tier} needs query images: a --code query searches the similar tier")
     if show:
         from semhash.visualize import check_picture_path
 
@@ -291,8 +315,12 @@ def query(images, codes, codes_from, radius, limit, show, index_path, home, as_j
             if result.note:
                 echo_err(f"note: {result.note}")
     else:
-        results = query_files(path, workspace, list(images), radius=radius, limit=limit)
-    data = query_json(results, radius)
+        results = query_files(path, workspace, list(images), radius=radius, limit=limit, tier=tier, near_threshold=near_threshold)
+        for result in results:
+            if result.flat_quality is not None:
+                echo_err(f"note: {result.query}: too flat for the near tier (PDQ quality {result.flat_quality} < "
+                         f"{MIN_QUALITY}): no near-duplicate matches for it")  # fmt: skip
+    data = query_json(results, radius, "similar" if by_code else tier)
     if as_json:
         print_json(data)
     else:

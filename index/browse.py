@@ -57,6 +57,8 @@ from semhash.index import search as index_search
 from semhash.index.db import ImageRow, IndexDB, IndexLocation, IndexMeta, MetaRow, chunked, open_index
 from semhash.index.pathkeys import key_path, printable
 from semhash.index.search import CodeError, index_info
+from semhash.index.tiers import check_tier_threshold, query_facts
+from semhash.tiers import tiers_for
 from semhash.workspace import Workspace
 
 __all__ = [
@@ -199,9 +201,10 @@ class Hit:
 
     id: int
     path: str
-    distance: int
+    distance: int  # in the code of the tier it matched in
     label: str | None
     code: int
+    tier: str = "similar"  # exact (same bytes), near (a copy: PDQ), similar (the model's code)
 
 
 @dataclass
@@ -215,6 +218,7 @@ class SearchResult:
     total: int
     matches: list[Hit]
     note: str | None = None  # a code given as text that could be read two ways: which reading
+    tier: str = "similar"  # the tiers searched: all, exact, near or similar
 
 
 @dataclass(frozen=True)
@@ -291,10 +295,11 @@ def _connection_lost(exc: BaseException, conn: Any) -> bool:
 # --------------------------------------------------------------------------- uploads
 def decode_upload(
     name: str, data: bytes, shape: Sequence[int], max_pixels: int, budget: DecodeBudget | None = None,
-    cancelled: Callable[[], bool] = lambda: False,
-) -> np.ndarray:
+    cancelled: Callable[[], bool] = lambda: False, views: bool = False,
+) -> Any:
     """An uploaded image's bytes -> (H, W, C) float32 in [0, 1], exactly as the indexer decodes
-    a file (so an upload of an indexed file gets that file's code).
+    a file (so an upload of an indexed file gets that file's code); with ``views``, (that
+    array, its :class:`~semhash.index.tiers.QueryFacts` for the exact and near tiers).
 
     The header is read first: a format outside :data:`IMAGE_FORMATS` or not an image is an
     :class:`ImageError`, more than ``max_pixels`` pixels an :class:`UploadTooLarge`, both
@@ -305,10 +310,11 @@ def decode_upload(
     if cancelled():
         raise ClientGone("the client left before its upload was decoded")
     # the indexer's decoder on the uploaded bytes: EXIF, modes, 16-bit, alpha, resizing identical
+    decode = (lambda: query_facts(name, data, shape)) if views else (lambda: decode_image(name, shape, data=data))
     if budget is None:
-        return decode_image(name, shape, data=data)
+        return decode()
     with budget.hold(pixels, cancelled):
-        return decode_image(name, shape, data=data)
+        return decode()
 
 
 def upload_pixels(name: str, data: bytes, max_pixels: int) -> int:
@@ -713,23 +719,70 @@ class IndexReader:
 
     def search_uploads(
         self, uploads: Sequence[tuple[str, bytes]], radius: int = 2, limit: int | None = None,
-        cancelled: Callable[[], bool] = lambda: False,
+        cancelled: Callable[[], bool] = lambda: False, tier: str = "all", near_threshold: int | None = None,
     ) -> list[SearchResult]:
         """Uploaded image files ``(name, bytes)``: limits checked, decoded one at a time within
         the server's decode budget (dropped as soon as ``cancelled()``: the client left),
-        hashed, searched."""
+        hashed, searched in ``tier`` (all, exact, near, similar: :mod:`semhash.index.tiers`),
+        as ``semhash query`` does."""
         if not uploads:
             raise BadQuery("no image uploaded")
         if len(uploads) > self.limits.max_files:
             raise UploadTooLarge(f"{len(uploads)} images in one request: at most {self.limits.max_files}")
         state = self._bound()
         self._check_search(state, radius, limit)  # before any decoding
+        tiers = tiers_for(tier)
+        threshold = check_tier_threshold(near_threshold)
         hasher = self._hasher(state)
-        images = np.stack([
-            decode_upload(name, data, hasher.input_shape, self.limits.max_pixels, self.decode_budget, cancelled)
+        decoded = [
+            decode_upload(name, data, hasher.input_shape, self.limits.max_pixels, self.decode_budget, cancelled, views=True)
             for name, data in uploads
-        ])  # fmt: skip
-        return self._search(state, hasher.hash(images), radius, limit, [name for name, _ in uploads])
+        ]  # fmt: skip
+        codes = hasher.hash(np.stack([array for array, _ in decoded]))
+        names = [name for name, _ in uploads]
+        if tiers == ("similar",):
+            return self._search(state, codes, radius, limit, names)
+        results = self._search(state, codes, radius, None, names) if "similar" in tiers else [
+            SearchResult(name, int(c), code_to_str(int(c), int(state.meta.n_bits)), 0, []) for name, c in zip(names, codes.tolist())
+        ]  # fmt: skip
+        return [self._with_tiers(state, r, facts, tiers, threshold, limit, tier) for r, (_, facts) in zip(results, decoded)]
+
+    def _near_index(self, state: _State):
+        """The near tier's index of this state, loaded once (per index state)."""
+        from semhash.index.tiers import load_near_index
+
+        with state.lock_for("near"):
+            if "near" not in state.derived:
+                with self._raw() as conn:
+                    state.derived["near"] = load_near_index(conn)
+            return state.derived["near"]
+
+    def _with_tiers(self, state: _State, similar: SearchResult, facts, tiers, threshold: int, limit: int | None,
+                    tier: str) -> SearchResult:  # fmt: skip
+        """``similar`` (every similar hit of one query) with the exact and near tiers' hits put
+        first, each image once in the strictest tier that reached it; cut to ``limit``."""
+        from semhash.index.tiers import exact_ids_sql
+
+        exact: list[int] = []
+        if "exact" in tiers and facts is not None:
+            with self._raw() as conn:
+                exact = [int(r[0]) for r in conn.execute(exact_ids_sql(self._paramstyle), (facts.content_hash,)).fetchall()]
+        near = None
+        if "near" in tiers and facts is not None and not facts.flat and self._db is not None and self._db.has_near_tier:
+            near = self._near_index(state).search(facts.near, threshold)
+        near_ids = [] if near is None else near[0].tolist()
+        rows = {i: (i, path, label, code) for i, path, label, code in self._rows([*exact, *near_ids])}
+        hits = sorted((Hit(i, rows[i][1], 0, rows[i][2], rows[i][3], "exact") for i in exact if i in rows), key=lambda h: h.path)
+        if near is not None:
+            in_exact = set(exact)
+            found = [Hit(i, rows[i][1], int(d), rows[i][2], rows[i][3], "near")
+                     for i, d in zip(near_ids, near[1].tolist()) if i in rows and i not in in_exact]  # fmt: skip
+            hits += sorted(found, key=lambda h: (h.distance, h.path))
+        seen = {h.id for h in hits}
+        hits += [h for h in similar.matches if h.id not in seen]
+        total = len(hits)
+        return SearchResult(similar.query, similar.code, similar.bits, total, hits if limit is None else hits[:limit],
+                            similar.note, tier)  # fmt: skip
 
     def search_id(self, image_id: int, radius: int = 2, limit: int | None = None) -> SearchResult:
         """Search from an indexed image (its stored code; nothing is decoded)."""

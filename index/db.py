@@ -2,12 +2,19 @@
 image and its code.  One code path for both (:func:`open_index` takes a file or a
 ``postgresql+psycopg://user@host/db`` URL, see :class:`IndexLocation`).
 
-Two tables (SQLAlchemy 2.0 typed ORM):
+Three tables (SQLAlchemy 2.0 typed ORM):
 
 * ``images``  one row per image file: the path's key (:mod:`semhash.index.pathkeys`: the
-  path as text, undecodable bytes written ``\\xNN``), sha256 of its bytes, size, mtime,
-  label (first-level subfolder's name, same scheme) and the uint64 code stored as a *signed*
-  64-bit integer (:func:`semhash.hashing.to_signed64`) because SQLite integers are signed.
+  path as text, undecodable bytes written ``\\xNN``), sha256 of its bytes (the exact tier),
+  size, mtime, pixel width and height, label (first-level subfolder's name, same scheme),
+  the near-duplicate tier's code (``near_code``: the image's PDQ code of
+  :mod:`semhash.perceptual`, 32 bytes, the one the near lookup indexes; ``near_variants``:
+  the codes of its 7 rotations and mirrors, 224 bytes; ``near_quality``) and the
+  model's uint64 code (the similar tier) stored as a *signed* 64-bit integer
+  (:func:`semhash.hashing.to_signed64`) because SQLite integers are signed.
+* ``decisions`` what a user decided about a group of duplicates (``semhash duplicates``,
+  the review page): keyed by the group's members (sorted path keys), so it survives
+  re-indexing; a group that gains a member is a new group.
 * ``meta``    key/value strings: schema_version, the model the index is bound to (name,
   fingerprint, bits, input shape), created_at and ``generation``, a counter bumped by every
   transaction that changes rows, so the lookup cache can tell whether it is current.
@@ -19,8 +26,9 @@ block the writer nor the writer readers; two writers queue on the write lock (``
 IMMEDIATE``) for up to ``_BUSY_TIMEOUT_S``.
 
 Schema versions: 1 stored paths as plain text (a name that is not UTF-8 could not be stored);
-2 stores path keys.  A version-1 file is upgraded in one transaction when opened; a newer
-version than this code knows is refused.  Every database error that reaches a caller becomes
+2 stores path keys; 3 adds the near tier, pixel sizes and decisions (rows indexed before get
+their near codes on the next ``semhash index`` run).  An older file is upgraded in one
+transaction when opened; a newer version than this code knows is refused.  Every database error that reaches a caller becomes
 one :class:`IndexError_` line naming the file (:func:`database_errors`).
 
 PostgreSQL: reads run in REPEATABLE READ (one snapshot per transaction, as SQLite's ``BEGIN``
@@ -55,6 +63,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    LargeBinary,
     String,
     Text,
     cast,
@@ -77,7 +86,7 @@ from semhash.errors import IndexBusyError, IndexDamagedError, IndexError_
 from semhash.index.pathkeys import printable
 from semhash.lifetime import interruptible, remove_abandoned, reraise_interrupt
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _BUSY_TIMEOUT_S = 30.0
 _CONNECT_TIMEOUT_S = 10
 # pg_advisory_xact_lock key of semhash's write lock (advisory locks are per database)
@@ -107,6 +116,30 @@ class ImageRow(Base):
     label: Mapped[str | None] = mapped_column(_Key, nullable=True)
     code: Mapped[int] = mapped_column(_Int64, index=True)  # signed 64-bit two's complement
     indexed_at: Mapped[datetime] = mapped_column(DateTime)
+    # schema 3: NULL on rows indexed before (filled in by the next index run) and on imported
+    # rows that brought no near code
+    near_code: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    near_variants: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    near_quality: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+#: the columns schema 3 added to ``images`` (an upgrade adds them in place)
+V3_COLUMNS = ("near_code", "near_variants", "near_quality", "width", "height")
+
+
+class DecisionRow(Base):
+    """A user's decision about one group of duplicates: ``not_duplicates`` (the group never
+    comes back), ``keep`` (``keeper`` is the file to keep) or ``skip``."""
+
+    __tablename__ = "decisions"
+
+    group_key: Mapped[str] = mapped_column(Text, primary_key=True)  # sha256 of the sorted members
+    decision: Mapped[str] = mapped_column(Text)
+    members: Mapped[str] = mapped_column(Text)  # JSON list of path keys, sorted
+    keeper: Mapped[str | None] = mapped_column(_Key, nullable=True)
+    decided_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class MetaRow(Base):
@@ -296,8 +329,10 @@ class IndexDB:
     failing half-way with "database is locked".
     """
 
-    def __init__(self, path: "Path | IndexLocation", engine: Engine):
+    def __init__(self, path: "Path | IndexLocation", engine: Engine, schema_version: int = SCHEMA_VERSION):
         self.location = IndexLocation.parse(path)
+        # older only for an index on read-only media, read as it is: no near tier there
+        self.schema_version = schema_version
         self.path = self.location if self.location.is_url else self.location.file
         self.engine = engine
         self._write_engine = _writer(engine)
@@ -326,6 +361,18 @@ class IndexDB:
             return stat.S_IMODE(self.location.file.stat().st_mode)
         self.location.cache_dir.mkdir(parents=True, exist_ok=True)
         return 0o600
+
+    @property
+    def has_near_tier(self) -> bool:
+        """Whether the record has the near tier's columns (schema 3)."""
+        return self.schema_version >= 3
+
+    def require_near_tier(self) -> None:
+        if not self.has_near_tier:
+            raise IndexError_(
+                f"{self.path}: this index (schema version {self.schema_version}, read-only) predates the "
+                "near-duplicate tier: run `semhash index` on it once with write access"
+            )
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -699,25 +746,41 @@ def _v1_rows_to_rewrite(session: Session) -> int:
 
 
 def _upgrade(engine: Engine) -> None:
-    """Version 1 -> 2 in one transaction: rewrite the few paths and labels whose text differs
-    as keys (those with a backslash), set schema_version, bump the generation."""
+    """Bring an older index to :data:`SCHEMA_VERSION` in one transaction: version 1 -> 2
+    rewrites the few paths and labels whose text differs as keys (those with a backslash);
+    2 -> 3 adds the near-tier and pixel-size columns (NULL until the next index run) and the
+    decisions table.  Sets schema_version and bumps the generation."""
     with Session(_writer(engine)) as s, s.begin():
         version = int(s.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version")))
-        if version != 1:
+        if version >= SCHEMA_VERSION:
             return  # another process upgraded it while we waited for the lock
-        changed = _escaped(ImageRow.path) != ImageRow.path
-        # two steps so that no intermediate path collides with another row's (UNIQUE): first
-        # every changed path gets a '?' prefix (version-1 paths are absolute, so none starts
-        # with '?'), then the prefix goes.
-        s.execute(update(ImageRow).where(changed).values(path=literal("?", Text).concat(_escaped(ImageRow.path))))
-        s.execute(
-            update(ImageRow)
-            .where(func.substr(ImageRow.path, 1, 1) == "?")
-            .values(path=func.substr(ImageRow.path, 2, type_=Text))
-        )
-        s.execute(update(ImageRow).where(_escaped(ImageRow.label) != ImageRow.label).values(label=_escaped(ImageRow.label)))
+        if version == 1:
+            _paths_to_keys(s)
+        conn = s.connection()
+        present = {c["name"] for c in inspect(conn).get_columns(ImageRow.__tablename__)}
+        table = ImageRow.__table__
+        for name in V3_COLUMNS:
+            if name not in present:
+                column_type = table.c[name].type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {column_type}")
+        Base.metadata.create_all(conn, tables=[DecisionRow.__table__])
         s.execute(update(MetaRow).where(MetaRow.key == "schema_version").values(value=str(SCHEMA_VERSION)))
         bump_generation(s)
+
+
+def _paths_to_keys(s: Session) -> None:
+    """Version 1 -> 2: paths and labels as keys (only a backslash reads differently)."""
+    changed = _escaped(ImageRow.path) != ImageRow.path
+    # two steps so that no intermediate path collides with another row's (UNIQUE): first
+    # every changed path gets a '?' prefix (version-1 paths are absolute, so none starts
+    # with '?'), then the prefix goes.
+    s.execute(update(ImageRow).where(changed).values(path=literal("?", Text).concat(_escaped(ImageRow.path))))
+    s.execute(
+        update(ImageRow)
+        .where(func.substr(ImageRow.path, 1, 1) == "?")
+        .values(path=func.substr(ImageRow.path, 2, type_=Text))
+    )
+    s.execute(update(ImageRow).where(_escaped(ImageRow.label) != ImageRow.label).values(label=_escaped(ImageRow.label)))
 
 
 def importing_pattern(target: Path) -> str:
@@ -794,13 +857,13 @@ def open_index(path: "str | Path | IndexLocation", create: bool = False) -> Inde
                 engine.dispose()  # a WAL file in a read-only folder: read it as it is
                 engine, immutable = _make_engine(path, False, immutable=True), True
                 tables = set(inspect(engine).get_table_names())
-            _check_schema(engine, path, tables, create, "SQLite file")
+            version = _check_schema(engine, path, tables, create, "SQLite file")
             if not immutable:
                 _ensure_wal(engine)
     except BaseException:
         engine.dispose()
         raise
-    return IndexDB(path, engine)
+    return IndexDB(path, engine, version)
 
 
 def _open_database(location: IndexLocation, create: bool) -> IndexDB:
@@ -814,16 +877,17 @@ def _open_database(location: IndexLocation, create: bool) -> IndexDB:
     try:
         with database_errors(location):
             tables = set(inspect(engine).get_table_names())
-            _check_schema(engine, location, tables, create, "database")
+            version = _check_schema(engine, location, tables, create, "database")
     except BaseException:
         engine.dispose()
         raise
-    return IndexDB(location, engine)
+    return IndexDB(location, engine, version)
 
 
-def _check_schema(engine: Engine, path: "Path | IndexLocation", tables: set[str], create: bool, what: str) -> None:
+def _check_schema(engine: Engine, path: "Path | IndexLocation", tables: set[str], create: bool, what: str) -> int:
     """Create a new index's tables (``create``), then refuse what is not a semhash index of a
-    schema version this code understands; upgrade an older one."""
+    schema version this code understands; upgrade an older one.  -> the schema version the
+    index is read as (older only for one that cannot be written)."""
     if not tables and create:
         _initialise(engine)
         tables = set(inspect(engine).get_table_names())
@@ -842,20 +906,25 @@ def _check_schema(engine: Engine, path: "Path | IndexLocation", tables: set[str]
     if version < 1:
         raise IndexError_(f"{path}: unknown index schema version {version}")
     if version < SCHEMA_VERSION:
-        _upgrade_or_read_as_is(engine, path, version)
+        return _upgrade_or_read_as_is(engine, path, version)
+    return version
 
 
-def _upgrade_or_read_as_is(engine: Engine, path: "Path | IndexLocation", version: int) -> None:
+def _upgrade_or_read_as_is(engine: Engine, path: "Path | IndexLocation", version: int) -> int:
+    """Upgrade; an index that cannot be written (read-only media) is read as it is when its
+    rows need no rewriting (every version-2 file; a version-1 file whose paths are already
+    keys), without the near tier.  -> the version the index is read as."""
     try:
         _upgrade(engine)
     except DBAPIError as exc:
         if _sqlite_code(exc) != _SQLITE_READONLY:
             raise
         with Session(engine) as s, s.begin():
-            if _v1_rows_to_rewrite(s) == 0:
-                return  # read-only, and its version-1 paths already are version-2 keys
+            if version >= 2 or _v1_rows_to_rewrite(s) == 0:
+                return version
         raise IndexError_(
             f"{path}: index schema version {version} must be upgraded to {SCHEMA_VERSION}, which needs "
             "write access to the file and its folder: open it once with write access "
             f"(for example `semhash status --index {path}`)"
         ) from None
+    return SCHEMA_VERSION

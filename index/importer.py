@@ -11,6 +11,12 @@ image file (others are ignored, with a warning):
     content_hash  string    optional: sha256 of the file's bytes, hex ("" when absent)
     size          integer   optional: bytes (0 when absent)
     mtime         number    optional: seconds since the epoch (0 when absent)
+    near_code     binary    optional: the near tier's PDQ code, 32 bytes (or 64 hex digits)
+    near_variants binary    optional: the PDQ codes of its 7 rotations and mirrors, 224 bytes
+                            (or 448 hex digits), as `semhash index` stores them
+    near_quality  integer   optional: PDQ's quality, 0-100 (unknown when absent)
+    width         integer   optional: the image's pixel width
+    height        integer   optional: its pixel height
 
 Every file is read and checked before anything is written, and all rows are then written
 in one transaction, so a bad file, a bad row or a failed write (a full disk) leaves the
@@ -61,7 +67,10 @@ from semhash.index.pathkeys import path_key, printable
 from semhash.index.search import refresh_lookup, refresh_lookup_after_upsert, save_lookup_of_rows
 
 BATCH_ROWS = 1 << 16
-OPTIONAL_COLUMNS = ("label", "label_bytes", "content_hash", "size", "mtime")
+OPTIONAL_COLUMNS = ("label", "label_bytes", "content_hash", "size", "mtime", "near_code", "near_variants", "near_quality", "width",
+                    "height")
+#: the optional columns that stay NULL when a file leaves them out (no default value)
+NULLABLE_COLUMNS = ("near_code", "near_variants", "near_quality", "width", "height")
 PATH_COLUMNS = ("path_bytes", "path")  # in order of preference
 _IMPORT_CACHE_KIB = 256 * 1024  # SQLite page cache for the import's connection: index inserts stay in memory
 
@@ -135,9 +144,14 @@ class _File:
             "path": _is_text, "path_bytes": _is_binary, "code": pa.types.is_integer,
             "label": _is_text, "label_bytes": _is_binary, "content_hash": _is_text,
             "size": pa.types.is_integer, "mtime": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+            "near_code": lambda t: _is_binary(t) or _is_text(t), "near_variants": lambda t: _is_binary(t) or _is_text(t),
+            "near_quality": pa.types.is_integer,
+            "width": pa.types.is_integer, "height": pa.types.is_integer,
         }  # fmt: skip
         kinds = {"path": "string", "path_bytes": "binary", "code": "integer", "label": "string", "label_bytes": "binary",
-                 "content_hash": "string", "size": "integer", "mtime": "number"}  # fmt: skip
+                 "content_hash": "string", "size": "integer", "mtime": "number", "near_code": "binary or hex text",
+                 "near_variants": "binary or hex text",
+                 "near_quality": "integer", "width": "integer", "height": "integer"}  # fmt: skip
         for name, is_ok in expected.items():
             if name in types and not (is_ok(types[name]) or pa.types.is_null(types[name])):
                 raise ImportFileError(f"{self.name}: column '{name}' is {types[name]}, not {kinds[name]}")
@@ -250,7 +264,7 @@ class _Rows:
         return zip(*self.values)
 
     def dicts(self, **constant: Any) -> list[dict]:
-        defaults = {"label": None, "content_hash": "", "size": 0, "mtime": 0.0, **constant}
+        defaults = {"label": None, "content_hash": "", "size": 0, "mtime": 0.0, **dict.fromkeys(NULLABLE_COLUMNS), **constant}
         return [{**defaults, **dict(zip(self.columns, row))} for row in self.tuples()]
 
 
@@ -310,28 +324,85 @@ def _checked(batch, file: _File, first_row: int, n_bits: int) -> dict[str, Any]:
             row = first_row + _first_true(odd)
             raise ImportFileError(f"{file.name}: row {row}: mtime {mtime[row - first_row].as_py()} is not a number of seconds")
         checked["mtime"] = mtime
+    _check_near(column, checked, file, first_row)
     return checked
 
 
-def _prepare(batch, file: _File, first_row: int, n_bits: int) -> _Rows:
-    """:func:`_checked`, as Python lists for the driver (only the columns the file has)."""
+def _check_near(column: dict, checked: dict, file: _File, first_row: int) -> None:
+    """The near tier's optional columns: ``near_code`` (32 bytes) and ``near_variants`` (224)
+    as binary (hex text decoded), ``near_quality`` 0..100, ``width``/``height`` >= 1; nulls
+    stay null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from semhash.perceptual import N_DIHEDRAL, NEAR_BYTES
+
+    for name, size in (("near_code", NEAR_BYTES), ("near_variants", NEAR_BYTES * (N_DIHEDRAL - 1))):
+        if name not in column or pa.types.is_null(column[name].type):
+            continue
+        codes = _plain(column[name])
+        if _is_text(codes.type):
+            texts = codes.to_pylist()
+            bad = next((i for i, v in enumerate(texts) if v is not None and not _is_hex(v)), None)
+            if bad is not None:
+                raise ImportFileError(f"{file.name}: row {first_row + bad}: {name} is not hex text")
+            codes = pa.array([None if v is None else bytes.fromhex(v) for v in texts], pa.binary())
+        lengths = pc.binary_length(codes)
+        wrong = pc.not_equal(lengths, size)
+        if pc.any(wrong).as_py():
+            row = _first_true(wrong)
+            raise ImportFileError(f"{file.name}: row {first_row + row}: {name} has {lengths[row].as_py()} bytes, not {size}")
+        checked[name] = codes
+    for name, low, high in (("near_quality", 0, 100), ("width", 1, 2**31 - 1), ("height", 1, 2**31 - 1)):
+        if name in column and not pa.types.is_null(column[name].type):
+            values = column[name]
+            odd = pc.or_kleene(pc.less(values, low), pc.greater(values, high))
+            if pc.any(odd).as_py():
+                row = _first_true(odd)
+                raise ImportFileError(f"{file.name}: row {first_row + row}: {name} {values[row].as_py()} is outside {low}..{high}")
+            checked[name] = values.cast(pa.int64())
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _prepare(batch, file: _File, first_row: int, n_bits: int, hex_codes: bool = False) -> _Rows:
+    """:func:`_checked`, as Python lists for the driver (only the columns the file has);
+    near codes as hex text with ``hex_codes`` (for a JSON batch)."""
     checked = _checked(batch, file, first_row, n_bits)
     columns = tuple(checked)
-    return _Rows(columns, [checked[c].tolist() if c == "code" else checked[c].to_pylist() for c in columns], batch.num_rows)
+    values = []
+    for c in columns:
+        column = checked[c].tolist() if c == "code" else checked[c].to_pylist()
+        if c in ("near_code", "near_variants") and hex_codes:
+            column = [None if v is None else v.hex() for v in column]
+        values.append(column)
+    return _Rows(columns, values, batch.num_rows)
 
 
 # --------------------------------------------------------------------------- writing
-_COLUMNS = ("path", "content_hash", "size", "mtime", "label", "code", "indexed_at")
-_UPDATED = ("content_hash", "size", "mtime", "code", "indexed_at")  # never the label: first indexed wins
+_COLUMNS = ("path", "content_hash", "size", "mtime", "label", "code", "indexed_at", *NULLABLE_COLUMNS)
+# never the label: first indexed wins
+_UPDATED = ("content_hash", "size", "mtime", "code", "indexed_at", *NULLABLE_COLUMNS)
 _STAGING = "temp.semhash_import"
 _STAGING_TABLE = (  # what a file leaves out takes the default; indexed_at is one value for the import
     f"CREATE TEMP TABLE {_STAGING.split('.')[1]} "
     "(path TEXT, code INTEGER, label TEXT DEFAULT NULL, content_hash TEXT DEFAULT '', size INTEGER DEFAULT 0, "
-    "mtime REAL DEFAULT 0.0)"
+    "mtime REAL DEFAULT 0.0, near_code TEXT DEFAULT NULL, near_variants TEXT DEFAULT NULL, near_quality INTEGER DEFAULT NULL, "
+    "width INTEGER DEFAULT NULL, height INTEGER DEFAULT NULL)"
 )
+# near codes travel as hex in the JSON batches; SQLite before 3.41 has no unhex(): this
+# function is registered on the import's connection
+_UNHEX = "semhash_unhex"
+_STAGED_VALUE = {"indexed_at": "?", "near_code": f"{_UNHEX}(near_code)", "near_variants": f"{_UNHEX}(near_variants)"}
 _UPSERT_FROM_STAGING = (
     f"INSERT INTO {ImageRow.__tablename__} ({', '.join(_COLUMNS)}) "
-    f"SELECT {', '.join(c if c != 'indexed_at' else '?' for c in _COLUMNS)} FROM {_STAGING} "
+    f"SELECT {', '.join(_STAGED_VALUE.get(c, c) for c in _COLUMNS)} FROM {_STAGING} "
     "WHERE true ORDER BY path, rowid "  # the last of a repeated path wins
     f"ON CONFLICT (path) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _UPDATED)}"
 )
@@ -399,11 +470,12 @@ def _import_sqlite(db: IndexDB, files: list[_File], model, hasher, indexed_at: s
     with db.engine.connect() as conn:
         raw = conn.connection.driver_connection  # autocommit (isolation_level=None) until BEGIN below
         raw.execute(f"PRAGMA main.cache_size = -{_IMPORT_CACHE_KIB}")
+        raw.create_function(_UNHEX, 1, lambda text: None if text is None else bytes.fromhex(text), deterministic=True)
         raw.execute(_STAGING_TABLE)
         staged = 0
         for f in files:
             for first, batch in f.batches():
-                rows = _prepare(batch, f, first, n_bits)
+                rows = _prepare(batch, f, first, n_bits, hex_codes=True)
                 raw.execute(_stage_sql(rows.columns), (json.dumps(list(rows.tuples())),))
                 staged += rows.n
                 bar.update(rows.n)
@@ -507,6 +579,7 @@ class _Columns:
     content_hash: Any  # Arrow large_string array
     size: Any  # int64 NumPy array
     mtime: Any  # float64 NumPy array
+    near: dict[str, Any]  # the NULLABLE_COLUMNS: Arrow arrays, nullable
     given: frozenset[str]  # the optional columns some file had (the others are all defaults)
 
     def __len__(self) -> int:
@@ -514,7 +587,7 @@ class _Columns:
 
     def values(self, name: str, start: int, stop: int) -> list:
         """Rows ``start:stop`` of column ``name`` as Python values, for the driver."""
-        column = getattr(self, name)
+        column = self.near[name] if name in NULLABLE_COLUMNS else getattr(self, name)
         return column[start:stop].tolist() if isinstance(column, np.ndarray) else column.slice(start, stop - start).to_pylist()
 
 
@@ -525,7 +598,9 @@ def _read_all(files: list[_File], n_bits: int, bar) -> _Columns:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    parts: dict[str, list] = {c: [] for c in ("path", "code", "label", "content_hash", "size", "mtime")}
+    parts: dict[str, list] = {c: [] for c in ("path", "code", "label", "content_hash", "size", "mtime", *NULLABLE_COLUMNS)}
+    near_types = {"near_code": pa.binary(), "near_variants": pa.binary(), "near_quality": pa.int64(), "width": pa.int64(),
+                  "height": pa.int64()}  # fmt: skip
     given: set[str] = set()
     for f in files:
         for first, batch in f.batches():
@@ -538,6 +613,8 @@ def _read_all(files: list[_File], n_bits: int, bar) -> _Columns:
                                          else pa.repeat(pa.scalar("", pa.large_string()), n))  # fmt: skip
             parts["size"].append(checked["size"].to_numpy() if "size" in checked else np.zeros(n, np.int64))
             parts["mtime"].append(checked["mtime"].to_numpy() if "mtime" in checked else np.zeros(n, np.float64))
+            for name, kind in near_types.items():
+                parts[name].append(checked[name] if name in checked else pa.nulls(n, kind))
             bar.update(n)
 
     def arrow(name: str):
@@ -546,12 +623,14 @@ def _read_all(files: list[_File], n_bits: int, bar) -> _Columns:
     def numpy(name: str, dtype):
         return np.concatenate(parts.pop(name)) if parts[name] else np.zeros(0, dtype)
 
+    near = {name: pa.concat_arrays(parts.pop(name)) if parts[name] else pa.array([], kind) for name, kind in near_types.items()}
     path, label, content_hash = arrow("path"), arrow("label"), arrow("content_hash")
     code, size, mtime = numpy("code", np.int64), numpy("size", np.int64), numpy("mtime", np.float64)
     n = len(path)
     if n > 1 and pc.any(pc.less(path.slice(1), path.slice(0, n - 1))).as_py():
         order = pc.sort_indices(path)  # stable: repeated paths stay in file order
         path, label, content_hash = path.take(order), label.take(order), content_hash.take(order)
+        near = {name: column.take(order) for name, column in near.items()}
         order = order.to_numpy()
         code, size, mtime = code[order], size[order], mtime[order]
     repeated = pc.equal(path.slice(1), path.slice(0, n - 1)).to_numpy(zero_copy_only=False) if n > 1 else np.zeros(0, bool)
@@ -560,9 +639,10 @@ def _read_all(files: list[_File], n_bits: int, bar) -> _Columns:
         starts = np.append(True, ~repeated)  # the first row of each path
         first_of_run = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
         path, content_hash = path.take(pa.array(last)), content_hash.take(pa.array(last))
+        near = {name: column.take(pa.array(last)) for name, column in near.items()}
         label = label.take(pa.array(first_of_run[last]))
         code, size, mtime = code[last], size[last], mtime[last]
-    return _Columns(path, code, label, content_hash, size, mtime, given=frozenset(given) - {"path", "code"})
+    return _Columns(path, code, label, content_hash, size, mtime, near, given=frozenset(given) - {"path", "code"})
 
 
 def _sqlite_uri(path: Path, mode: str) -> str:
@@ -617,8 +697,9 @@ def _write_new_file(staging: Path, rows: _Columns, model, hasher, indexed_at: st
         # the driver's cost grows with the values bound (eight per row: 27.4 CPU-s at 10^7,
         # three: 22.1): a column no file gave is a literal, as is the one timestamp, and ids
         # are the rowids SQLite assigns, 1..n in order
-        bound = ["path", "code", *[c for c in ("label", "content_hash", "size", "mtime") if c in rows.given]]
-        literal = {"label": "NULL", "content_hash": "''", "size": "0", "mtime": "0.0", "indexed_at": f"'{indexed_at}'"}
+        bound = ["path", "code", *[c for c in ("label", "content_hash", "size", "mtime", *NULLABLE_COLUMNS) if c in rows.given]]
+        literal = {"label": "NULL", "content_hash": "''", "size": "0", "mtime": "0.0", "indexed_at": f"'{indexed_at}'",
+                   **dict.fromkeys(NULLABLE_COLUMNS, "NULL")}  # fmt: skip
         names = [*bound, *[c for c in literal if c not in bound]]
         insert = (
             f"INSERT INTO {ImageRow.__tablename__} ({', '.join(names)}) "

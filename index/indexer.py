@@ -32,7 +32,7 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from tqdm import tqdm
 
-from semhash.data import WalkReport, check_folder, decode_image, iter_image_files
+from semhash.data import WalkReport, check_folder, decode_views, iter_image_files
 from semhash.errors import DatasetError, ImageError, IndexError_
 from semhash.hashing import to_signed64
 from semhash.lifetime import die_with_parent
@@ -57,7 +57,7 @@ from semhash.index.search import refresh_lookup
 from semhash.workspace import ModelInfo
 
 # columns a run sets on a row another run inserted first (never its label: first indexed wins)
-_CONTENT_COLUMNS = ("content_hash", "size", "mtime", "code", "indexed_at")
+_CONTENT_COLUMNS = ("content_hash", "size", "mtime", "code", "indexed_at", "near_code", "near_variants", "near_quality", "width", "height")
 
 
 @dataclass
@@ -88,6 +88,7 @@ class _Row(NamedTuple):
     mtime: float
     content_hash: str
     label: str | None
+    complete: bool = True  # has every tier's code (rows indexed before schema 3 lack the near codes)
 
 
 class _Work(NamedTuple):
@@ -134,18 +135,37 @@ def file_is_gone(key: str) -> bool:
 
 
 # --------------------------------------------------------------------------- hashing a batch
-# What hashing one file gave: ("code", digest, code), ("same", digest, None) when its bytes
-# hash as its row already records (the code is kept), or ("skip", message, None).
-_Outcome = tuple[str, str, "int | None"]
+class ImageFacts(NamedTuple):
+    """What one decode tells besides the semantic code: the near tier's PDQ code (32 bytes),
+    the codes of its 7 rotations and mirrors (224 bytes), PDQ's quality, and the image's
+    pixel size."""
+
+    near_code: bytes
+    near_variants: bytes
+    near_quality: int
+    width: int
+    height: int
+
+    def columns(self) -> dict:
+        return self._asdict()
+
+
+# What hashing one file gave: ("code", digest, code, facts), ("same", digest, None, None)
+# when its bytes hash as its row already records (the codes are kept), or ("skip", message,
+# None, None).
+_Outcome = tuple[str, str, "int | None", "ImageFacts | None"]
 
 
 def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
     """Read, sha256, decode and hash one batch of ``(path, content hash its row records)``,
     in order; the messages are the ones a run prints for an unreadable file.  Each file is
-    read once: its hash and its code come from the same bytes, even if it is rewritten while
-    the batch runs."""
+    read once and decoded once: its content hash (the exact tier), its near codes and its
+    semantic code all come from the same bytes, even if it is rewritten while the batch runs."""
+    from semhash.perceptual import near_codes
+
     outcomes: list[list] = []
     images: list[np.ndarray] = []
+    facts: list[ImageFacts] = []
     for path, known in items:
         try:
             data = path.read_bytes()
@@ -157,13 +177,19 @@ def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
             outcomes.append(["same", digest, None])
             continue
         try:
-            images.append(decode_image(path, hasher.input_shape, data=data))
+            decoded = decode_views(path, hasher.input_shape, data=data)
         except ImageError as exc:
             outcomes.append(["skip", _image_message(path, exc), None])
             continue
+        near, quality = near_codes(decoded.near)
+        images.append(decoded.array)
+        facts.append(ImageFacts(near[0].tobytes(), near[1:].tobytes(), quality, decoded.width, decoded.height))
         outcomes.append(["code", digest, len(images) - 1])
     codes = hasher.hash(np.stack(images)).tolist() if images else []
-    return [(kind, text, codes[ref] if kind == "code" else None) for kind, text, ref in outcomes]
+    return [
+        (kind, text, codes[ref], facts[ref]) if kind == "code" else (kind, text, None, None)
+        for kind, text, ref in outcomes
+    ]
 
 
 _worker_hasher = None
@@ -235,7 +261,8 @@ class _Run:
         more than ``max_pending`` are in flight."""
         work, self.work = self.work, []
         relabel, self.relabel = self.relabel, []
-        items = [(w.path, None if w.row is None else w.row.content_hash) for w in work]
+        # a row without every tier's code is hashed again even when its bytes are the same
+        items = [(w.path, None if w.row is None or not w.row.complete else w.row.content_hash) for w in work]
         if self.pool is None:
             self._commit(work, relabel, hash_batch(self.hasher, items) if items else [])
             return
@@ -277,7 +304,7 @@ class _Run:
         relabelled = len(relabel)
         now = utc_now()
         new_rows, changed_rows = [], []
-        for w, (kind, text, code) in zip(work, outcomes):
+        for w, (kind, text, code, facts) in zip(work, outcomes):
             if kind == "skip":
                 skipped_msgs.append(text)
                 if w.row is not None:
@@ -295,6 +322,7 @@ class _Run:
                 "label": w.label,
                 "code": to_signed64(int(code)),  # type: ignore[arg-type]
                 "indexed_at": now,
+                **facts.columns(),  # type: ignore[union-attr]
             }
             (new_rows if w.row is None else changed_rows).append(values)
 
@@ -360,10 +388,11 @@ def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool) -> int:
 def _existing(db: IndexDB, root_key: str) -> dict[str, _Row]:
     low, high = key_range(root_key)
     stmt = select(
-        ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime, ImageRow.content_hash, ImageRow.label
-    ).where(ImageRow.path >= low, ImageRow.path < high)
+        ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime, ImageRow.content_hash, ImageRow.label,
+        ImageRow.near_code.is_not(None),
+    ).where(ImageRow.path >= low, ImageRow.path < high)  # fmt: skip
     with db.session() as s, s.begin():
-        return {p: _Row(i, size, mtime, h, label) for p, i, size, mtime, h, label in s.execute(stmt).tuples()}
+        return {p: _Row(i, size, mtime, h, label, bool(done)) for p, i, size, mtime, h, label, done in s.execute(stmt).tuples()}
 
 
 def _remove(db: IndexDB, ids: list[int]) -> None:
@@ -575,7 +604,7 @@ def _index_files(index_path, root: Path, files, model, hasher, summary: IndexSum
                     else:  # first indexed from another root: its label stays, and is counted
                         summary.labels_kept += 1
                         label = row.label
-                if row is not None and row.size == st.st_size and row.mtime == st.st_mtime:
+                if row is not None and row.size == st.st_size and row.mtime == st.st_mtime and row.complete:
                     summary.unchanged += 1
                     bar.update(1)
                     if relabels:

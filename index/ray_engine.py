@@ -30,6 +30,11 @@ Shard columns (one row per hashed file):
     content_hash  string   sha256 of the file's bytes, hex
     size          int64    bytes (os.stat before reading, as the local indexer records it)
     mtime         float64  seconds since the epoch (os.stat st_mtime)
+    near_code     binary   the near tier's PDQ code, 32 bytes (semhash.perceptual)
+    near_variants binary   the PDQ codes of its 7 rotations and mirrors, 224 bytes
+    near_quality  int32    PDQ's quality, 0-100
+    width         int32    the image's pixel width, upright
+    height        int32    its pixel height
 
 Errors are "<path key>: <cause>" lines, made by the local indexer's own functions
 (``indexer.file_error``), so a bad file reads the same whichever engine hashed it.
@@ -67,6 +72,11 @@ SHARD_SCHEMA_FIELDS = (
     ("content_hash", "string"),
     ("size", "int64"),
     ("mtime", "float64"),
+    ("near_code", "binary"),
+    ("near_variants", "binary"),
+    ("near_quality", "int32"),
+    ("width", "int32"),
+    ("height", "int32"),
 )
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_ROWS_PER_SHARD = 1_000_000
@@ -115,11 +125,11 @@ def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[bytes | 
     out: dict[str, list] = {name: [] for name, _ in SHARD_SCHEMA_FIELDS}
     out["error"] = []
     for raw, label, st in zip(raw_paths, labels, stats):
-        digest = code = None
+        digest = code = facts = None
         if isinstance(st, str):
             error = st
         else:
-            kind, text, code = next(outcomes)
+            kind, text, code, facts = next(outcomes)
             error, digest = (text, None) if kind == "skip" else (None, text)
         ok = error is None
         out["path"].append(path_key(raw))
@@ -131,6 +141,8 @@ def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[bytes | 
         out["content_hash"].append(digest if ok else None)
         out["size"].append(st.st_size if ok else None)
         out["mtime"].append(st.st_mtime if ok else None)
+        for name in ("near_code", "near_variants", "near_quality", "width", "height"):
+            out[name].append(getattr(facts, name) if ok else None)
     return out
 
 

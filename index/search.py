@@ -40,7 +40,6 @@ import numpy as np
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from semhash.data import decode_image
 from semhash.errors import IndexDamagedError, IndexError_, ModelError, SemhashError
 from semhash.hashing import code_to_str, from_signed64, neighbour_codes, to_signed64
 from semhash.index import lookup as hamming_lookup
@@ -73,9 +72,10 @@ class Match:
     """One indexed image found near a query."""
 
     path: str  # the stored key: the path, undecodable bytes as \xNN (pathkeys.key_path reverses it)
-    distance: int
+    distance: int  # in the code of the tier it matched in
     label: str | None
     code: int
+    tier: str = "similar"  # exact (same bytes), near (a copy: PDQ), similar (the model's code)
 
 
 @dataclass
@@ -88,6 +88,8 @@ class QueryResult:
     matches: list[Match]
     total: int | None = None  # matches within the radius before the limit (None: len(matches))
     note: str | None = None  # a code query that could be read two ways: which reading was used
+    #: a query image too flat for the near tier (PDQ quality below MIN_QUALITY): its quality
+    flat_quality: int | None = None
 
     def __post_init__(self) -> None:
         if self.total is None:
@@ -517,13 +519,22 @@ def query_files(
     paths: Sequence[str | Path],
     radius: int = 2,
     limit: int | None = None,
+    tier: str = "all",
+    near_threshold: int | None = None,
 ) -> list[QueryResult]:
-    """Hash image files with the model the index was built with, then search.
+    """Hash image files with the model the index was built with, then search the tiers
+    (:mod:`semhash.index.tiers`): ``tier`` is ``all`` (exact, then near, then similar), or
+    one of them.  Each match says its tier and the distance in that tier's code.
 
     The model is taken from the index's metadata, not from the caller, and its fingerprint
     must still match: codes from a retrained or re-exported encoder are not comparable with
-    the stored ones.  An unreadable query image raises ImageError.
+    the stored ones.  An unreadable query image raises ImageError.  Each file is read once.
     """
+    from semhash.data import read_image_file
+    from semhash.index.tiers import check_tier_threshold, exact_ids_sql, load_near_index, query_facts, tiers_for
+
+    tiers = tiers_for(tier)
+    threshold = check_tier_threshold(near_threshold)
     with open_index(index_path) as db, database_errors(db.path):
         meta = _bound_meta(db)
         try:
@@ -541,15 +552,42 @@ def query_files(
             )
         if not paths:
             return []
-        images = np.stack([decode_image(p, hasher.input_shape) for p in paths])
-        codes = hasher.hash(images)
         if limit is not None and int(limit) < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
-        found = _search(db, meta, codes, radius, limit, "lookup")
-        return [
-            QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), matches, total)
-            for p, c, (matches, total) in zip(paths, codes.tolist(), found)
-        ]
+        if "near" in tiers:
+            db.require_near_tier()
+        decoded = [query_facts(p, read_image_file(p), hasher.input_shape) for p in paths]
+        codes = hasher.hash(np.stack([array for array, _ in decoded]))
+        similar = _search(db, meta, codes, radius, None, "lookup") if "similar" in tiers else [([], 0)] * len(paths)
+        results = []
+        with db.session() as s, s.begin():
+            conn = s.connection()
+            near_index = load_near_index(conn.connection) if "near" in tiers else None
+            for p, c, (_, facts), (similar_matches, _) in zip(paths, codes.tolist(), decoded, similar):
+                exact = ([r[0] for r in conn.exec_driver_sql(exact_ids_sql(conn.dialect.paramstyle), (facts.content_hash,))]
+                         if "exact" in tiers else [])  # fmt: skip
+                near = near_index.search(facts.near, threshold) if near_index is not None and not facts.flat else None
+                matches = _tier_matches(s, exact, near, similar_matches)
+                shown = matches if limit is None else matches[: int(limit)]
+                flat = facts.quality if facts.flat and "near" in tiers else None
+                results.append(QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), shown, len(matches), None, flat))
+        return results
+
+
+def _tier_matches(session: Session, exact: list[int], near, similar: list[Match]) -> list[Match]:
+    """One query's matches over the tiers: exact (by path), near then similar (nearest first,
+    ties by path), each image once in the strictest tier that reached it."""
+    near_ids, near_d = near if near is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    rows = _rows_by_id(session, [*exact, *near_ids.tolist()])
+    out = sorted((Match(rows[i][0], 0, rows[i][1], rows[i][2], "exact") for i in exact if i in rows), key=lambda m: m.path)
+    seen = {m.path for m in out}
+    near_matches = [Match(rows[i][0], d, rows[i][1], rows[i][2], "near") for i, d in zip(near_ids.tolist(), near_d.tolist()) if i in rows]
+    for m in sorted(near_matches, key=lambda m: (m.distance, m.path)):
+        if m.path not in seen:
+            seen.add(m.path)
+            out.append(m)
+    out += [m for m in similar if m.path not in seen]
+    return out
 
 
 def load_index_codes(index_path: str | Path) -> IndexedCodes:

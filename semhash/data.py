@@ -170,8 +170,28 @@ _REDUCE_MARGIN = 8
 _STRIP_PIXELS = 1 << 22  # full-size pixels converted at a time while reducing
 
 
+@dataclass
+class DecodedImage:
+    """What one decode of an image file gives every tier (:func:`decode_views`)."""
+
+    array: np.ndarray  # (H, W, C) float32 in [0, 1] at the model's input shape: the semantic code
+    near: np.ndarray  # (NEAR_SIDE, NEAR_SIDE, C) uint8: the near-duplicate code's input
+    width: int  # the image's own size, upright (EXIF orientation applied)
+    height: int
+
+
 def decode_image(path: str | Path, shape: Sequence[int], data: bytes | None = None) -> np.ndarray:
-    """Read one image file -> (H, W, C) float32 in [0, 1].
+    """Read one image file -> (H, W, C) float32 in [0, 1] (:func:`decode_views`' ``array``:
+    the same pixels the indexer hashes)."""
+    return _decode(path, shape, data, near=False).array
+
+
+def decode_views(path: str | Path, shape: Sequence[int], data: bytes | None = None) -> DecodedImage:
+    """Read and decode one image file once -> every view the index's tiers need.
+
+    ``array``: (H, W, C) float32 in [0, 1] for the model (``shape`` is its input shape);
+    ``near``: a square :data:`semhash.perceptual.NEAR_SIDE` uint8 image for the near code,
+    from the same reduced decode; ``width``/``height``: the file's own pixel size, upright.
 
     ``data``: the file's bytes, already read (the indexer hashes and decodes the same bytes,
     so a file rewritten meanwhile can never get one content's hash and another's code);
@@ -188,7 +208,13 @@ def decode_image(path: str | Path, shape: Sequence[int], data: bytes | None = No
     with a :class:`~semhash.errors.SemhashWarning` naming the file; any other warning Pillow
     gives while decoding is passed on the same way.
     """
+    return _decode(path, shape, data, near=True)
+
+
+def _decode(path: str | Path, shape: Sequence[int], data: bytes | None, near: bool) -> DecodedImage:
     from PIL import Image, UnidentifiedImageError
+
+    from semhash.perceptual import NEAR_SIDE
 
     height, width, channels = (int(s) for s in shape)
     path = Path(path)
@@ -201,8 +227,13 @@ def decode_image(path: str | Path, shape: Sequence[int], data: bytes | None = No
             warnings.simplefilter("always")
             with Image.open(path if data is None else io.BytesIO(data)) as img:
                 size = img.size
-                img = _decode_reduced(img, (width, height), "L" if channels == 1 else "RGB")
-                arr = np.asarray(img, dtype=np.float32) / 255.0
+                upright, (own_width, own_height) = _decode_upright(img, (width, height), "L" if channels == 1 else "RGB")
+                model_img = upright if upright.size == (width, height) else upright.resize((width, height), Image.Resampling.LANCZOS)
+                arr = np.asarray(model_img, dtype=np.float32) / 255.0
+                near_arr = None
+                if near:
+                    near_img = upright.resize((NEAR_SIDE, NEAR_SIDE), Image.Resampling.LANCZOS)
+                    near_arr = np.asarray(near_img, dtype=np.uint8)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -221,7 +252,21 @@ def decode_image(path: str | Path, shape: Sequence[int], data: bytes | None = No
         warnings.warn(_image_warning(path, size, record), SemhashWarning, stacklevel=2)
     if channels == 1:
         arr = arr[..., None]
-    return np.clip(arr, 0.0, 1.0)
+        near_arr = None if near_arr is None else near_arr[..., None]
+    empty = np.zeros((0, 0, channels), np.uint8)
+    return DecodedImage(np.clip(arr, 0.0, 1.0), empty if near_arr is None else near_arr, own_width, own_height)
+
+
+def read_image_file(path: str | Path) -> bytes:
+    """A query image's bytes, read once (ImageError naming the file and the cause)."""
+    path = Path(path)
+    _check_image_file(path)
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _check_image_file(path: Path) -> None:
@@ -262,14 +307,20 @@ def _image_warning(path: Path, size: tuple[int, int], record: warnings.WarningMe
     return f"{path}: {str(record.message).splitlines()[0] if str(record.message) else record.category.__name__}"
 
 
-def _decode_reduced(img, size: tuple[int, int], mode: str):
-    """Decode an opened image into ``mode`` at ``size`` (width, height), upright, without
-    ever holding more than one full-size copy of its pixels."""
+def _decode_upright(img, size: tuple[int, int], mode: str):
+    """Decode an opened image into ``mode``, upright, reduced to no less than
+    ``_REDUCE_MARGIN`` times the model's ``size`` (width, height) and the near code's side,
+    without ever holding more than one full-size copy of its pixels.  -> (image, the file's
+    own (width, height) upright).  Index and query both decode through here, so the model
+    sees the same pixels for the same file whichever asked."""
     from PIL import Image
 
+    from semhash.perceptual import NEAR_SIDE
+
     orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    own = img.size if orientation not in (5, 6, 7, 8) else img.size[::-1]
     # EXIF rotation may swap the axes: keep both sides at least the larger target side
-    side = max(size) * _REDUCE_MARGIN
+    side = max(max(size) * _REDUCE_MARGIN, NEAR_SIDE)
     if img.format in ("JPEG", "MPO"):
         img.draft(mode, (side, side))  # the decoder scales by 1/2, 1/4 or 1/8 (and to L) itself
     img.load()
@@ -282,9 +333,7 @@ def _decode_reduced(img, size: tuple[int, int], mode: str):
     method = _ORIENTATION_TRANSPOSE.get(orientation)
     if method is not None:
         img = img.transpose(getattr(Image.Transpose, method))
-    if img.size != size:
-        img = img.resize(size, Image.Resampling.LANCZOS)
-    return img
+    return img, own
 
 
 def _reduce_in_strips(img, factor: int, mode: str, top: float | None):

@@ -43,9 +43,9 @@ def query_image(digit_folder):
 def test_limit_says_how_many_of_how_many(indexed, digit_folder, cli):
     # radius 16 on a 16-bit index: every one of the 60 images matches
     out = cli("query", query_image(digit_folder), "--radius", "16", "--limit", "8", home=indexed)
-    assert "8 of 60 matches within radius 16" in out.stdout
+    assert "8 of 60 matches in the exact, near and similar (radius 16) tiers" in out.stdout
     full = cli("query", query_image(digit_folder), "--radius", "16", home=indexed)
-    assert "60 matches within radius 16" in full.stdout and " of 60" not in full.stdout
+    assert "60 matches in the exact, near and similar (radius 16) tiers" in full.stdout and " of 60" not in full.stdout
     data = json.loads(cli("query", query_image(digit_folder), "-r", "16", "-n", "8", "--json", home=indexed).stdout)
     assert data[0]["total"] == 60 and len(data[0]["matches"]) == 8 and data[0]["radius"] == 16
 
@@ -139,7 +139,7 @@ def test_decompression_bomb_is_one_warning_line(indexed, tmp_path, png_writer, m
 
     big = png_writer(tmp_path / "big.png", np.full((40, 40), 0.5, dtype=np.float32))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    result = cli("query", str(big), home=indexed)
+    result = cli("query", str(big), "--tier", "similar", home=indexed)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith(f"warning: {big}: very large image"), result.stderr
     assert "DecompressionBombWarning" not in result.stderr

@@ -164,7 +164,7 @@ def test_upload_matches_semhash_query_json(client, home, index_path, folder):
     assert len(api) == len(expected) == 1
     got, want = api[0], expected[0]
     assert got["query"] == query.name and got["code"] == want["code"] and got["bits"] == want["bits"]
-    assert [{k: m[k] for k in ("path", "distance", "label")} for m in got["matches"]] == want["matches"]
+    assert [{k: m[k] for k in ("path", "tier", "distance", "label")} for m in got["matches"]] == want["matches"]
     assert got["total"] == len(want["matches"])
     assert got["matches"][0]["distance"] == 0
     own = client.get(f"/api/images/{got['matches'][0]['id']}").json()

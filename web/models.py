@@ -18,7 +18,10 @@ class Error(BaseModel):
 class MatchOut(BaseModel):
     id: int = Field(description="Row id of the indexed image (use it with /api/images/{id} and /api/search/id/{id}).")
     path: str
-    distance: int = Field(description="Hamming distance to the query's code.")
+    tier: str = Field(description="Why it matches: exact (the same bytes), near (a copy: PDQ codes within the near "
+                      "threshold), similar (the model's code within the radius).")
+    distance: int = Field(description="Hamming distance to the query in the code of its tier (0 for exact; PDQ's 256 "
+                          "bits for near; the model's code for similar).")
     label: str | None
 
 

@@ -12,7 +12,7 @@ import asyncio
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from semhash.index.browse import THUMBNAIL_SIZES, BadQuery, FileBytes, ImageRecord, IndexReader, NotFound, SearchResult
+from semhash.tiers import NEAR_THRESHOLD
 from semhash.web.models import (
     BucketOut,
     BucketsOut,
@@ -86,6 +87,13 @@ Reader = Annotated[IndexReader, Depends(get_reader)]
 FreshReader = Annotated[IndexReader, Depends(fresh_reader)]
 Radius = Annotated[int, Query(ge=0, le=64, description="Hamming radius (inclusive).")]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many matches per query.")]
+TierParam = Annotated[
+    Literal["all", "exact", "near", "similar"],
+    Query(description="Which matches: exact (the same bytes), near (copies: PDQ), similar (the model's code), or all."),
+]
+NearThreshold = Annotated[
+    int | None, Query(ge=0, le=128, description=f"Near tier: the most PDQ bits of 256 a copy may differ by (default {NEAR_THRESHOLD}).")
+]
 ImageId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="Row id of an indexed image.")]
 
 ERRORS = {
@@ -107,7 +115,7 @@ def _query_out(result: SearchResult) -> QueryOut:
         code=result.code,
         bits=result.bits,
         total=result.total,
-        matches=[MatchOut(id=m.id, path=m.path, distance=m.distance, label=m.label) for m in result.matches],
+        matches=[MatchOut(id=m.id, path=m.path, tier=m.tier, distance=m.distance, label=m.label) for m in result.matches],
         note=result.note,
     )
 
@@ -160,15 +168,19 @@ async def search_upload(
     ],
     radius: Radius = 2,
     limit: Limit = 100,
+    tier: TierParam = "all",
+    near_threshold: NearThreshold = None,
 ) -> list[QueryOut]:
-    """Hash each uploaded image with the index's model, then list the indexed images within
-    `radius`, nearest first (ties by path): one result per file, in upload order."""
+    """Hash each uploaded image with the index's model, then list the indexed images that
+    match it, as `semhash query` does: exact copies (the same bytes), near-duplicates (PDQ
+    within `near_threshold`), similar images (within `radius`), in that order, each with its
+    tier: one result per file, in upload order."""
     _check_answer_size(len(files), limit)
     uploads = [(_upload_name(f.filename, i + 1), await f.read()) for i, f in enumerate(files)]
     gone = threading.Event()  # set when the client disconnects: its decodes are dropped
     watcher = asyncio.create_task(_watch_for_disconnect(request, gone))
     try:
-        return await _in_a_thread(reader.search_uploads, uploads, radius, limit, gone.is_set)  # type: ignore[return-value]
+        return await _in_a_thread(reader.search_uploads, uploads, radius, limit, gone.is_set, tier, near_threshold)  # type: ignore[return-value]
     finally:
         watcher.cancel()
 

@@ -1,0 +1,185 @@
+"""Exact search of 256-bit near codes within a Hamming threshold: multi-index hashing.
+
+The near tier's PDQ codes are 256 bits and a copy is within 31 of them, far beyond what
+enumerating neighbour codes can reach.  Multi-index hashing (Norouzi et al.; PDQ's own
+index does the same) cuts each code into 16 words of 16 bits: two codes within ``T`` bits
+differ by at most ``T // 16`` bits in at least one word (pigeonhole), so probing, for each
+word, every value within ``T // 16`` bits of the query's word (17 values for T = 31) finds
+every true match among the candidates, which are then checked on all 256 bits.  Exact: the
+property tests compare it with :func:`brute_force`.
+
+Each word has a directory: the rows sorted by that word (``order``) and where each of the
+65,536 values starts (``starts``), so a probe is two array reads.  Memory: 32 bytes of code
+and 64 bytes of directories per row.  Beyond ``T // 16 > 2`` (T > 47, never a near-duplicate
+threshold) the probes outnumber a scan, and the search scans.
+
+Rotations and mirrors are found by querying with the 8 dihedral codes of the query image
+(:func:`semhash.perceptual.near_codes`), never by indexing 8 codes per row.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+from semhash.perceptual import NEAR_BYTES
+
+try:  # the compiled kernel (setup.py); the NumPy code below gives identical answers
+    from semhash.index import _near as _kernel
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _kernel = None
+
+WORDS = 16
+WORD_BITS = 16
+MAX_WORD_RADIUS = 2
+_QUERY_BLOCK = 256  # queries probed at once (bounds the candidate arrays)
+
+
+def _word_masks(radius: int) -> np.ndarray:
+    """Every 16-bit value with at most ``radius`` bits set."""
+    masks = [0]
+    for r in range(1, radius + 1):
+        masks += [sum(1 << b for b in bits) for bits in combinations(range(WORD_BITS), r)]
+    return np.array(masks, dtype=np.int64)
+
+
+def as_near_codes(codes) -> np.ndarray:
+    """(N, 32) uint8 from an array or a list of 32-byte strings."""
+    if isinstance(codes, (list, tuple)) and codes and isinstance(codes[0], (bytes, bytearray, memoryview)):
+        codes = np.frombuffer(b"".join(bytes(c) for c in codes), dtype=np.uint8).reshape(-1, NEAR_BYTES)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if codes.ndim == 1:
+        codes = codes.reshape(-1, NEAR_BYTES)
+    if codes.ndim != 2 or codes.shape[1] != NEAR_BYTES:
+        raise ValueError(f"near codes are (N, {NEAR_BYTES}) bytes, got shape {codes.shape}")
+    return codes
+
+
+def _distances(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(np.bitwise_xor(a64, b64)).sum(axis=-1, dtype=np.int64)
+
+
+class NearLookup:
+    """Rows ``ids`` with near ``codes`` ((N, 32) uint8), searchable within a threshold."""
+
+    def __init__(self, ids: np.ndarray, codes: np.ndarray):
+        self.ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.codes = as_near_codes(codes)
+        if len(self.ids) != len(self.codes):
+            raise ValueError("one id per code")
+        self._codes64 = self.codes.view(np.uint64)
+        words = self.codes.view(np.uint16)  # (N, 16)
+        self._order = np.empty((WORDS, len(self.ids)), dtype=np.int32 if len(self.ids) < 2**31 else np.int64)
+        self._starts = np.empty((WORDS, (1 << WORD_BITS) + 1), dtype=np.int64)
+        for w in range(WORDS):
+            column = words[:, w]
+            self._order[w] = np.argsort(column, kind="stable")
+            self._starts[w, 0] = 0
+            np.cumsum(np.bincount(column, minlength=1 << WORD_BITS), out=self._starts[w, 1:])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.ids.nbytes + self._order.nbytes + self._starts.nbytes
+
+    def search(self, queries, threshold: int, backend: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (query, row) pair within ``threshold`` bits -> (query index, row position,
+        distance) arrays, sorted by query then distance then row position.  Row positions
+        index ``ids``/``codes``.  ``backend``: "c", "numpy" or "auto" (C when compiled)."""
+        queries = as_near_codes(queries)
+        threshold = int(threshold)
+        if self._use_c(threshold, backend):
+            return self._sorted(*self._search_c(queries, threshold, after=-1))
+        parts = [self._search_block(queries[i : i + _QUERY_BLOCK], threshold, i) for i in range(0, len(queries), _QUERY_BLOCK)]
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return self._sorted(*(np.concatenate(x) for x in zip(*parts)))
+
+    def pairs(self, threshold: int, backend: str = "auto", block: int = 1 << 14) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pair of rows within ``threshold`` of each other, each once -> (position i,
+        position j > i, distance), sorted by i then distance then j."""
+        threshold = int(threshold)
+        parts = []
+        if self._use_c(threshold, backend):
+            # word by word, over the codes sorted by that word: both sides of every check
+            # are read in order (the probe-per-row search reads them at random: 14x slower)
+            masks = _word_masks(threshold // WORDS)
+            for w in range(WORDS):
+                in_order = self.codes[self._order[w]]
+                found = _kernel.pairs(in_order, self._order[w], self._starts[w], w, masks, threshold, threshold // WORDS)
+                parts.append(tuple(np.frombuffer(x, np.int64) for x in found))
+        else:
+            for start in range(0, len(self.ids), block):
+                q, pos, d = self._search_block(self.codes[start : start + block], threshold, 0)
+                keep = pos > q + start
+                parts.append((q[keep] + start, pos[keep], d[keep]))
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return self._sorted(*(np.concatenate(x) for x in zip(*parts)))
+
+    @staticmethod
+    def _sorted(q: np.ndarray, pos: np.ndarray, d: np.ndarray):
+        order = np.lexsort((pos, d, q))
+        return q[order], pos[order], d[order]
+
+    def _use_c(self, threshold: int, backend: str) -> bool:
+        if backend not in ("auto", "c", "numpy"):
+            raise ValueError(f"unknown backend {backend!r}")
+        usable = _kernel is not None and 0 <= threshold and threshold // WORDS <= MAX_WORD_RADIUS and self._order.dtype == np.int32
+        if backend == "c" and not usable:
+            raise RuntimeError("the compiled near kernel is not available for this search")
+        return usable and backend != "numpy"
+
+    def _search_c(self, queries: np.ndarray, threshold: int, after: int):
+        masks = _word_masks(threshold // WORDS)
+        q, pos, d = _kernel.search(self.codes, self._order, self._starts, np.ascontiguousarray(queries), masks,
+                                   threshold, threshold // WORDS, after)  # fmt: skip
+        return (np.frombuffer(x, np.int64) for x in (q, pos, d))
+
+    def _search_block(self, queries: np.ndarray, threshold: int, first: int):
+        n, nq = len(self.ids), len(queries)
+        q64 = queries.view(np.uint64)
+        radius = threshold // WORDS
+        if n == 0 or nq == 0 or threshold < 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if radius > MAX_WORD_RADIUS:
+            d = _distances(q64[:, None, :], self._codes64[None, :, :])
+            qi, pos = np.nonzero(d <= threshold)
+            return qi + first, pos.astype(np.int64), d[qi, pos]
+        masks = _word_masks(radius)
+        words = queries.view(np.uint16).astype(np.int64)  # (Q, 16)
+        cand_q, cand_pos = [], []
+        for w in range(WORDS):
+            probes = (words[:, w : w + 1] ^ masks[None, :]).reshape(-1)  # (Q * P,)
+            lo, hi = self._starts[w, probes], self._starts[w, probes + 1]
+            counts = hi - lo
+            total = int(counts.sum())
+            if not total:
+                continue
+            # positions lo..hi-1 of every probe, flattened without a Python loop
+            offsets = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+            cand_pos.append(self._order[w, offsets].astype(np.int64))
+            cand_q.append(np.repeat(np.repeat(np.arange(nq), len(masks)), counts))
+        if not cand_pos:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        qi, pos = np.concatenate(cand_q), np.concatenate(cand_pos)
+        d = _distances(q64[qi], self._codes64[pos])
+        keep = d <= threshold
+        qi, pos, d = qi[keep], pos[keep], d[keep]
+        # a pair found through several words once
+        pair = np.unique(qi * n + pos, return_index=True)[1]
+        return qi[pair] + first, pos[pair], d[pair]
+
+
+def brute_force(codes, queries, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference: every (query, row) pair within ``threshold``, by a full scan, in the
+    order :meth:`NearLookup.search` gives."""
+    codes64, q64 = as_near_codes(codes).view(np.uint64), as_near_codes(queries).view(np.uint64)
+    d = _distances(q64[:, None, :], codes64[None, :, :]) if len(codes64) and len(q64) else np.zeros((len(q64), len(codes64)), np.int64)
+    qi, pos = np.nonzero(d <= int(threshold))
+    dist = d[qi, pos]
+    order = np.lexsort((pos, dist, qi))
+    return qi[order].astype(np.int64), pos[order].astype(np.int64), dist[order]

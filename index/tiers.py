@@ -1,0 +1,157 @@
+"""Three tiers of "the same image", one interface: why a match matches.
+
+* ``exact``: the same bytes (the sha256 content hash every row keeps); distance 0.
+* ``near``: a copy - re-saved, resized, re-encoded, brightened, lightly blurred, mirrored or
+  rotated by a multiple of 90 degrees: PDQ codes (:mod:`semhash.perceptual`) within the near
+  threshold (default 31 of 256 bits), found by :mod:`semhash.index.near_lookup`; the query is
+  expanded to its 8 dihedral codes.  Images too flat for PDQ (quality below
+  :data:`~semhash.perceptual.MIN_QUALITY`) never match in this tier, on either side.
+* ``similar``: a look-alike - the model's semantic code within the Hamming radius (the search
+  semhash has always done).
+
+A query lists exact matches, then near, then similar; an image is listed once, in the
+strictest tier it reaches, with the distance in that tier's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from semhash.index.near_lookup import NearLookup
+from semhash.tiers import COPY_TIERS, TIER_CHOICES, TIERS, TierError, tiers_for  # noqa: F401 (re-exported)
+from semhash.perceptual import MIN_QUALITY, NEAR_BYTES, NEAR_THRESHOLD, check_threshold, near_codes
+
+@dataclass
+class QueryFacts:
+    """What the exact and near tiers need of a query image: its bytes' sha256, its 8 dihedral
+    near codes ((8, 32) uint8) and their quality."""
+
+    content_hash: str
+    near: np.ndarray
+    quality: int
+
+    @property
+    def flat(self) -> bool:
+        return self.quality < MIN_QUALITY
+
+
+def query_facts(name: str | Path, data: bytes, shape: Sequence[int]) -> tuple[np.ndarray, QueryFacts]:
+    """One query image's bytes -> (the model's input array, its :class:`QueryFacts`), from one
+    decode, exactly as the indexer decodes a file."""
+    from semhash.data import decode_views
+
+    decoded = decode_views(name, shape, data=data)
+    codes, quality = near_codes(decoded.near)
+    return decoded.array, QueryFacts(hashlib.sha256(data).hexdigest(), codes, quality)
+
+
+@dataclass
+class NearIndex:
+    """The near codes of every row that has one, and their quality, searchable: built from
+    one snapshot of the record (the record is the truth; this is rebuilt when it changes)."""
+
+    lookup: NearLookup
+    quality: np.ndarray  # int16 per row position, -1 where unknown (an imported code)
+
+    @classmethod
+    def from_rows(cls, rows) -> "NearIndex":
+        """``rows``: (id, near_code bytes, near_quality or None) tuples."""
+        ids, codes, quality = [], [], []
+        for i, code, q in rows:
+            if code is None or len(code) != NEAR_BYTES:
+                continue
+            ids.append(int(i))
+            codes.append(bytes(code))
+            quality.append(-1 if q is None else int(q))
+        array = np.frombuffer(b"".join(codes), np.uint8).reshape(-1, NEAR_BYTES) if codes else np.zeros((0, NEAR_BYTES), np.uint8)
+        return cls(NearLookup(np.array(ids, np.int64), array), np.array(quality, np.int16))
+
+    def __len__(self) -> int:
+        return len(self.lookup)
+
+    def search(self, codes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+        """One query's codes ((V, 32): its dihedral variants) -> (row ids, distances) within
+        ``threshold``, each row once at its smallest distance over the variants; rows too
+        flat to match are left out."""
+        threshold = check_threshold(threshold)
+        _, pos, d = self.lookup.search(np.asarray(codes, np.uint8).reshape(-1, NEAR_BYTES), threshold)
+        keep = (self.quality[pos] < 0) | (self.quality[pos] >= MIN_QUALITY)
+        pos, d = pos[keep], d[keep]
+        if not len(pos):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        order = np.lexsort((d, pos))
+        pos, d = pos[order], d[order]
+        first = np.ones(len(pos), bool)
+        first[1:] = pos[1:] != pos[:-1]
+        return self.lookup.ids[pos[first]], d[first]
+
+
+NEAR_ROWS_SQL = "SELECT id, near_code, near_quality FROM images WHERE near_code IS NOT NULL"
+
+
+def load_near_index(dbapi_connection) -> NearIndex:
+    """The :class:`NearIndex` of the record, read on a DBAPI connection (sqlite3 or psycopg)
+    inside the caller's transaction."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(NEAR_ROWS_SQL)
+        rows = []
+        while True:
+            chunk = cursor.fetchmany(1 << 16)
+            if not chunk:
+                break
+            rows.extend(chunk)
+    finally:
+        cursor.close()
+    return NearIndex.from_rows(rows)
+
+
+def exact_ids_sql(paramstyle: str) -> str:
+    marker = "?" if paramstyle == "qmark" else "%s"
+    return f"SELECT id FROM images WHERE content_hash = {marker} ORDER BY path"
+
+
+@dataclass(frozen=True)
+class TierHit:
+    id: int
+    tier: str
+    distance: int
+
+
+def tier_hits(
+    tiers: Sequence[str],
+    exact: Sequence[int],
+    near: tuple[np.ndarray, np.ndarray] | None,
+    similar: tuple[np.ndarray, np.ndarray] | None,
+) -> list[TierHit]:
+    """Every hit of one query, each row once in the strictest tier that reached it: exact,
+    then near (nearest first), then similar (nearest first); ties keep the caller's order
+    (the caller orders equal distances by path)."""
+    seen: set[int] = set()
+    hits: list[TierHit] = []
+
+    def add(tier: str, ids, distances) -> None:
+        for i, d in zip(ids, distances):
+            i = int(i)
+            if i not in seen:
+                seen.add(i)
+                hits.append(TierHit(i, tier, int(d)))
+
+    if "exact" in tiers:
+        add("exact", exact, [0] * len(exact))
+    for tier, found in (("near", near), ("similar", similar)):
+        if tier in tiers and found is not None:
+            ids, distances = found
+            order = np.argsort(np.asarray(distances), kind="stable")
+            add(tier, np.asarray(ids)[order], np.asarray(distances)[order])
+    return hits
+
+
+
+def check_tier_threshold(near_threshold: int | None) -> int:
+    return NEAR_THRESHOLD if near_threshold is None else check_threshold(near_threshold)

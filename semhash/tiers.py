@@ -1,0 +1,32 @@
+"""The three tiers' names (no dependencies: the CLI's options are built from them at start-up).
+
+``exact`` the same bytes · ``near`` a copy (PDQ, :mod:`semhash.perceptual`) · ``similar`` a
+look-alike (the model's code).  The search over them is :mod:`semhash.index.tiers`.
+"""
+
+from __future__ import annotations
+
+from semhash.errors import SemhashError
+
+TIERS = ("exact", "near", "similar")
+TIER_CHOICES = ("all", *TIERS)
+#: the tiers a copy is found in (``semhash duplicates`` by default)
+COPY_TIERS = ("exact", "near")
+#: default near-tier threshold: PDQ codes within this many of 256 bits (PDQ's recommended 31,
+#: checked on the copies benchmark: docs/BENCHMARKS.md "Copies")
+NEAR_THRESHOLD = 31
+#: images whose PDQ quality is below this are too flat to match in the near tier
+MIN_QUALITY = 50
+
+
+class TierError(SemhashError):
+    """A tier name that is not one of :data:`TIER_CHOICES`."""
+
+
+def tiers_for(tier: str) -> tuple[str, ...]:
+    """``all`` -> every tier; a tier's name -> that tier only."""
+    if tier == "all":
+        return TIERS
+    if tier not in TIERS:
+        raise TierError(f"unknown tier {tier!r}: use one of {', '.join(TIER_CHOICES)}")
+    return (tier,)
