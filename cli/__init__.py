@@ -77,7 +77,7 @@ def run() -> None:
 
 def _register() -> None:
     from semhash.cli import (
-        cmd_data, cmd_demo, cmd_evaluate, cmd_import, cmd_index, cmd_models, cmd_serve, cmd_train, cmd_tune, cmd_zoo,
+        cmd_data, cmd_demo, cmd_duplicates, cmd_evaluate, cmd_import, cmd_index, cmd_models, cmd_serve, cmd_train, cmd_tune, cmd_zoo,
     )  # fmt: skip
 
     for command in (
@@ -86,6 +86,7 @@ def _register() -> None:
         cmd_index.query,
         cmd_index.status,
         cmd_index.remove,
+        cmd_duplicates.duplicates,
         cmd_import.import_,
         cmd_evaluate.evaluate,
         cmd_models.models,

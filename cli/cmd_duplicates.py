@@ -1,0 +1,145 @@
+"""semhash duplicates"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from semhash.cli.common import echo_err, format_table, home_option, index_location, index_option, json_option, library_errors, print_json
+from semhash.tiers import MIN_QUALITY, NEAR_THRESHOLD, TIER_CHOICES
+
+KEEP_CHOICES = ("largest", "oldest", "newest", "shortest-path")
+CSV_FIELDS = ("group", "role", "tier", "distance", "path", "size", "width", "height", "mtime")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _when(mtime: float) -> str:
+    return datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M") if mtime else ""
+
+
+def _rows(data: dict):
+    for number, g in enumerate(data["groups"], start=1):
+        for m in [g["keeper"], *g["duplicates"]]:
+            role = "keep" if m is g["keeper"] else "duplicate"
+            yield number, role, m
+
+
+def format_duplicates(data: dict) -> str:
+    """The table `semhash duplicates` prints, made from its --json document."""
+    totals = data["totals"]
+    lines = []
+    if data["groups"]:
+        table = [
+            (number, role, "" if role == "keep" else m["tier"], "" if role == "keep" else m["distance"], m["path"],
+             _size(m["size"]), f"{m['width']}x{m['height']}" if m["width"] else "", _when(m["mtime"]))
+            for number, role, m in _rows(data)
+        ]  # fmt: skip
+        lines.append(format_table(["group", "role", "tier", "distance", "path", "size", "pixels", "modified (UTC)"], table))
+    tiers = data["tiers"][0] if len(data["tiers"]) == 1 else ", ".join(data["tiers"][:-1]) + " and " + data["tiers"][-1]
+    lines.append(
+        f"{totals['groups']} group{'s' if totals['groups'] != 1 else ''} of copies ({tiers} tiers) among "
+        f"{totals['images']} images: {totals['redundant_files']} redundant files, {_size(totals['reclaimable_bytes'])} reclaimable"
+    )
+    return "\n".join(lines)
+
+
+def format_csv(data: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_FIELDS)
+    for number, role, m in _rows(data):
+        writer.writerow([number, role, "" if role == "keep" else m["tier"], "" if role == "keep" else m["distance"], m["path"],
+                         m["size"], m["width"] or "", m["height"] or "", m["mtime"]])  # fmt: skip
+    return out.getvalue()
+
+
+@click.command()
+@click.option("--tier", type=click.Choice(TIER_CHOICES), default="near", show_default=True, help="The loosest tier that makes a copy: exact (the same bytes), near (also re-saved, resized, brightened... copies: PDQ), similar (also look-alikes: the model's code within --radius; all is the same).")
+@click.option("--near-threshold", type=click.IntRange(0, 128), default=None, metavar="BITS", help=f"Near tier: the most PDQ bits (of 256) a copy may differ by [default: {NEAR_THRESHOLD}].")
+@click.option("--radius", "-r", type=click.IntRange(0, 64), default=None, help="Similar tier: Hamming radius of the model's code (needed with --tier similar).")
+@click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path.")
+@click.option("--min-quality", type=click.IntRange(0, 100), default=MIN_QUALITY, show_default=True, help="Images whose PDQ quality is below this (flat: blank, nearly uniform) take no part in the near tier (their exact copies are still found).")
+@click.option("--mirrors", is_flag=True, help="Also find copies that were mirrored or rotated by 90/180/270 degrees (searches each image's 8 orientations: slower).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per file (group, role, tier, distance, path, size, width, height, mtime).")
+@click.option("--move-to", type=click.Path(file_okay=False), default=None, metavar="DIR", help="Move every duplicate (not the keepers) into DIR under its full path, writing DIR/semhash-moves-*.jsonl first; nothing is deleted or overwritten, and the index forgets the moved files.")
+@click.option("--undo", type=click.Path(dir_okay=False, exists=True), default=None, metavar="MANIFEST", help="Put back every file a --move-to run moved (its manifest).")
+@index_option
+@home_option
+@json_option
+@library_errors
+def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv, move_to, undo, index_path, home, as_json):
+    """Every group of copies in the index: the same bytes (exact tier) and copies that were
+    re-saved, resized, re-encoded or brightened (near tier: PDQ codes within
+    --near-threshold), and with --tier similar look-alikes too.  Each group has one image to
+    keep (--keep) and its duplicates, each within the threshold of the keeper (groups never
+    chain).  Groups marked "not duplicates" never come back.  Totals: groups, redundant
+    files, bytes reclaimable.
+
+    \b
+    Examples:
+      semhash duplicates
+      semhash duplicates --keep oldest --csv > dups.csv
+      semhash duplicates --tier similar --radius 1 --json
+      semhash duplicates --move-to ~/duplicates      # prints how to undo
+      semhash duplicates --undo ~/duplicates/semhash-moves-20261207T101500000000Z.jsonl
+    """
+    from semhash.duplicates import find_duplicates, move_duplicates, undo_moves
+
+    if as_csv and as_json:
+        raise click.UsageError("give --csv or --json, not both")
+    if undo:
+        if move_to:
+            raise click.UsageError("give --move-to or --undo, not both")
+        result = undo_moves(undo)
+        if as_json:
+            print_json({"restored": result.restored, "already_back": result.already_back, "conflicts": result.conflicts})
+        else:
+            click.echo(f"put back {result.restored} files ({result.already_back} were already in place)")
+        for path in result.conflicts:
+            echo_err(f"warning: {path}: a file is in both places: left as it is")
+        if result.restored:
+            echo_err("run `semhash index` on their folders to index them again")
+        if result.conflicts:
+            sys.exit(1)
+        return
+    _, path = index_location(home, index_path)
+    report = find_duplicates(path, tier=tier, near_threshold=near_threshold, radius=radius, keep=keep,
+                             min_quality=min_quality, mirrors=mirrors)  # fmt: skip
+    data = report.to_json()
+    if as_json and not move_to:
+        print_json(data)
+    elif as_csv:
+        click.echo(format_csv(data), nl=False)
+    elif not move_to:
+        click.echo(format_duplicates(data))
+    if report.too_flat:
+        echo_err(f"note: {report.too_flat} images too flat for the near tier (PDQ quality below {min_quality}) were left out of it")
+    if report.without_near_code and "near" in report.tiers:
+        echo_err(f"note: {report.without_near_code} images have no near code yet: run `semhash index` on their folders")
+    if move_to:
+        summary = move_duplicates(path, report, move_to)
+        if summary.manifest is None:
+            if as_json:
+                print_json({**data, "moved": 0, "bytes_moved": 0, "manifest": None, "missing": []})
+            else:
+                click.echo("no duplicates to move")
+            return
+        if as_json:
+            print_json({**data, "moved": summary.moved, "bytes_moved": summary.bytes, "manifest": str(summary.manifest),
+                        "missing": summary.missing})  # fmt: skip
+        else:
+            click.echo(f"moved {summary.moved} duplicates ({_size(summary.bytes)}) into {move_to}")
+        for key in summary.missing:
+            echo_err(f"warning: {key}: no longer there: not moved")
+        echo_err(f"manifest: {summary.manifest}\nundo with: semhash duplicates --undo {summary.manifest}")
