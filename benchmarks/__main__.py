@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "hashing": "benchmarks.hashing",  # images/s: local path against Ray workers (issue 12)
     "index-storage": "benchmarks.index_storage",  # SQLite against PostgreSQL as the record (issue 12)
     "bulk-load": "benchmarks.bulk_load",  # how semhash import writes a new SQLite index (issue 10)
+    "copies": "benchmarks.copies",  # near-duplicate tier against pHash/dHash/PDQ on edited photos (issue 20)
 }
 
 
