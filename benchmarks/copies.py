@@ -1,9 +1,12 @@
 """Copies: does each hash find an edited copy of a real photograph, and nothing else?
 
-Photos that installed packages ship (no download): scikit-image's ``skimage.data`` photos,
-matplotlib's sample photo, scikit-learn's two sample photos, cut into distinct
-non-overlapping square tiles.  The tiles of scikit-learn's and matplotlib's photos are held out as
-unrelated queries; the rest form the database.  A seeded sample of database tiles is copied
+Photos that installed packages ship (no download): scikit-image's ``skimage.data`` photos
+and its 200 small face photos, matplotlib's sample photo, scikit-learn's two sample photos,
+cut into non-overlapping 64 px tiles enlarged 2x (Lanczos) to 128 px; a tile is kept when
+PDQ can hash it (quality >= 50) and it is distinct from every tile kept before (> 40 PDQ bits
+and > 10 pHash bits apart), so that a copy's only right match is its own original.  The
+tiles of scikit-learn's and matplotlib's photos are held out as unrelated queries; the rest
+form the database.  A seeded sample of database tiles is copied
 with each edit (JPEG q50, resize x0.5, gamma 0.7, 5% crop, 4 degree rotation, horizontal flip,
 10% padding, a text/logo overlay, blur) and each copy is a query.
 
@@ -29,15 +32,16 @@ import numpy as np
 from benchmarks.common import log, machine_info, table, write_json
 
 DESCRIPTION = __doc__
-EDITS = ("jpeg_q50", "resize_half", "gamma", "crop_5pct", "rotate_4deg", "flip", "pad_10pct", "overlay", "blur")
 DEFAULT_THRESHOLD = {"semhash near (PDQ, dihedral)": 31, "PDQ": 31, "pHash": 10, "dHash": 10}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--tile", type=int, default=96, help="tile side in pixels")
+    parser.add_argument("--tile", type=int, default=64, help="tile side in the photos' own pixels")
+    parser.add_argument("--upscale", type=int, default=2, help="each tile enlarged this many times (Lanczos) before it is used")
     parser.add_argument("--copies", type=int, default=200, help="database tiles copied per edit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", default="1000000,10000000", help="codes for the query-rate measurement")
+    parser.add_argument("--duplicates-at", default="100000,1000000", help="indexed images for the whole `semhash duplicates` run")
     parser.add_argument("--no-scale", action="store_true", help="skip the scale measurements")
     parser.add_argument("--out", default=None)
 
@@ -50,7 +54,8 @@ def _photos():
     from sklearn.datasets import load_sample_images
 
     names = ["astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
-             "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket"]  # fmt: skip
+             "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket", "microaneurysms",
+             "page", "text"]  # fmt: skip
     database = []
     for name in names:
         try:
@@ -63,19 +68,32 @@ def _photos():
         if image.ndim == 2:
             image = np.stack([image] * 3, axis=-1)
         database.append(image[..., :3])
+    faces = []  # scikit-image's 200 small face photos (Labeled Faces in the Wild), one tile each
+    try:
+        import os
+
+        stack = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))
+        faces = [np.stack([(255 * np.clip(face, 0, 1)).astype(np.uint8)] * 3, axis=-1) for face in stack]
+    except (OSError, ValueError):
+        pass
     held_out = list(load_sample_images().images)
     with cbook.get_sample_data("grace_hopper.jpg") as fh:
         held_out.append(np.asarray(Image.open(fh).convert("RGB")))
-    return database, held_out
+    return database, held_out, faces
 
 
-def _tiles(images, side: int):
+def _tiles(images, side: int, upscale: int = 1):
+    from PIL import Image
+
     out = []
     for image in images:
         h, w = image.shape[:2]
         for y in range(0, h - side + 1, side):
             for x in range(0, w - side + 1, side):
-                out.append(np.ascontiguousarray(image[y : y + side, x : x + side]))
+                tile = np.ascontiguousarray(image[y : y + side, x : x + side])
+                if upscale > 1:
+                    tile = np.asarray(Image.fromarray(tile).resize((side * upscale, side * upscale), Image.Resampling.LANCZOS))
+                out.append(tile)
     return out
 
 
@@ -86,7 +104,8 @@ def _distinct(tiles):
     import imagehash
     from PIL import Image
 
-    from semhash.perceptual import MIN_QUALITY, NEAR_SIDE, near_code
+    from semhash.perceptual import NEAR_SIDE, near_code
+    from semhash.tiers import MIN_QUALITY
 
     kept, pdq, phash = [], [], []
     for tile in tiles:
@@ -103,37 +122,14 @@ def _distinct(tiles):
     return kept
 
 
-def _edit(tile: np.ndarray, edit: str, rng):
-    from PIL import Image, ImageDraw, ImageFilter, ImageOps
+def _copy(tile: np.ndarray, edit: str) -> np.ndarray:
+    """The copy an edit of :mod:`semhash.edits` makes, saved and decoded back (RGB)."""
+    from PIL import Image
 
-    img = Image.fromarray(tile)
-    w, h = img.size
-    if edit == "jpeg_q50":
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=50)
-        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    if edit == "resize_half":
-        return img.resize((w // 2, h // 2), Image.Resampling.BICUBIC)
-    if edit == "gamma":
-        return Image.eval(img, lambda v: int(255 * (v / 255) ** 0.7))
-    if edit == "crop_5pct":
-        d = max(1, round(w * 0.05))
-        return img.crop((d, d, w, h))
-    if edit == "rotate_4deg":
-        return img.rotate(4, resample=Image.Resampling.BICUBIC)
-    if edit == "flip":
-        return ImageOps.mirror(img)
-    if edit == "pad_10pct":
-        return ImageOps.expand(img, border=max(1, round(w * 0.05)), fill=(0, 0, 0))
-    if edit == "overlay":
-        img = img.copy()
-        draw = ImageDraw.Draw(img)
-        draw.rectangle((w * 0.6, h * 0.75, w * 0.95, h * 0.92), fill=(255, 255, 255))
-        draw.text((w * 0.05, h * 0.05), "(c) semhash", fill=(255, 0, 0))
-        return img
-    if edit == "blur":
-        return img.filter(ImageFilter.GaussianBlur(1.5))
-    raise ValueError(edit)
+    from semhash.edits import edited_bytes
+
+    with Image.open(io.BytesIO(edited_bytes(Image.fromarray(tile), edit))) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def _hashers():
@@ -163,6 +159,13 @@ def _distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).sum(axis=-1).min(axis=1)
 
 
+def _at(d: np.ndarray, truth: np.ndarray, t: int) -> tuple[float, float]:
+    """(recall, precision) at threshold ``t``."""
+    hits = d[np.arange(len(truth)), truth]
+    predicted, correct = int((d <= t).sum()), int((hits <= t).sum())
+    return correct / len(truth), correct / predicted if predicted else 1.0
+
+
 def _best_recall(d: np.ndarray, truth: np.ndarray, max_t: int) -> tuple[float, int, float]:
     """(recall, threshold, precision) at the loosest threshold with precision >= 0.99."""
     best = (0.0, -1, 1.0)
@@ -177,17 +180,21 @@ def _best_recall(d: np.ndarray, truth: np.ndarray, max_t: int) -> tuple[float, i
 
 
 def run(args) -> dict:
-    from PIL import Image  # noqa: F401
+    from PIL import Image
+
+    from semhash.edits import EDITS
 
     rng = np.random.default_rng(args.seed)
-    database_images, held_out_images = _photos()
-    database = _distinct(_tiles(database_images, args.tile))
-    unrelated = _distinct(_tiles(held_out_images, args.tile))
+    database_images, held_out_images, faces = _photos()
+    side = args.tile * args.upscale
+    face_tiles = [np.asarray(Image.fromarray(f).resize((side, side), Image.Resampling.LANCZOS)) for f in faces]
+    database = _distinct(_tiles(database_images, args.tile, args.upscale) + face_tiles)
+    unrelated = _distinct(_tiles(held_out_images, args.tile, args.upscale))
     chosen = np.sort(rng.choice(len(database), min(args.copies, len(database)), replace=False))
     log(f"{len(database)} database tiles, {len(unrelated)} unrelated, {len(chosen)} copied per edit")
     hashers = _hashers()
     results, costs, false_matches, thresholds_used = {}, {}, {}, {}
-    copies = {edit: [np.asarray(_edit(database[i], edit, rng).convert("RGB")) for i in chosen] for edit in EDITS}
+    copies = {edit: [_copy(database[i], edit) for i in chosen] for edit in EDITS}
     for name, hasher in hashers.items():
         started = time.process_time()
         db_codes = np.stack([hasher(t)[0] for t in database])
@@ -196,11 +203,17 @@ def run(args) -> dict:
         results[name] = {}
         for edit in EDITS:
             queries = np.stack([hasher(c) for c in copies[edit]])
-            recall, t, precision = _best_recall(_distances(queries, db_codes), chosen, max_t)
-            results[name][edit] = {"recall": round(recall, 3), "threshold": t, "precision": round(precision, 3)}
+            d = _distances(queries, db_codes)
+            recall, t, precision = _best_recall(d, chosen, max_t)
+            at_default = _at(d, chosen, DEFAULT_THRESHOLD[name])
+            results[name][edit] = {"recall": round(recall, 3), "threshold": t, "precision": round(precision, 3),
+                                   "recall_at_default": round(at_default[0], 3), "precision_at_default": round(at_default[1], 3)}  # fmt: skip
         exact = np.stack([hasher(database[i]) for i in chosen])
-        recall, t, precision = _best_recall(_distances(exact, db_codes), chosen, max_t)
-        results[name]["exact_copy"] = {"recall": round(recall, 3), "threshold": t, "precision": round(precision, 3)}
+        d = _distances(exact, db_codes)
+        recall, t, precision = _best_recall(d, chosen, max_t)
+        at_default = _at(d, chosen, DEFAULT_THRESHOLD[name])
+        results[name]["exact_copy"] = {"recall": round(recall, 3), "threshold": t, "precision": round(precision, 3),
+                                       "recall_at_default": round(at_default[0], 3), "precision_at_default": round(at_default[1], 3)}  # fmt: skip
         unrelated_codes = np.stack([hasher(u) for u in unrelated])
         d = _distances(unrelated_codes, db_codes)
         thresholds_used[name] = DEFAULT_THRESHOLD[name]
@@ -209,10 +222,18 @@ def run(args) -> dict:
     rows = [{"hash": name, **{e: results[name][e]["recall"] for e in ("exact_copy", *EDITS)},
              "unrelated_with_a_match": false_matches[name], "cpu_ms_per_image": round(costs[name], 2)} for name in hashers]  # fmt: skip
     print(table(rows, ["hash", "exact_copy", *EDITS, "unrelated_with_a_match", "cpu_ms_per_image"]))
+    at_default = [{"hash": name, **{e: results[name][e]["recall_at_default"] for e in ("exact_copy", *EDITS)}} for name in hashers]
+    print("recall at each hash's default threshold:")
+    print(table(at_default, ["hash", "exact_copy", *EDITS]))
+    cost_320 = _near_cost_320(database_images, args.seed)
     scale = {} if args.no_scale else _scale([int(x) for x in args.scale.split(",")], args.seed)
+    if not args.no_scale:
+        scale["duplicates_command"] = {n: _duplicates_run(n, args.seed) for n in (int(x) for x in args.duplicates_at.split(","))}
+        scale["imagededup"] = _imagededup_note()
     payload = {
         "machine": machine_info(),
         "tile": args.tile,
+        "upscale": args.upscale,
         "database_tiles": len(database),
         "unrelated_tiles": len(unrelated),
         "copies_per_edit": int(len(chosen)),
@@ -220,6 +241,7 @@ def run(args) -> dict:
         "unrelated_with_a_match_at_default_threshold": false_matches,
         "default_thresholds": thresholds_used,
         "cpu_ms_per_image": {k: round(v, 3) for k, v in costs.items()},
+        "near_cost_320_jpeg": cost_320,
         "scale": scale,
     }
     path = write_json("copies", payload, args.out)
@@ -252,3 +274,113 @@ def _scale(sizes: list[int], seed: int) -> dict:
         log(f"scale {n}: {out}")
         del lookup, codes
     return out
+
+
+_MEASURED = """
+import resource, sys, time
+from semhash.cli import run
+sys.argv = ["semhash", *sys.argv[1:]]
+started, cpu = time.perf_counter(), time.process_time()
+try:
+    run()
+except SystemExit as exc:
+    code = exc.code
+print(f"SEMHASH-MEASURE {time.perf_counter() - started} {time.process_time() - cpu} "
+      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+"""
+
+
+def _duplicates_run(n: int, seed: int) -> dict:
+    """The whole `semhash duplicates --json` over an index of ``n`` rows whose near codes
+    were imported (random PDQ-sized codes, 1% of them copies of another with a few bits
+    flipped, so every planted pair is a group): wall and CPU seconds and peak memory of the
+    command's process, as a user runs it."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.serve import random_weight_hasher, save_bench_model
+
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="semhash-bench-dups-") as tmp:
+        home = Path(tmp) / "home"
+        model = save_bench_model(home, random_weight_hasher(30))
+        near = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+        copies = rng.choice(n, n // 100, replace=False)
+        near[copies] = near[rng.integers(0, n, len(copies))]
+        near[copies, 0] ^= np.uint8(0x0F)  # 4 bits flipped
+        paths = np.char.add(np.char.add("/semhash-benchmark/dups/", np.char.zfill(np.arange(n).astype(str), 8)), ".jpg")
+        table = pa.table({"path": pa.array(paths), "code": pa.array(rng.integers(0, 1 << 30, n, dtype=np.uint64)),
+                          "near_code": pa.array([row.tobytes() for row in near], pa.binary()),
+                          "near_quality": pa.array(np.full(n, 100, np.int32)), "size": pa.array(np.full(n, 2_000_000))})  # fmt: skip
+        source = Path(tmp) / "codes.parquet"
+        pq.write_table(table, source)
+        index = Path(tmp) / "index.sqlite"
+        subprocess.run([sys.executable, "-m", "semhash", "import", str(source), "--model", model, "--index", str(index),
+                        "--home", str(home), "--quiet"], check=True, capture_output=True, timeout=3600)  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", _MEASURED, "duplicates", "--json", "--index", str(index), "--home", str(home)],
+                             capture_output=True, text=True, timeout=3600)  # fmt: skip
+        line = next(x for x in out.stderr.splitlines() if x.startswith("SEMHASH-MEASURE"))
+        wall, cpu, peak_kib = (float(x) for x in line.split()[1:])
+        import json
+
+        totals = json.loads(out.stdout)["totals"]
+    result = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mb": round(peak_kib / 1024), "groups": totals["groups"],
+              "redundant_files": totals["redundant_files"]}  # fmt: skip
+    log(f"duplicates at {n:,}: {result}")
+    return result
+
+
+def _imagededup_note() -> str:
+    try:
+        import imagededup  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        return f"not compared: imagededup does not import here ({type(exc).__name__}: {exc}); it needs torch"
+    return "installed but not yet compared"
+
+
+def _near_cost_320(images, seed: int, n: int = 200) -> dict:
+    """What the near tier adds to indexing or querying one 320x320 JPEG (quality 90), in CPU
+    ms per file: the decode the model alone needs, the one decode that gives both views, the
+    8 dihedral PDQ codes, and a near lookup among 10^5 codes."""
+    from PIL import Image
+
+    from semhash.data import decode_image, decode_views
+    from semhash.index.near_lookup import NearLookup
+    from semhash.perceptual import near_codes
+
+    rng = np.random.default_rng(seed)
+    files = []
+    for _ in range(n):
+        image = images[int(rng.integers(len(images)))]
+        h, w = image.shape[:2]
+        y, x = int(rng.integers(0, max(1, h - 320))), int(rng.integers(0, max(1, w - 320)))
+        tile = Image.fromarray(image[y : y + 320, x : x + 320]).resize((320, 320))
+        buffer = io.BytesIO()
+        tile.save(buffer, "JPEG", quality=90)
+        files.append(buffer.getvalue())
+    shape = (28, 28, 1)
+
+    def cpu_ms(fn) -> float:
+        started = time.process_time()
+        out = [fn(data) for data in files]
+        return round(1000 * (time.process_time() - started) / len(files), 3), out
+
+    model_only, _ = cpu_ms(lambda data: decode_image("x.jpg", shape, data=data))
+    both, decoded = cpu_ms(lambda data: decode_views("x.jpg", shape, data=data))
+    started = time.process_time()
+    codes = [near_codes(d.near)[0] for d in decoded]
+    pdq = round(1000 * (time.process_time() - started) / len(files), 3)
+    lookup = NearLookup(np.arange(100_000), rng.integers(0, 256, (100_000, 32), dtype=np.uint8))
+    started = time.process_time()
+    for c in codes:
+        lookup.search(c, 31)
+    search = round(1000 * (time.process_time() - started) / len(files), 3)
+    result = {"decode_for_the_model_ms": model_only, "one_decode_for_both_ms": both, "pdq_8_codes_ms": pdq,
+              "lookup_in_1e5_ms": search, "added_ms": round(both - model_only + pdq + search, 3)}  # fmt: skip
+    log(f"near tier cost per 320x320 JPEG: {result}")
+    return result

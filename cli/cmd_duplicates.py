@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import click
 
 from semhash.cli.common import echo_err, format_table, home_option, index_location, index_option, json_option, library_errors, print_json
-from semhash.tiers import MIN_QUALITY, NEAR_THRESHOLD, TIER_CHOICES
+from semhash.tiers import MAX_GROUP_THRESHOLD, MIN_QUALITY, NEAR_THRESHOLD, TIER_CHOICES
 
 KEEP_CHOICES = ("largest", "oldest", "newest", "shortest-path")
 CSV_FIELDS = ("group", "role", "tier", "distance", "path", "size", "width", "height", "mtime")
@@ -66,7 +66,7 @@ def format_csv(data: dict) -> str:
 
 @click.command()
 @click.option("--tier", type=click.Choice(TIER_CHOICES), default="near", show_default=True, help="The loosest tier that makes a copy: exact (the same bytes), near (also re-saved, resized, brightened... copies: PDQ), similar (also look-alikes: the model's code within --radius; all is the same).")
-@click.option("--near-threshold", type=click.IntRange(0, 128), default=None, metavar="BITS", help=f"Near tier: the most PDQ bits (of 256) a copy may differ by [default: {NEAR_THRESHOLD}].")
+@click.option("--near-threshold", type=click.IntRange(0, MAX_GROUP_THRESHOLD), default=None, metavar="BITS", help=f"Near tier: the most PDQ bits (of 256) a copy may differ by, at most {MAX_GROUP_THRESHOLD} [default: {NEAR_THRESHOLD}].")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=None, help="Similar tier: Hamming radius of the model's code (needed with --tier similar).")
 @click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path.")
 @click.option("--min-quality", type=click.IntRange(0, 100), default=MIN_QUALITY, show_default=True, help="Images whose PDQ quality is below this (flat: blank, nearly uniform) take no part in the near tier (their exact copies are still found).")
@@ -74,11 +74,14 @@ def format_csv(data: dict) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per file (group, role, tier, distance, path, size, width, height, mtime).")
 @click.option("--move-to", type=click.Path(file_okay=False), default=None, metavar="DIR", help="Move every duplicate (not the keepers) into DIR under its full path, writing DIR/semhash-moves-*.jsonl first; nothing is deleted or overwritten, and the index forgets the moved files.")
 @click.option("--undo", type=click.Path(dir_okay=False, exists=True), default=None, metavar="MANIFEST", help="Put back every file a --move-to run moved (its manifest).")
+@click.option("--calibrate", is_flag=True, help="Instead of listing groups: copy a sample of the indexed images with the usual edits (JPEG, resize, brightness, crop, rotation, mirror, padding, overlay, blur; in memory, no file written) and print, per near threshold, the share of copies that find their original and the share that match another image.")
+@click.option("--sample", type=click.IntRange(1), default=100, show_default=True, help="--calibrate: how many indexed images to copy.")
 @index_option
 @home_option
 @json_option
 @library_errors
-def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv, move_to, undo, index_path, home, as_json):
+def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv, move_to, undo, calibrate, sample, index_path,
+               home, as_json):  # fmt: skip
     """Every group of copies in the index: the same bytes (exact tier) and copies that were
     re-saved, resized, re-encoded or brightened (near tier: PDQ codes within
     --near-threshold), and with --tier similar look-alikes too.  Each group has one image to
@@ -93,9 +96,15 @@ def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv,
       semhash duplicates --tier similar --radius 1 --json
       semhash duplicates --move-to ~/duplicates      # prints how to undo
       semhash duplicates --undo ~/duplicates/semhash-moves-20261207T101500000000Z.jsonl
+      semhash duplicates --calibrate --sample 50      # what the thresholds mean here
     """
     from semhash.duplicates import find_duplicates, move_duplicates, undo_moves
 
+    if calibrate:
+        if move_to or undo or as_csv:
+            raise click.UsageError("--calibrate lists no groups: it does not go with --move-to, --undo or --csv")
+        _calibrate(home, index_path, sample, min_quality, as_json)
+        return
     if as_csv and as_json:
         raise click.UsageError("give --csv or --json, not both")
     if undo:
@@ -143,3 +152,30 @@ def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv,
         for key in summary.missing:
             echo_err(f"warning: {key}: no longer there: not moved")
         echo_err(f"manifest: {summary.manifest}\nundo with: semhash duplicates --undo {summary.manifest}")
+
+
+def _calibrate(home, index_path, sample: int, min_quality: int, as_json: bool) -> None:
+    from tqdm import tqdm
+
+    from semhash.duplicates import calibrate
+
+    _, path = index_location(home, index_path)
+    with tqdm(total=sample, desc="copying", unit="img", file=sys.stderr, leave=False, disable=as_json) as bar:
+        result = calibrate(path, sample=sample, min_quality=min_quality, on_progress=lambda n: bar.update(n - bar.n))
+    data = result.to_json()
+    if as_json:
+        print_json(data)
+        return
+    edits = list(data["recall"])
+    rows = []
+    for k, t in enumerate(data["thresholds"]):
+        mark = " (default)" if t == data["default_threshold"] else ""
+        rows.append((f"{t}{mark}", *(f"{data['recall'][e][k]:.0%}" for e in edits), f"{data['false_match'][k]:.1%}"))
+    click.echo(format_table(["threshold", *edits, "false matches"], rows))
+    click.echo(
+        f"{data['sampled']} indexed images copied {len(edits)} ways (in memory): each column is the share of copies "
+        "that find their original within the threshold (PDQ bits of 256); false matches: the share of copies "
+        "matching another indexed image"
+    )
+    for line in data["skipped"][:5]:
+        echo_err(f"warning: {line}")

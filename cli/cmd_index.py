@@ -178,7 +178,7 @@ def remove(paths, missing, index_path, home, as_json):
     )
 
 
-def query_json(results, radius: int, tier: str = "similar") -> list[dict]:
+def query_json(results, radius: int) -> list[dict]:
     """What `semhash query --json` prints: one object per query image (a code that could be
     read two ways also gets "note": which reading was used; a query image too flat for the
     near tier gets "near_quality")."""
@@ -188,7 +188,7 @@ def query_json(results, radius: int, tier: str = "similar") -> list[dict]:
             "code": int(r.code),
             "bits": r.bits,
             "radius": int(radius),
-            "tier": tier,
+            "tier": getattr(r, "tier", "similar"),
             "total": int(r.total),
             "matches": [{"path": m.path, "tier": m.tier, "distance": int(m.distance), "label": m.label} for m in r.matches],
             **({"note": r.note} if getattr(r, "note", None) else {}),
@@ -320,7 +320,7 @@ def query(images, codes, codes_from, radius, limit, tier, near_threshold, show, 
             if result.flat_quality is not None:
                 echo_err(f"note: {result.query}: too flat for the near tier (PDQ quality {result.flat_quality} < "
                          f"{MIN_QUALITY}): no near-duplicate matches for it")  # fmt: skip
-    data = query_json(results, radius, "similar" if by_code else tier)
+    data = query_json(results, radius)
     if as_json:
         print_json(data)
     else:

@@ -22,6 +22,7 @@
 #endif
 
 #define WORDS 16
+#define PREFETCH 8
 
 typedef struct {
     int64_t *q, *pos, *d;
@@ -63,7 +64,11 @@ KERNEL static int run(const uint64_t *codes, Py_ssize_t n, const int32_t *order,
             const int64_t *st = starts + (Py_ssize_t)w * 65537;
             for (Py_ssize_t m = 0; m < n_masks; m++) {
                 int value = qw ^ (int)masks[m];
-                for (int64_t k = st[value]; k < st[value + 1]; k++) {
+                int64_t end = st[value + 1];
+                if (m + 1 < n_masks) __builtin_prefetch(st + (qw ^ (int)masks[m + 1]));
+                for (int64_t k = st[value]; k < end; k++) {
+                    /* the codes are read at random: ask for the ones a few rows ahead now */
+                    if (k + PREFETCH < end) __builtin_prefetch(codes + 4 * (Py_ssize_t)ord[k + PREFETCH]);
                     int64_t pos = ord[k];
                     if (pos <= self) continue;
                     const uint64_t *c = codes + 4 * pos;

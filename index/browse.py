@@ -749,12 +749,12 @@ class IndexReader:
 
     def _near_index(self, state: _State):
         """The near tier's index of this state, loaded once (per index state)."""
-        from semhash.index.tiers import load_near_index
+        from semhash.index.tiers import open_near_index
 
         with state.lock_for("near"):
             if "near" not in state.derived:
-                with self._raw() as conn:
-                    state.derived["near"] = load_near_index(conn)
+                with self._raw() as conn:  # the cache file when current, else built here (never written)
+                    state.derived["near"] = open_near_index(self._db, state.meta, conn, write=False)
             return state.derived["near"]
 
     def _with_tiers(self, state: _State, similar: SearchResult, facts, tiers, threshold: int, limit: int | None,
@@ -764,7 +764,7 @@ class IndexReader:
         from semhash.index.tiers import exact_ids_sql
 
         exact: list[int] = []
-        if "exact" in tiers and facts is not None:
+        if "exact" in tiers and facts is not None and facts.content_hash:
             with self._raw() as conn:
                 exact = [int(r[0]) for r in conn.execute(exact_ids_sql(self._paramstyle), (facts.content_hash,)).fetchall()]
         near = None
@@ -784,11 +784,36 @@ class IndexReader:
         return SearchResult(similar.query, similar.code, similar.bits, total, hits if limit is None else hits[:limit],
                             similar.note, tier)  # fmt: skip
 
-    def search_id(self, image_id: int, radius: int = 2, limit: int | None = None) -> SearchResult:
-        """Search from an indexed image (its stored code; nothing is decoded)."""
+    def search_id(self, image_id: int, radius: int = 2, limit: int | None = None, tier: str = "all",
+                  near_threshold: int | None = None) -> SearchResult:  # fmt: skip
+        """Search from an indexed image, in ``tier`` as :meth:`search_uploads` does, from its
+        stored codes (nothing is decoded)."""
         state = self._bound()
         record = self._image(state, image_id)
-        return self._search(state, [record.code], radius, limit, [record.path])[0]
+        tiers = tiers_for(tier)
+        threshold = check_tier_threshold(near_threshold)
+        if tiers == ("similar",):
+            return self._search(state, [record.code], radius, limit, [record.path])[0]
+        self._check_search(state, radius, limit)
+        similar = self._search(state, [record.code], radius, None, [record.path])[0] if "similar" in tiers else SearchResult(
+            record.path, record.code, record.bits, 0, [])  # fmt: skip
+        return self._with_tiers(state, similar, self._stored_facts(image_id), tiers, threshold, limit, tier)
+
+    def _stored_facts(self, image_id: int):
+        """An indexed row's :class:`~semhash.index.tiers.QueryFacts`, from its stored hash and
+        near codes (None for a row without them)."""
+        from semhash.index.tiers import QueryFacts
+
+        if self._db is None or not self._db.has_near_tier:
+            return None
+        marker = "?" if self._paramstyle == "qmark" else "%s"
+        with self._raw() as conn:
+            row = conn.execute(f"SELECT content_hash, near_code, near_variants, near_quality FROM images WHERE id = {marker}",
+                               (int(image_id),)).fetchone()  # fmt: skip
+        if row is None or row[1] is None:
+            return None
+        codes = np.frombuffer(bytes(row[1]) + (bytes(row[2]) if row[2] is not None else b""), np.uint8).reshape(-1, 32)
+        return QueryFacts(row[0], codes, 100 if row[3] is None else int(row[3]))
 
     def parse_code(self, text: str) -> int:
         """A code given as text, for this index's bit width (see :func:`parse_code`)."""
@@ -897,6 +922,30 @@ class IndexReader:
         }
 
     # -- status ---------------------------------------------------------------------------
+    def duplicates(self, tier: str = "near", near_threshold: int | None = None, radius: int | None = None,
+                   keep: str = "largest", min_quality: int | None = None) -> Any:  # fmt: skip
+        """:func:`semhash.duplicates.find_duplicates` of the current index state, computed once
+        per state and request shape (the last few kept)."""
+        from semhash.duplicates import DuplicatesError, find_duplicates
+        from semhash.tiers import MIN_QUALITY
+
+        state = self._current()
+        key = ("duplicates", tier, near_threshold, radius, keep, min_quality)
+        with state.lock_for("duplicates"):
+            report = state.derived.get(key)
+            if report is None:
+                try:
+                    with self._db_errors():
+                        report = find_duplicates(self.location, tier=tier, near_threshold=near_threshold, radius=radius,
+                                                 keep=keep, min_quality=MIN_QUALITY if min_quality is None else min_quality)  # fmt: skip
+                except DuplicatesError as exc:
+                    raise BadQuery(str(exc)) from None
+                cached = [k for k in state.derived if isinstance(k, tuple) and k[:1] == ("duplicates",)]
+                for old in cached[: max(0, len(cached) - 7)]:
+                    del state.derived[old]
+                state.derived[key] = report
+        return report
+
     def status(self) -> dict[str, Any]:
         """:func:`semhash.index.index_info` (computed once per index state), plus whether the
         model loads and which search cache answers."""

@@ -790,7 +790,7 @@ def importing_pattern(target: Path) -> str:
 
 
 #: a lookup file being written (index/lookup.py names it with the writer's process id)
-LOOKUP_TMP_PATTERN = r".*\.lookup\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp"
+LOOKUP_TMP_PATTERN = r".*\.(?:lookup|near)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp"
 
 
 def remove_leftovers(path: Path) -> list[str]:

@@ -807,6 +807,7 @@ def _import_new_file(target: Path, files: list[_File], model, hasher, summary: I
     with open_index(target) as db, database_errors(db.path):
         summary.index_path, summary.lookup_path = db.path, db.lookup_path
         save_lookup_of_rows(db, generation, np.arange(1, len(rows) + 1, dtype=np.int64), rows.code, figures)
+        _refresh_near_cache_if(db, files)
 
 
 def import_parquet(
@@ -863,6 +864,7 @@ def _import(index_path, files: list[_File], model, hasher, summary: ImportSummar
             summary.updated = summary.rows - summary.added
             if upserted.ids is not None:
                 refresh_lookup_after_upsert(db, upserted.before, upserted.generation, upserted.ids, upserted.codes)
+                _refresh_near_cache_if(db, files)
                 return
         else:
             indexed_at = utc_now()
@@ -870,6 +872,16 @@ def _import(index_path, files: list[_File], model, hasher, summary: ImportSummar
             summary.total = db.count()
         summary.updated = summary.rows - summary.added
         refresh_lookup(db)
+
+
+def _refresh_near_cache_if(db: IndexDB, files: list[_File]) -> None:
+    """The near tier's cache, rebuilt only when the import brought near codes (else the
+    import changed nothing it holds that a reader cannot build at its first near query, and
+    a 10^7-row import is not made to scan the table once more)."""
+    from semhash.index.tiers import refresh_near_cache
+
+    if any("near_code" in f.columns for f in files):
+        refresh_near_cache(db)
 
 
 def _remove_if_still_empty(index_path: str | Path) -> None:

@@ -19,7 +19,12 @@ Rotations and mirrors are found by querying with the 8 dihedral codes of the que
 
 from __future__ import annotations
 
+import json
+import mmap
+import os
 from itertools import combinations
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +39,7 @@ WORDS = 16
 WORD_BITS = 16
 MAX_WORD_RADIUS = 2
 _QUERY_BLOCK = 256  # queries probed at once (bounds the candidate arrays)
+_SCAN_CELLS = 1 << 22  # (query, row) distances a scan holds at once
 
 
 def _word_masks(radius: int) -> np.ndarray:
@@ -77,6 +83,18 @@ class NearLookup:
             self._order[w] = np.argsort(column, kind="stable")
             self._starts[w, 0] = 0
             np.cumsum(np.bincount(column, minlength=1 << WORD_BITS), out=self._starts[w, 1:])
+
+    @classmethod
+    def from_arrays(cls, ids: np.ndarray, codes: np.ndarray, order: np.ndarray, starts: np.ndarray) -> "NearLookup":
+        """A lookup from its saved arrays (nothing sorted again)."""
+        lookup = cls.__new__(cls)
+        lookup.ids, lookup.codes = ids, codes
+        lookup._codes64 = codes.view(np.uint64)
+        lookup._order, lookup._starts = order, starts
+        return lookup
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"ids": self.ids, "codes": self.codes, "order": self._order, "starts": self._starts}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -145,10 +163,14 @@ class NearLookup:
         radius = threshold // WORDS
         if n == 0 or nq == 0 or threshold < 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if radius > MAX_WORD_RADIUS:
-            d = _distances(q64[:, None, :], self._codes64[None, :, :])
-            qi, pos = np.nonzero(d <= threshold)
-            return qi + first, pos.astype(np.int64), d[qi, pos]
+        if radius > MAX_WORD_RADIUS:  # a scan, a few queries x every row at a time (bounded memory)
+            step = max(1, _SCAN_CELLS // max(1, n))
+            parts = []
+            for start in range(0, nq, step):
+                d = _distances(q64[start : start + step, None, :], self._codes64[None, :, :])
+                qi, pos = np.nonzero(d <= threshold)
+                parts.append((qi + start + first, pos.astype(np.int64), d[qi, pos]))
+            return tuple(np.concatenate(x) for x in zip(*parts))
         masks = _word_masks(radius)
         words = queries.view(np.uint16).astype(np.int64)  # (Q, 16)
         cand_q, cand_pos = [], []
@@ -183,3 +205,76 @@ def brute_force(codes, queries, threshold: int) -> tuple[np.ndarray, np.ndarray,
     dist = d[qi, pos]
     order = np.lexsort((pos, dist, qi))
     return qi[order].astype(np.int64), pos[order].astype(np.int64), dist[order]
+
+
+# --------------------------------------------------------------------------- the cache file
+MAGIC = b"SEMHASH-NEAR\x00\x01"
+FORMAT_VERSION = 1
+_ALIGN = 64
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], key: Any, mode: int = 0o644) -> None:
+    """Write named arrays and the record state ``key`` they were built from into one file,
+    atomically (a temporary file named with this process's id, renamed into place)."""
+    import tempfile
+
+    path = Path(path)
+    entries, offset = {}, 0
+    blobs = []
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        entries[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
+        blobs.append(array)
+        offset += -(-array.nbytes // _ALIGN) * _ALIGN
+    header = json.dumps({"version": FORMAT_VERSION, "key": key, "arrays": entries}, sort_keys=True).encode()
+    head = len(MAGIC) + 8 + len(header)
+    start = -(-head // _ALIGN) * _ALIGN
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(MAGIC + np.uint64(len(header)).tobytes() + header)
+            fh.write(b"\0" * (start - head))
+            for array in blobs:
+                if array.nbytes:  # (an empty array has nothing to write, and memoryview cannot cast it)
+                    fh.write(memoryview(array.reshape(-1)).cast("B"))
+                fh.write(b"\0" * (-(-array.nbytes // _ALIGN) * _ALIGN - array.nbytes))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_arrays(path: str | Path, key: Any) -> dict[str, np.ndarray] | None:
+    """The arrays saved at ``path`` when they were built from ``key``, memory-mapped; None
+    when the file is missing, unreadable, of another format or stale."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(MAGIC) + 8)
+            if len(head) != len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
+                return None
+            length = int(np.frombuffer(head[len(MAGIC):], np.uint64)[0])
+            if length > 1 << 20:
+                return None
+            header = json.loads(fh.read(length))
+            if header.get("version") != FORMAT_VERSION or header.get("key") != json.loads(json.dumps(key, sort_keys=True)):
+                return None
+            size = os.fstat(fh.fileno()).st_size
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        start = -(-(len(MAGIC) + 8 + length) // _ALIGN) * _ALIGN
+        out = {}
+        for name, entry in header["arrays"].items():
+            dtype, shape = np.dtype(entry["dtype"]), tuple(entry["shape"])
+            count = int(np.prod(shape)) if shape else 1
+            offset = start + int(entry["offset"])
+            if offset + count * dtype.itemsize > size:
+                return None
+            out[name] = np.frombuffer(mapped, dtype, count, offset).reshape(shape) if count else np.zeros(shape, dtype)
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

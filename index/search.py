@@ -90,6 +90,7 @@ class QueryResult:
     note: str | None = None  # a code query that could be read two ways: which reading was used
     #: a query image too flat for the near tier (PDQ quality below MIN_QUALITY): its quality
     flat_quality: int | None = None
+    tier: str = "similar"  # the tiers searched: all, exact, near or similar
 
     def __post_init__(self) -> None:
         if self.total is None:
@@ -292,12 +293,16 @@ def open_lookup(db: IndexDB, *, write: bool = False) -> tuple[IndexMeta, Searche
 
 
 def refresh_lookup(db: IndexDB) -> None:
-    """Leave the lookup file current after a write (``semhash index``, ``import``, ``remove``),
-    so the next query opens it instead of rebuilding it."""
+    """Leave the lookup files current after a write (``semhash index``, ``import``, ``remove``),
+    so the next query opens them instead of rebuilding them: the Hamming lookup and the near
+    tier's (:func:`semhash.index.tiers.refresh_near_cache`)."""
+    from semhash.index.tiers import refresh_near_cache
+
     with db.session() as s, s.begin():
         meta = read_meta(s, db.path)
         if meta.bound and not hamming_lookup.is_current(db.lookup_path, lookup_key(meta)):
             _build_lookup(db, s, meta, write=True)
+    refresh_near_cache(db)
 
 
 def refresh_lookup_after_upsert(
@@ -531,7 +536,8 @@ def query_files(
     the stored ones.  An unreadable query image raises ImageError.  Each file is read once.
     """
     from semhash.data import read_image_file
-    from semhash.index.tiers import check_tier_threshold, exact_ids_sql, load_near_index, query_facts, tiers_for
+    from semhash.index.tiers import check_tier_threshold, exact_ids_sql, open_near_index, query_facts
+    from semhash.tiers import tiers_for
 
     tiers = tiers_for(tier)
     threshold = check_tier_threshold(near_threshold)
@@ -562,7 +568,7 @@ def query_files(
         results = []
         with db.session() as s, s.begin():
             conn = s.connection()
-            near_index = load_near_index(conn.connection) if "near" in tiers else None
+            near_index = open_near_index(db, meta, conn.connection, write=True) if "near" in tiers else None
             for p, c, (_, facts), (similar_matches, _) in zip(paths, codes.tolist(), decoded, similar):
                 exact = ([r[0] for r in conn.exec_driver_sql(exact_ids_sql(conn.dialect.paramstyle), (facts.content_hash,))]
                          if "exact" in tiers else [])  # fmt: skip
@@ -570,7 +576,7 @@ def query_files(
                 matches = _tier_matches(s, exact, near, similar_matches)
                 shown = matches if limit is None else matches[: int(limit)]
                 flat = facts.quality if facts.flat and "near" in tiers else None
-                results.append(QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), shown, len(matches), None, flat))
+                results.append(QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), shown, len(matches), None, flat, tier))
         return results
 
 

@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from semhash.index.near_lookup import NearLookup
-from semhash.tiers import COPY_TIERS, TIER_CHOICES, TIERS, TierError, tiers_for  # noqa: F401 (re-exported)
-from semhash.perceptual import MIN_QUALITY, NEAR_BYTES, NEAR_THRESHOLD, check_threshold, near_codes
+from semhash.perceptual import NEAR_BYTES, check_threshold, near_codes
+from semhash.tiers import MIN_QUALITY, NEAR_THRESHOLD
 
 @dataclass
 class QueryFacts:
@@ -92,6 +92,48 @@ class NearIndex:
 
 
 NEAR_ROWS_SQL = "SELECT id, near_code, near_quality FROM images WHERE near_code IS NOT NULL"
+NEAR_SUFFIX = ".near"
+
+
+def near_path_for(cache_base: Path) -> Path:
+    """``.../index.sqlite`` -> ``.../index.near``: the near lookup's cache beside the record."""
+    return Path(cache_base).with_suffix(NEAR_SUFFIX)
+
+
+def open_near_index(db, meta, connection, write: bool) -> NearIndex:
+    """The near tier's index for the record state ``meta``: the cache file beside the record
+    when it was built from that state (memory-mapped), else built from the rows read on
+    ``connection`` (a DBAPI connection inside the caller's snapshot) and saved when ``write``
+    (a file that cannot be written is no error: the built index answers)."""
+    from semhash.index.near_lookup import load_arrays, save_arrays
+    from semhash.index.search import lookup_key
+
+    path = near_path_for(db.cache_base)
+    key = lookup_key(meta)
+    arrays = load_arrays(path, key)
+    if arrays is not None and {"ids", "codes", "order", "starts", "quality"} <= set(arrays):
+        lookup = NearLookup.from_arrays(arrays["ids"], arrays["codes"], arrays["order"], arrays["starts"])
+        return NearIndex(lookup, arrays["quality"])
+    built = load_near_index(connection)
+    if write:
+        try:
+            save_arrays(path, {**built.lookup.arrays(), "quality": built.quality}, key, db.cache_file_mode())
+        except OSError:
+            pass
+    return built
+
+
+def refresh_near_cache(db) -> None:
+    """Leave the near lookup's cache file current after a write (index, import, remove,
+    duplicates --move-to), so that the next query maps it instead of building it."""
+    from semhash.index.db import read_meta
+
+    if not db.has_near_tier:
+        return
+    with db.session() as s, s.begin():
+        meta = read_meta(s, db.path)
+        if meta.bound:
+            open_near_index(db, meta, s.connection().connection, write=True)
 
 
 def load_near_index(dbapi_connection) -> NearIndex:

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 TRANSCRIPT = ROOT / "docs" / "readme" / "transcript.json"
 QUALITY = ROOT / "docs" / "benchmarks" / "quality.json"
+COPIES = ROOT / "docs" / "benchmarks" / "copies.json"
 # the "How big and how fast" lines: the lookup benchmark (10^5-10^7, and 10^8) and the real commands at each N
 SCALE = {name: ROOT / "docs" / "benchmarks" / f"{name}.json"
          for name in ("lookup", "lookup_1e8", "lookup_quiet_1e7", "lookup_quiet_1e8", "integration")}
@@ -252,6 +253,7 @@ def render_blocks(transcript: dict, quality: dict) -> dict[str, str]:
         "quality": quality_block(quality),
         "quality-vs-example": _table_vs_example(transcript, quality),
         "scale": scale_block({name: load(path) for name, path in SCALE.items()}),
+        "copies": copies_block(load(COPIES)),
         "tune-timing": _tune_timing(transcript),
     }
 
@@ -355,6 +357,28 @@ def reformat(transcript: dict) -> dict:
     for entry in transcript["commands"].values():
         entry["text"] = formatter(entry["argv"])(entry["json"])
     return transcript
+
+
+def copies_block(copies: dict) -> str:
+    """How well the near tier finds copies, from the committed copies benchmark."""
+    results = copies["recall_at_99_precision"]
+    near, pdq, phash = (results[k] for k in ("semhash near (PDQ, dihedral)", "PDQ", "pHash"))
+    edits = {"jpeg_q50": "JPEG q50", "resize_half": "half size", "gamma": "brighter (gamma 0.7)", "blur": "blurred",
+             "flip": "mirrored", "overlay": "text and a box drawn over", "rotate_4deg": "rotated 4°", "crop_5pct": "cropped 5%",
+             "pad_10pct": "padded 10%"}  # fmt: skip
+    rows = "\n".join(
+        f"| {label} | {near[e]['recall']:.0%} | {pdq[e]['recall']:.0%} | {phash[e]['recall']:.0%} |" for e, label in edits.items()
+    )
+    unrelated = copies["unrelated_with_a_match_at_default_threshold"]["semhash near (PDQ, dihedral)"]
+    cost = copies["cpu_ms_per_image"]["semhash near (PDQ, dihedral)"]
+    return (
+        f"On {copies['database_tiles']} distinct photo tiles with {copies['copies_per_edit']} copies per edit (recall "
+        f"at >= 99% precision; {unrelated:.0%} of {copies['unrelated_tiles']} unrelated photos matched anything; "
+        f"{cost:.1f} ms of CPU per image for the near code):\n\n"
+        "| copy | near tier | PDQ alone | pHash |\n|---|---|---|---|\n" + rows + "\n\n"
+        "Crops, rotations and padding defeat every hash made for copies; that is what a learned copy "
+        "detector is for. From docs/benchmarks/copies.json (`python -m benchmarks copies`): docs/BENCHMARKS.md, \"Copies\"."
+    )
 
 
 def load(path: Path) -> dict:

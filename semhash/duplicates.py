@@ -37,7 +37,7 @@ import numpy as np
 from sqlalchemy import delete, select
 
 from semhash.errors import SemhashError
-from semhash.tiers import MIN_QUALITY, NEAR_THRESHOLD, TIERS, tiers_for
+from semhash.tiers import MAX_GROUP_THRESHOLD, MIN_QUALITY, NEAR_THRESHOLD, TIERS, tiers_for
 
 KEEP_RULES = ("largest", "oldest", "newest", "shortest-path")
 DECISIONS = ("not_duplicates", "keep", "skip")
@@ -131,20 +131,16 @@ def tiers_up_to(tier: str) -> tuple[str, ...]:
     return TIERS[: TIERS.index(one) + 1]
 
 
-def _priority(rows: dict[str, np.ndarray], paths: list[str], keep: str) -> np.ndarray:
-    """Row positions, the best keeper first."""
-    n = len(paths)
-    path_order = np.argsort(np.array(paths, dtype=object), kind="stable")
-    rank_by_path = np.empty(n, np.int64)
-    rank_by_path[path_order] = np.arange(n)
+def _keep_key(keep: str) -> Callable[["Member"], tuple]:
+    """The sort key that puts the best keeper first (ties by path)."""
     if keep == "largest":
-        return np.lexsort((rank_by_path, -rows["size"], -rows["pixels"]))
+        return lambda m: (-m.pixels, -m.size, m.path)
     if keep == "oldest":
-        return np.lexsort((rank_by_path, rows["mtime"]))
+        return lambda m: (m.mtime, m.path)
     if keep == "newest":
-        return np.lexsort((rank_by_path, -rows["mtime"]))
+        return lambda m: (-m.mtime, m.path)
     if keep == "shortest-path":
-        return np.lexsort((rank_by_path, np.array([len(p) for p in paths])))
+        return lambda m: (len(m.path), m.path)
     raise DuplicatesError(f"unknown keep rule {keep!r}: use one of {', '.join(KEEP_RULES)}")
 
 
@@ -172,10 +168,85 @@ def group_pairs(n: int, pairs: dict[tuple[int, int], tuple[str, int]], priority:
 
 
 def _link(pairs: dict, i: int, j: int, tier: str, d: int) -> None:
+    if i == j:
+        return
     key = (i, j) if i < j else (j, i)
     old = pairs.get(key)
     if old is None or (TIERS.index(tier), d) < (TIERS.index(old[0]), old[1]):
         pairs[key] = (tier, int(d))
+
+
+@dataclass
+class _Record:
+    """The columns of every row that grouping needs, as arrays (paths are read later, only
+    for the rows that end up in a group)."""
+
+    ids: np.ndarray  # int64
+    content_hash: np.ndarray  # S64
+    near: np.ndarray  # (N, 32) uint8, zeros where there is none
+    has_near: np.ndarray  # bool
+    quality: np.ndarray  # int16, -1 where unknown
+    variants: list[bytes | None] | None  # 224 bytes each, only with mirrors
+    codes: np.ndarray | None  # uint64, only for the similar tier
+
+
+def _read_record(conn, has_near_tier: bool, mirrors: bool, similar: bool) -> _Record:
+    """One pass over the rows on a DBAPI connection, a chunk at a time into arrays."""
+    from semhash.perceptual import NEAR_BYTES
+
+    columns = ["id", "content_hash", "code"]
+    if has_near_tier:
+        columns += ["near_code", "near_quality"] + (["near_variants"] if mirrors else [])
+    cursor = conn.cursor()
+    ids, hashes, near, has, quality, variants, codes = [], [], [], [], [], [], []
+    zero = bytes(NEAR_BYTES)
+    try:
+        cursor.execute(f"SELECT {', '.join(columns)} FROM images ORDER BY id")
+        while True:
+            rows = cursor.fetchmany(1 << 16)
+            if not rows:
+                break
+            ids.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            hashes.append(np.array([r[1] or "" for r in rows], dtype="S64"))
+            if similar:
+                codes.append(np.fromiter((r[2] for r in rows), np.int64, len(rows)).view(np.uint64))
+            if has_near_tier:
+                ok = [r[3] is not None and len(r[3]) == NEAR_BYTES for r in rows]
+                near.append(np.frombuffer(b"".join(bytes(r[3]) if k else zero for r, k in zip(rows, ok)), np.uint8).reshape(-1, NEAR_BYTES))
+                has.append(np.array(ok, bool))
+                quality.append(np.array([-1 if r[4] is None else r[4] for r in rows], np.int16))
+                if mirrors:
+                    variants.extend(None if r[5] is None else bytes(r[5]) for r in rows)
+    finally:
+        cursor.close()
+    n = int(sum(len(x) for x in ids))
+    return _Record(
+        np.concatenate(ids) if ids else np.zeros(0, np.int64),
+        np.concatenate(hashes) if hashes else np.zeros(0, "S64"),
+        np.concatenate(near) if near else np.zeros((n, NEAR_BYTES), np.uint8),
+        np.concatenate(has) if has else np.zeros(n, bool),
+        np.concatenate(quality) if quality else np.full(n, -1, np.int16),
+        variants if mirrors else None,
+        np.concatenate(codes) if codes else None,
+    )
+
+
+def _members(conn, ids: list[int], paramstyle: str) -> dict[int, "Member"]:
+    """The rows ``ids`` as members (tier and distance filled in later)."""
+    from semhash.index.db import chunked
+
+    marker = "?" if paramstyle == "qmark" else "%s"
+    found = {}
+    for chunk in chunked(sorted(ids)):
+        cursor = conn.cursor()
+        try:
+            cursor.execute(f"SELECT id, path, size, width, height, mtime FROM images WHERE id IN ({', '.join([marker] * len(chunk))})",
+                           tuple(chunk))  # fmt: skip
+            for i, path, size, width, height, mtime in cursor.fetchall():
+                found[int(i)] = Member(int(i), path, "", 0, int(size or 0), width, height, float(mtime or 0.0))
+        finally:
+            cursor.close()
+    return found
 
 
 def find_duplicates(
@@ -189,108 +260,151 @@ def find_duplicates(
     mirrors: bool = False,
 ) -> DuplicatesReport:
     """Every group of copies in the index (see the module's docstring).  ``tier``: the
-    strictest tiers included (``near``: exact and near); ``radius`` is the similar tier's
+    loosest tier included (``near``: exact and near); ``radius`` is the similar tier's
     (required with it); ``mirrors`` also links copies rotated or mirrored (each image's 7
-    other dihedral codes searched too: 8x the near tier's work)."""
-    from semhash.hashing import from_signed64
-    from semhash.index.db import DecisionRow, ImageRow, database_errors, open_index, read_meta
+    other dihedral codes searched too: 8x the near tier's queries).
+
+    Files with the same bytes are one node (their codes are the same): the near and similar
+    tiers pair nodes, grouping takes nodes by their best keeper, and a node joins a group
+    whole.  Memory: a few arrays per row (~120 bytes), paths only for the rows grouped."""
+    from semhash.index.db import database_errors, open_index, read_meta
+
+    with open_index(index_path) as db, database_errors(db.path):
+        if "near" in tiers_up_to(tier):
+            db.require_near_tier()
+        with db.session() as s, s.begin():
+            meta = read_meta(s, db.path)
+            conn = s.connection()
+            return duplicates_in(conn.connection, conn.dialect.paramstyle, meta, db.has_near_tier, tier=tier,
+                                 near_threshold=near_threshold, radius=radius, keep=keep, min_quality=min_quality,
+                                 mirrors=mirrors)  # fmt: skip
+
+
+_DECIDED_SQL = "SELECT members FROM decisions WHERE decision = 'not_duplicates'"
+
+
+def duplicates_in(
+    conn,
+    paramstyle: str,
+    meta,
+    has_near_tier: bool,
+    *,
+    tier: str = "near",
+    near_threshold: int | None = None,
+    radius: int | None = None,
+    keep: str = "largest",
+    min_quality: int = MIN_QUALITY,
+    mirrors: bool = False,
+) -> DuplicatesReport:
+    """:func:`find_duplicates` on a DBAPI connection already inside a read snapshot (the web
+    reader's own), for the record state ``meta``."""
     from semhash.index.near_lookup import NearLookup
     from semhash.perceptual import N_DIHEDRAL, NEAR_BYTES, check_threshold
 
     tiers = tiers_up_to(tier)
     threshold = NEAR_THRESHOLD if near_threshold is None else check_threshold(near_threshold)
-    if keep not in KEEP_RULES:
-        raise DuplicatesError(f"unknown keep rule {keep!r}: use one of {', '.join(KEEP_RULES)}")
+    if threshold > MAX_GROUP_THRESHOLD:
+        raise DuplicatesError(f"near threshold {threshold} is over {MAX_GROUP_THRESHOLD} of 256 bits: that far apart, images are not copies")
+    key_of = _keep_key(keep)
     if "similar" in tiers and radius is None:
-        raise DuplicatesError("the similar tier needs a Hamming radius: add --radius R (0-2 finds look-alikes)")
-    with open_index(index_path) as db, database_errors(db.path):
-        if "near" in tiers:
-            db.require_near_tier()
-        with db.session() as s, s.begin():
-            meta = read_meta(s, db.path)
-            columns = [ImageRow.id, ImageRow.path, ImageRow.content_hash, ImageRow.size, ImageRow.mtime, ImageRow.code]
-            if db.has_near_tier:
-                columns += [ImageRow.width, ImageRow.height, ImageRow.near_code, ImageRow.near_quality]
-                if mirrors:
-                    columns.append(ImageRow.near_variants)
-            raw = s.execute(select(*columns).order_by(ImageRow.id)).tuples().all()
-            decided = s.execute(select(DecisionRow.members).where(DecisionRow.decision == "not_duplicates")).scalars().all() if db.has_near_tier else []  # fmt: skip
-    n = len(raw)
-    paths = [r[1] for r in raw]
-    has_near = db.has_near_tier
-    rows = {
-        "size": np.array([r[3] or 0 for r in raw], np.int64),
-        "mtime": np.array([r[4] or 0.0 for r in raw], np.float64),
-        "pixels": np.array([(r[6] or 0) * (r[7] or 0) if has_near else 0 for r in raw], np.int64),
-    }
+        raise DuplicatesError("the similar tier needs a Hamming radius: --radius R on the command line, radius=R in the API (0-2 finds look-alikes)")
+    if "near" in tiers and not has_near_tier:
+        raise DuplicatesError("this index predates the near-duplicate tier: run `semhash index` on it once with write access")
+    record = _read_record(conn, has_near_tier, mirrors and "near" in tiers, "similar" in tiers)
+    decided = []
+    if has_near_tier:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_DECIDED_SQL)
+            decided = [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+    n = len(record.ids)
+    # nodes: files with the same bytes (an empty hash, from an import without one, is its own node)
+    hashes = record.content_hash
+    blank = hashes == b""
+    _, node_of = np.unique(np.where(blank, np.char.add(b"#", np.arange(n).astype("S20")), hashes), return_inverse=True)
+    node_of = node_of.reshape(-1)
+    n_nodes = int(node_of.max()) + 1 if n else 0
+    rep = np.full(n_nodes, n, np.int64)
+    np.minimum.at(rep, node_of, np.arange(n))  # each node's first row
+    node_size = np.bincount(node_of, minlength=n_nodes)
     pairs: dict[tuple[int, int], tuple[str, int]] = {}
-    # exact: the same bytes
-    by_hash: dict[str, list[int]] = {}
-    for k, r in enumerate(raw):
-        if r[2]:
-            by_hash.setdefault(r[2], []).append(k)
-    for members in by_hash.values():
-        for a in range(len(members)):
-            for b in range(a + 1, len(members)):
-                _link(pairs, members[a], members[b], "exact", 0)
     too_flat = without = 0
     if "near" in tiers:
-        usable, codes = [], []
-        for k, r in enumerate(raw):
-            code, quality = r[8], r[9]
-            if code is None or len(code) != NEAR_BYTES:
-                without += 1
-            elif quality is not None and quality < min_quality:
-                too_flat += 1
-            else:
-                usable.append(k)
-                codes.append(bytes(code))
-        if usable:
-            positions = np.array(usable, np.int64)
-            lookup = NearLookup(positions, np.frombuffer(b"".join(codes), np.uint8).reshape(-1, NEAR_BYTES))
+        usable = record.has_near[rep] & ((record.quality[rep] < 0) | (record.quality[rep] >= min_quality))
+        without = int((~record.has_near).sum())
+        too_flat = int((record.has_near & (record.quality >= 0) & (record.quality < min_quality)).sum())
+        nodes = np.flatnonzero(usable)
+        if len(nodes):
+            lookup = NearLookup(nodes, record.near[rep[nodes]])
             i, j, d = lookup.pairs(threshold)
-            for a, b, dist in zip(positions[i].tolist(), positions[j].tolist(), d.tolist()):
+            for a, b, dist in zip(nodes[i].tolist(), nodes[j].tolist(), d.tolist()):
                 _link(pairs, a, b, "near", dist)
-            if mirrors:
-                variants, owners = [], []
-                for p, k in enumerate(usable):
-                    v = raw[k][10]
-                    if v is not None and len(v) == NEAR_BYTES * (N_DIHEDRAL - 1):
-                        variants.append(bytes(v))
-                        owners.append(k)
-                if variants:
-                    queries = np.frombuffer(b"".join(variants), np.uint8).reshape(-1, NEAR_BYTES)
+            if mirrors and record.variants is not None:
+                owners = [int(k) for k in nodes if record.variants[rep[k]] is not None
+                          and len(record.variants[rep[k]]) == NEAR_BYTES * (N_DIHEDRAL - 1)]  # fmt: skip
+                if owners:
+                    queries = np.frombuffer(b"".join(record.variants[rep[k]] for k in owners), np.uint8).reshape(-1, NEAR_BYTES)
                     q, pos, dist = lookup.search(queries, threshold)
-                    for a, b, dd in zip(np.repeat(np.array(owners), N_DIHEDRAL - 1)[q].tolist(), positions[pos].tolist(), dist.tolist()):
-                        if a != b:
-                            _link(pairs, a, b, "near", dd)
-    if "similar" in tiers:
+                    owner_of = np.repeat(np.array(owners, np.int64), N_DIHEDRAL - 1)
+                    for a, b, dd in zip(owner_of[q].tolist(), nodes[pos].tolist(), dist.tolist()):
+                        _link(pairs, a, b, "near", dd)
+    if "similar" in tiers and n_nodes:
         from semhash.index.lookup import build_from_rows
 
-        codes64 = np.array([from_signed64(r[5]) for r in raw], dtype=np.uint64)
-        if n:
-            found = build_from_rows([(np.arange(n), codes64.view(np.int64))], int(meta.n_bits or 64)).search(codes64, int(radius))
-            for a in range(n):
-                for b, dist in zip(*found[a]):
-                    if int(b) > a:
-                        _link(pairs, a, int(b), "similar", int(dist))
+        codes = record.codes[rep]  # type: ignore[index]
+        found = build_from_rows([(np.arange(n_nodes), codes.view(np.int64))], int(meta.n_bits or 64)).search(codes, int(radius))
+        for a in range(n_nodes):
+            for b, dist in zip(*found[a]):
+                _link(pairs, a, int(b), "similar", int(dist))
+    # rows of every node that can be in a group: several files, or a pair
+    linked = {k for pair in pairs for k in pair} | set(np.flatnonzero(node_size > 1).tolist())
+    rows_of: dict[int, list[int]] = {}
+    for row in np.flatnonzero(np.isin(node_of, np.fromiter(linked, np.int64, len(linked)))).tolist():
+        rows_of.setdefault(int(node_of[row]), []).append(row)
+    members = _members(conn, [int(record.ids[r]) for rows in rows_of.values() for r in rows], paramstyle)
+    best = {k: min((members[int(record.ids[r])] for r in rows), key=key_of) for k, rows in rows_of.items()}
+    for k in rows_of:  # a node with several files and no pair is a group of its own
+        pairs.setdefault((k, k), ("exact", 0))
+    ordered = sorted(best, key=lambda k: key_of(best[k]))
+    position = {k: p for p, k in enumerate(ordered)}
+    node_pairs = {(position[a], position[b]) if position[a] <= position[b] else (position[b], position[a]): v
+                  for (a, b), v in pairs.items()}  # fmt: skip
     groups, hidden = [], 0
     not_duplicates = [set(json.loads(m)) for m in decided]
-
-    def member(k: int, tier_name: str, d: int) -> Member:
-        r = raw[k]
-        return Member(int(r[0]), r[1], tier_name, int(d), int(r[3] or 0), r[6] if has_near else None,
-                      r[7] if has_near else None, float(r[4] or 0.0))  # fmt: skip
-
-    for keeper, members in group_pairs(n, pairs, _priority(rows, paths, keep)):
-        group_paths = {paths[keeper], *(paths[j] for j, _, _ in members)}
+    for keeper_pos, linked_nodes in _node_groups(len(ordered), node_pairs):
+        keeper_node = ordered[keeper_pos]
+        keeper = best[keeper_node]
+        dups = [_as(members[int(record.ids[r])], "exact", 0) for r in rows_of[keeper_node] if int(record.ids[r]) != keeper.id]
+        for pos, tier_name, d in linked_nodes:
+            dups += [_as(members[int(record.ids[r])], tier_name, d) for r in rows_of[ordered[pos]]]
+        if not dups:
+            continue
+        group_paths = {keeper.path, *(m.path for m in dups)}
         if any(group_paths <= marked for marked in not_duplicates):
             hidden += 1
             continue
-        dups = sorted((member(j, t, d) for j, t, d in members), key=lambda m: (TIERS.index(m.tier), m.distance, m.path))
-        groups.append(Group(group_key(group_paths), member(keeper, "keeper", 0), dups))
+        dups.sort(key=lambda m: (TIERS.index(m.tier), m.distance, m.path))
+        groups.append(Group(group_key(group_paths), _as(keeper, "keeper", 0), dups))
     groups.sort(key=lambda g: (-g.reclaimable, g.keeper.path))
     return DuplicatesReport(groups, n, tiers, threshold, radius, keep, too_flat, without, hidden)
+
+
+def _as(member: Member, tier: str, distance: int) -> Member:
+    return Member(member.id, member.path, tier, int(distance), member.size, member.width, member.height, member.mtime)
+
+
+def _node_groups(n: int, pairs: dict[tuple[int, int], tuple[str, int]]) -> list[tuple[int, list[tuple[int, str, int]]]]:
+    """:func:`group_pairs` over nodes numbered in keeper order (a self-pair (k, k) marks a
+    node that is a group by itself: several files with the same bytes)."""
+    alone = {k for (a, b) in pairs if a == b for k in (a,)}
+    real = {key: v for key, v in pairs.items() if key[0] != key[1]}
+    groups = dict(group_pairs(n, real, np.arange(n)))
+    grouped = {k for k in groups} | {j for members in groups.values() for j, _, _ in members}
+    for k in sorted(alone - grouped):
+        groups[k] = []
+    return sorted(groups.items())
 
 
 # --------------------------------------------------------------------------- decisions
@@ -484,3 +598,98 @@ def undo_moves(manifest: str | Path) -> UndoSummary:
         else:
             summary.already_back += 1
     return summary
+
+
+# --------------------------------------------------------------------------- calibration
+CALIBRATION_THRESHOLDS = (8, 16, 24, 31, 39, 47)
+
+
+@dataclass
+class Calibration:
+    """What the near tier's thresholds mean on this collection: per threshold, the share of
+    copies made with each edit that find their original, and the share of copies that match
+    an indexed image other than their original (or a copy the index already held of it)."""
+
+    sampled: list[str]  # the indexed images copied (keys)
+    thresholds: list[int]
+    recall: dict[str, list[float]]  # edit -> recall per threshold
+    false_match: list[float]  # per threshold
+    default_threshold: int
+    skipped: list[str] = field(default_factory=list)  # sampled images that could not be read
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sampled": len(self.sampled), "thresholds": self.thresholds, "default_threshold": self.default_threshold,
+                "recall": self.recall, "false_match": self.false_match, "skipped": self.skipped}  # fmt: skip
+
+
+def calibrate(index_path: str | Path, sample: int = 100, seed: int = 0, thresholds: Iterable[int] = CALIBRATION_THRESHOLDS,
+              min_quality: int = MIN_QUALITY, on_progress: Callable[[int], None] | None = None) -> Calibration:  # fmt: skip
+    """Copy a seeded sample of the indexed images with every edit of :mod:`semhash.edits`
+    (in memory: no file is written anywhere) and search the index's near tier with each copy,
+    as ``semhash query`` does.  Nothing in the index changes."""
+    from PIL import Image
+
+    from semhash.data import decode_views
+    from semhash.edits import EDITS, edited_bytes
+    from semhash.errors import ImageError
+    from semhash.index.db import ImageRow, database_errors, open_index, read_meta
+    from semhash.index.pathkeys import key_path
+    from semhash.index.tiers import load_near_index
+    from semhash.perceptual import near_codes
+
+    thresholds = sorted({int(t) for t in thresholds})
+    if sample < 1:
+        raise DuplicatesError(f"--sample must be at least 1, got {sample}")
+    with open_index(index_path) as db, database_errors(db.path):
+        db.require_near_tier()
+        with db.session() as s, s.begin():
+            meta = read_meta(s, db.path)
+            near_index = load_near_index(s.connection().connection)
+            rows = s.execute(select(ImageRow.id, ImageRow.path, ImageRow.near_code, ImageRow.near_quality)
+                             .where(ImageRow.near_code.is_not(None)).order_by(ImageRow.id)).tuples().all()  # fmt: skip
+    if not meta.bound or not rows:
+        raise DuplicatesError(f"{db.path}: no indexed image has a near code: run `semhash index DIR` first")
+    shape = tuple(meta.input_shape or (8, 8, 1))
+    order = np.random.default_rng(seed).permutation(len(rows))
+    top = max(thresholds)
+    recall_hits = {edit: np.zeros(len(thresholds)) for edit in EDITS}
+    false_hits = np.zeros(len(thresholds))
+    sampled, skipped, copies = [], [], 0
+    for k in order.tolist():
+        if len(sampled) >= sample:
+            break
+        row_id, key, code, quality = rows[k]
+        if quality is not None and quality < min_quality:
+            continue
+        try:
+            with Image.open(key_path(key)) as img:
+                original = img.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            skipped.append(f"{key}: {exc}")
+            continue
+        own_ids, _ = near_index.search(np.frombuffer(code, np.uint8)[None, :], NEAR_THRESHOLD)
+        own = {int(row_id), *own_ids.tolist()}  # the image and the copies the index already holds of it
+        for edit in EDITS:
+            try:
+                decoded = decode_views(f"{key} ({edit})", shape, data=edited_bytes(original, edit))
+            except ImageError as exc:
+                skipped.append(str(exc))
+                continue
+            found_ids, found_d = near_index.search(near_codes(decoded.near)[0], top)
+            distance = dict(zip(found_ids.tolist(), found_d.tolist()))
+            mine = distance.get(int(row_id), top + 1)
+            others = min((d for i, d in distance.items() if i not in own), default=top + 1)
+            for t_index, t in enumerate(thresholds):
+                recall_hits[edit][t_index] += mine <= t
+                false_hits[t_index] += others <= t
+            copies += 1
+        sampled.append(key)
+        if on_progress is not None:
+            on_progress(len(sampled))
+    if not sampled:
+        raise DuplicatesError(f"{db.path}: none of the indexed images could be read to make copies of")
+    n = len(sampled)
+    return Calibration(
+        sampled, thresholds, {edit: [round(float(h) / n, 3) for h in hits] for edit, hits in recall_hits.items()},
+        [round(float(h) / max(1, copies), 4) for h in false_hits], NEAR_THRESHOLD, skipped,
+    )  # fmt: skip

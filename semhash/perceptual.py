@@ -13,7 +13,7 @@ Images are given as (H, W, 3) or (H, W, 1) uint8 arrays, already reduced
 is 32 bytes (``np.packbits`` of PDQ's 256 bits).  The indexer keeps all 8 dihedral codes of
 each image (its own first); only the first is looked up.
 
-Flat images: a blank or nearly uniform image has quality below :data:`MIN_QUALITY` and a
+Flat images: a blank or nearly uniform image has quality below :data:`semhash.tiers.MIN_QUALITY` and a
 code that is mostly noise, so such images are reported as too flat and never matched in
 the near tier (PDQ's own guidance: quality < 50 is not a reliable hash).
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 
 from semhash.errors import SemhashError
-from semhash.tiers import MIN_QUALITY, NEAR_THRESHOLD  # noqa: F401 (the near tier's thresholds)
 
 NEAR_BITS = 256
 NEAR_BYTES = NEAR_BITS // 8

@@ -15,6 +15,9 @@ COPY_TIERS = ("exact", "near")
 #: default near-tier threshold: PDQ codes within this many of 256 bits (PDQ's recommended 31,
 #: checked on the copies benchmark: docs/BENCHMARKS.md "Copies")
 NEAR_THRESHOLD = 31
+#: the loosest near threshold `duplicates` takes: unrelated photos are ~128 bits apart, and
+#: every pair of images within the threshold is held at once
+MAX_GROUP_THRESHOLD = 64
 #: images whose PDQ quality is below this are too flat to match in the near tier
 MIN_QUALITY = 50
 

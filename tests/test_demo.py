@@ -69,7 +69,7 @@ def test_demo_works_in_its_own_folder_and_never_in_semhash_home(user_home, digit
             args.append("--help")
         cli(*args, env=env)
     query_line = next(line for line in follow_ups if line.startswith("semhash query"))
-    assert "within radius 2" in cli(*shlex.split(query_line)[1:], env=env).stdout
+    assert "similar (radius 2) tiers" in cli(*shlex.split(query_line)[1:], env=env).stdout
 
     # run again: its own folder is claimed again (the full run is the one above)
     from semhash.demo import claim_demo_home

@@ -47,7 +47,7 @@ def test_a_file_rewritten_while_indexed_never_keeps_a_wrong_code(tmp_path, ws, m
     target = sorted((folder / "1").glob("*.png"))[0]
     original = target.read_bytes()
     other = write_png(tmp_path / "other.png", digits()[0][300]).read_bytes()  # another digit
-    real = indexer.decode_image
+    real = indexer.decode_views
 
     def rewritten_meanwhile(path, shape, *args, **kwargs):
         if Path(path) == target and target.read_bytes() == original:
@@ -56,7 +56,7 @@ def test_a_file_rewritten_while_indexed_never_keeps_a_wrong_code(tmp_path, ws, m
             os.replace(swap, target)  # an atomic rewrite, as editors and sync tools do
         return real(path, shape, *args, **kwargs)
 
-    monkeypatch.setattr(indexer, "decode_image", rewritten_meanwhile)
+    monkeypatch.setattr(indexer, "decode_views", rewritten_meanwhile)
     index_folder(folder, ws.model("m1"), ws.index_path, progress=False, workers=workers)
     monkeypatch.undo()
     hasher = ws.model("m1").load_hasher()

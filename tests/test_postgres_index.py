@@ -272,3 +272,52 @@ def test_semhash_import_into_a_database_url(tmp_path, home, postgres_url):
     assert rows == {"/data/0/a.png": 5, "/data/1/b.png": 7, "/data/2/c.png": 6}
     found = _cli("query", "--code", "7", "--radius", "0", "--index", postgres_url, "--json", home=home)
     assert found.exit_code == 0 and "/data/1/b.png" in found.output
+
+
+# --------------------------------------------------------------------------- the tiers on PostgreSQL
+def _photo_folder(folder: Path) -> None:
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    (folder / "a").mkdir(parents=True)
+    china, flower = load_sample_images().images
+    Image.fromarray(china[50:210, 100:260]).save(folder / "a" / "china.png")
+    Image.fromarray(flower[100:260, 200:360]).save(folder / "a" / "flower.png")
+    Image.fromarray(china[50:210, 100:260]).save(folder / "a" / "china-copy.jpg", quality=60)
+
+
+def test_near_tier_duplicates_decisions_and_the_schema_upgrade_on_postgresql(tmp_path, home, postgres_url):
+    import json
+
+    from semhash.duplicates import record_decision
+
+    folder = tmp_path / "photos"
+    _photo_folder(folder)
+    assert _cli("index", folder, "--index", postgres_url, "--model", "m1", "--quiet", home=home).exit_code == 0
+    found = _cli("query", folder / "a" / "china.png", "--tier", "near", "--json", "--index", postgres_url, home=home)
+    assert found.exit_code == 0, found.output
+    assert {Path(m["path"]).name for m in json.loads(found.stdout)[0]["matches"]} == {"china.png", "china-copy.jpg"}
+
+    def groups():
+        result = _cli("duplicates", "--json", "--index", postgres_url, home=home)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    (group,) = groups()["groups"]
+    assert {Path(m["path"]).name for m in [group["keeper"], *group["duplicates"]]} == {"china.png", "china-copy.jpg"}
+    record_decision(postgres_url, [group["keeper"]["path"], *(m["path"] for m in group["duplicates"])], "not_duplicates")
+    assert groups()["totals"]["hidden_by_decisions"] == 1
+    # an index from before the near tier: upgraded in place when opened, filled by the next run
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        for column in ("near_code", "near_variants", "near_quality", "width", "height"):
+            conn.execute(text(f"ALTER TABLE images DROP COLUMN {column}"))
+        conn.execute(text("DROP TABLE decisions"))
+        conn.execute(update(MetaRow).where(MetaRow.key == "schema_version").values(value="2"))
+    engine.dispose()
+    assert _cli("status", "--index", postgres_url, home=home).exit_code == 0
+    assert _scalar(postgres_url, "SELECT value FROM meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION)
+    assert _scalar(postgres_url, "SELECT count(*) FROM images WHERE near_code IS NULL") == 3
+    assert _cli("index", folder, "--index", postgres_url, "--quiet", home=home).exit_code == 0
+    assert _scalar(postgres_url, "SELECT count(*) FROM images WHERE near_code IS NULL") == 0
+    assert groups()["totals"]["groups"] == 1  # the decision went with the dropped table

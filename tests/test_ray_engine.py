@@ -158,8 +158,11 @@ def _all_rows(index_path) -> dict[str, tuple]:
     from semhash.index import open_index
 
     with open_index(index_path) as db, db.session() as s:
-        result = s.connection().exec_driver_sql("SELECT path, code, label, content_hash, size, mtime FROM images")
-        return {r[0]: (from_signed64(r[1]), *r[2:]) for r in result}
+        # every tier's code: the near codes and pixel sizes too
+        result = s.connection().exec_driver_sql(
+            "SELECT path, code, label, content_hash, size, mtime, near_code, near_variants, near_quality, width, height FROM images"
+        )
+        return {r[0]: (from_signed64(r[1]), *r[2:6], *(bytes(v) if isinstance(v, memoryview) else v for v in r[6:])) for r in result}
 
 
 def _counts(summary) -> tuple:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def test_check_fails_when_the_readme_or_a_command_drifts(readme_script, tmp_path
         monkeypatch.setattr(readme_script, name, copy)
     assert readme_script.main(["--check"]) == 0
     readme = readme_script.README.read_text()
-    readme_script.README.write_text(readme.replace("matches within radius 2", "matches within radius two", 1))
+    changed = re.sub(r"(\d+) of (\d+) matches", lambda m: f"{m[1]} of {int(m[2]) + 1} matches", readme, count=1)
+    assert changed != readme
+    readme_script.README.write_text(changed)
     assert readme_script.main(["--check"]) == 1
     readme_script.README.write_text(readme)
     import semhash.cli.cmd_index as cmd_index

@@ -296,3 +296,60 @@ def test_upload_search_in_the_web_api_carries_tiers(library, home):
         assert matches and {m["tier"] for m in matches} == {"near"}
         assert client.post("/api/search/upload", params={"tier": "nearby"}, files={"files": ("a.jpg", data)}).status_code == 422
 
+
+
+def test_calibrate_says_what_each_threshold_finds_without_touching_the_library(library, home, cli):
+    before = _files(library)
+    data = json.loads(cli("duplicates", "--calibrate", "--sample", "4", "--json", home=home).stdout)
+    assert data["sampled"] == 4 and data["thresholds"] == [8, 16, 24, 31, 39, 47] and data["default_threshold"] == 31
+    assert set(data["recall"]) == {"jpeg_q50", "resize_half", "gamma", "crop_5pct", "rotate_4deg", "flip", "pad_10pct", "overlay", "blur"}
+    default = data["thresholds"].index(31)
+    for edit in ("jpeg_q50", "resize_half", "gamma", "flip", "blur"):  # flip: through the dihedral codes
+        assert data["recall"][edit][default] == 1.0, (edit, data["recall"][edit])
+    for series in [*data["recall"].values(), data["false_match"]]:
+        assert series == sorted(series)  # a looser threshold never finds less
+    assert _files(library) == before  # the copies were made in memory
+    table = cli("duplicates", "--calibrate", "--sample", "2", home=home).stdout
+    assert "31 (default)" in table and "2 indexed images copied 9 ways" in table
+
+
+def test_identical_files_are_a_group_even_when_too_flat_for_the_near_tier(library, home, cli):
+    for name in ("flat-2.png", "flat-3.png"):
+        (library / "copies" / name).write_bytes((library / "flat.png").read_bytes())
+    cli("index", library, "--quiet", home=home)
+    data = _groups(cli, home, "--keep", "shortest-path")
+    flat = next(g for g in data["groups"] if Path(g["keeper"]["path"]).name == "flat.png")
+    assert sorted((Path(m["path"]).name, m["tier"], m["distance"]) for m in flat["duplicates"]) == [
+        ("flat-2.png", "exact", 0), ("flat-3.png", "exact", 0)]
+
+
+def test_the_near_cache_beside_the_record_is_rebuilt_when_missing_or_stale(library, home, cli):
+    near = home / "index" / "index.near"
+    assert near.is_file()  # left current by `semhash index`
+    query = [library / "copies" / "a-q50.jpg", "--tier", "near", "--json"]
+    first = json.loads(cli("query", *query, home=home).stdout)[0]["matches"]
+    near.unlink()
+    assert json.loads(cli("query", *query, home=home).stdout)[0]["matches"] == first
+    assert near.is_file()  # a query with write access saves what it built
+    (library / "originals" / "p0.png").unlink()  # the record changes: the cache is stale
+    cli("index", library, "--quiet", home=home)
+    after = json.loads(cli("query", *query, home=home).stdout)[0]["matches"]
+    assert {Path(m["path"]).name for m in first} - {Path(m["path"]).name for m in after} == {"p0.png"}
+
+
+def test_the_web_api_lists_the_groups_of_copies(library, home, cli):
+    from fastapi.testclient import TestClient
+
+    from semhash.web.app import create_app
+    from semhash.workspace import Workspace
+
+    expected = _groups(cli, home)
+    with TestClient(create_app(home / "index" / "index.sqlite", Workspace(home)), base_url="http://127.0.0.1") as client:
+        got = client.get("/api/duplicates").json()
+        assert got["groups"] == expected["groups"] and got["totals"] == expected["totals"]
+        page = client.get("/api/duplicates", params={"offset": 1, "limit": 1}).json()
+        assert page["groups"] == expected["groups"][1:2] and page["totals"]["groups"] == 2
+        refused = client.get("/api/duplicates", params={"tier": "similar"})
+        assert refused.status_code == 422 and "radius=R" in refused.json()["detail"]
+        looks = client.get("/api/duplicates", params={"tier": "similar", "radius": 16}).json()
+        assert looks["tiers"] == ["exact", "near", "similar"] and looks["totals"]["redundant_files"] >= 4

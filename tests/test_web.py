@@ -182,7 +182,7 @@ def test_search_by_id_and_by_code_agree_with_the_library(client, index_path):
     rows = client.get("/api/search/code", params={"code": "0", "radius": 16, "limit": 10_000}).json()[0]["matches"]
     assert len(rows) == 18
     some = rows[5]
-    by_id = client.get(f"/api/search/id/{some['id']}?radius=2&limit=100").json()
+    by_id = client.get(f"/api/search/id/{some['id']}?radius=2&limit=100&tier=similar").json()
     assert len(by_id) == 1 and by_id[0]["query"] == some["path"]
     code, bits = by_id[0]["code"], by_id[0]["bits"]
     by_bits = client.get("/api/search/code", params={"code": bits, "radius": 2}).json()[0]

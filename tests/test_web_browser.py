@@ -84,9 +84,16 @@ def test_upload_then_click_through_matches(served, tmp_path):
             expect(matches.first).to_be_visible()
             expect(matches.first.locator(".distance")).to_have_text("distance 0")
             expect(matches.first.locator(".path")).to_have_text(str(query))
-            expect(page.locator("#results .group h3").first).to_contain_text("Distance 0")
+            expect(matches.first.locator(".tier")).to_have_text("exact")
+            expect(page.locator("#results .group h3").first).to_contain_text("Exact copies")
+            # exact, then near (copies), then similar; nearest first within a tier
+            tiers = matches.locator(".tier").all_inner_texts()
             distances = [int(t.split()[-1]) for t in matches.locator(".distance").all_inner_texts()]
-            assert distances == sorted(distances) and max(distances) <= 2
+            assert tiers == sorted(tiers, key=["exact", "near", "similar"].index)
+            for tier in ("near", "similar"):
+                mine = [d for t, d in zip(tiers, distances) if t == tier]
+                assert mine == sorted(mine)
+            assert all(d <= 2 for t, d in zip(tiers, distances) if t == "similar")
 
             # click another match: the page searches from it
             target = matches.nth(1) if matches.count() > 1 else matches.first

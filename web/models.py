@@ -113,3 +113,44 @@ class ReportOut(BaseModel):
     headline: str
     figures: list[FigureOut]
     report: dict[str, Any] = Field(description="The report.json written by `semhash evaluate`.")
+
+
+class MemberOut(BaseModel):
+    id: int
+    path: str
+    tier: str = Field(description="How it is linked to the group's keeper: exact, near or similar ('keeper' for the keeper).")
+    distance: int = Field(description="Distance to the keeper in that tier's code.")
+    size: int = Field(description="Bytes.")
+    width: int | None
+    height: int | None
+    mtime: float = Field(description="The file's modification time, seconds since the epoch.")
+
+
+class GroupOut(BaseModel):
+    key: str = Field(description="sha256 of the group's sorted paths: what a decision about it is recorded under.")
+    reclaimable_bytes: int
+    keeper: MemberOut
+    duplicates: list[MemberOut]
+
+
+class DuplicatesTotals(BaseModel):
+    groups: int
+    redundant_files: int
+    reclaimable_bytes: int
+    images: int
+    too_flat: int = Field(description="Images left out of the near tier: too flat for PDQ.")
+    without_near_code: int
+    hidden_by_decisions: int
+
+
+class DuplicatesOut(BaseModel):
+    """`semhash duplicates --json`, a page of its groups at a time (largest reclaimable first)."""
+
+    groups: list[GroupOut]
+    totals: DuplicatesTotals
+    tiers: list[str]
+    near_threshold: int
+    radius: int | None
+    keep: str
+    offset: int
+    limit: int

@@ -22,10 +22,11 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from semhash.index.browse import THUMBNAIL_SIZES, BadQuery, FileBytes, ImageRecord, IndexReader, NotFound, SearchResult
-from semhash.tiers import NEAR_THRESHOLD
+from semhash.tiers import MAX_GROUP_THRESHOLD, NEAR_THRESHOLD
 from semhash.web.models import (
     BucketOut,
     BucketsOut,
+    DuplicatesOut,
     Error,
     FigureOut,
     ImageOut,
@@ -192,11 +193,14 @@ async def _watch_for_disconnect(request: Request, gone: threading.Event) -> None
 
 
 @router.get("/search/id/{image_id}", response_model=list[QueryOut], summary="Search from an indexed image")
-async def search_id(reader: FreshReader, image_id: ImageId, radius: Radius = 2, limit: Limit = 100) -> list[QueryOut]:
-    """The indexed images within `radius` of indexed image `image_id`'s code."""
-    if _light(1, radius, limit):
-        return [_query_out(reader.search_id(image_id, radius, limit))]
-    return await _in_a_thread(reader.search_id, image_id, radius, limit)  # type: ignore[return-value]
+async def search_id(reader: FreshReader, image_id: ImageId, radius: Radius = 2, limit: Limit = 100, tier: TierParam = "all",
+                    near_threshold: NearThreshold = None) -> list[QueryOut]:  # fmt: skip
+    """The indexed images that match indexed image `image_id`, from its stored codes: the
+    same bytes (exact), copies (near: PDQ within `near_threshold`), images within `radius`
+    (similar), in that order, each with its tier."""
+    if tier == "similar" and _light(1, radius, limit):
+        return [_query_out(reader.search_id(image_id, radius, limit, tier))]
+    return await _in_a_thread(reader.search_id, image_id, radius, limit, tier, near_threshold)  # type: ignore[return-value]
 
 
 @router.get("/search/code", response_model=list[QueryOut], summary="Search by code")
@@ -221,6 +225,25 @@ async def search_code(
     if _light(len(code), radius, limit):
         return [_query_out(r) for r in reader.search_codes(code, radius, limit)]
     return await _in_a_thread(reader.search_codes, code, radius, limit)  # type: ignore[return-value]
+
+
+@router.get("/duplicates", response_model=DuplicatesOut, summary="Groups of copies in the index")
+async def duplicates(
+    reader: Reader,
+    tier: TierParam = "near",
+    near_threshold: Annotated[int | None, Query(ge=0, le=MAX_GROUP_THRESHOLD, description=f"Near tier: the most PDQ bits of 256 a copy may differ by (default {NEAR_THRESHOLD}).")] = None,
+    radius: Annotated[int | None, Query(ge=0, le=64, description="Similar tier: Hamming radius (needed with tier=similar or all).")] = None,
+    keep: Annotated[Literal["largest", "oldest", "newest", "shortest-path"], Query(description="Which image of a group is kept.")] = "largest",
+    min_quality: Annotated[int | None, Query(ge=0, le=100, description="PDQ quality below which an image takes no part in the near tier.")] = None,
+    offset: Annotated[int, Query(ge=0, le=10**9, description="Groups to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many groups.")] = 100,
+) -> DuplicatesOut:
+    """Every group of copies, as `semhash duplicates --json` lists them (the same bytes, and
+    copies within the near threshold; with tier=similar look-alikes too), largest reclaimable
+    first, `limit` groups from `offset`; totals cover all of them."""
+    report = await run_in_threadpool(reader.duplicates, tier, near_threshold, radius, keep, min_quality)
+    data = report.to_json()
+    return DuplicatesOut(**{**data, "groups": data["groups"][offset : offset + limit], "offset": offset, "limit": limit})
 
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An indexed image's row")

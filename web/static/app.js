@@ -125,28 +125,33 @@ function showQuery(imageUrl, name, bits, countText) {
 function showResult(result, search) {
   const radius = Number($("radius").value);
   const shown = result.matches.length;
-  let count = `${plural(result.total, "match", "matches")} within radius ${radius}`;
+  let count = `${plural(result.total, "match", "matches")}: copies, or similar within radius ${radius}`;
   if (shown < result.total) count += ` (showing the nearest ${shown.toLocaleString()})`;
   const image = search.kind === "upload" ? queryPreviewUrl : `/api/images/${search.id}/thumbnail?size=192`;
   showQuery(image, result.query, result.bits, count);
   const results = $("results");
   results.replaceChildren();
   if (result.total === 0) {
-    say(`No indexed image within radius ${radius}. Try a larger radius.`);
+    say(`No copy, and no indexed image within radius ${radius}. Try a larger radius.`);
     return;
   }
   say(count + ". Click a match to search from it.");
+  // matches come exact, then near, then similar: one section per tier and distance
   const groups = new Map();
   for (const match of result.matches) {
-    if (!groups.has(match.distance)) groups.set(match.distance, []);
-    groups.get(match.distance).push(match);
+    const key = `${match.tier} ${match.distance}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(match);
   }
-  for (const [distance, matches] of groups) {
-    const heading = el("h3", { text: `Distance ${distance} · ${plural(matches.length, "image", "images")}` });
+  for (const matches of groups.values()) {
+    const { tier, distance } = matches[0];
+    const heading = el("h3", { text: `${TIER_TITLES[tier] || tier}${tier === "exact" ? "" : ` · distance ${distance}`} · ${plural(matches.length, "image", "images")}` });
     const list = el("ul", { class: "grid" }, ...matches.map((m) => el("li", {}, matchCard(m, `distance ${m.distance}`))));
-    results.append(el("section", { class: "group", "aria-label": `Matches at distance ${distance}` }, heading, list));
+    results.append(el("section", { class: "group", "aria-label": `${TIER_TITLES[tier] || tier}, distance ${distance}` }, heading, list));
   }
 }
+
+const TIER_TITLES = { exact: "Exact copies (the same bytes)", near: "Near-duplicates (copies)", similar: "Similar" };
 
 function showBucket(bucket) {
   showQuery(
@@ -172,11 +177,13 @@ function matchCard(match, distanceText) {
       type: "button",
       class: "match",
       "data-id": String(match.id),
-      "aria-label": `Search from ${match.path} (${distanceText}, ${label})`,
+      "aria-label": `Search from ${match.path} (${match.tier || "similar"}, ${distanceText}, ${label})`,
       onclick: () => runSearch({ kind: "id", id: match.id }),
     },
     el("img", { src: `/api/images/${match.id}/thumbnail`, alt: "", loading: "lazy" }),
-    el("span", { class: "facts" }, el("span", { class: "distance", text: distanceText }), el("span", { class: "label", text: label })),
+    el("span", { class: "facts" },
+      el("span", { class: `tier tier-${match.tier || "similar"}`, text: match.tier || "similar" }),
+      el("span", { class: "distance", text: distanceText }), el("span", { class: "label", text: label })),
     el("span", { class: "path", text: match.path }),
   );
 }
