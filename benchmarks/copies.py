@@ -20,6 +20,8 @@ Scale: the near lookup's query rate at 10^6 and 10^7 codes and its all-pairs joi
 `semhash duplicates` runs) at 10^5 and 10^6, on random codes with planted copies.
 
     python -m benchmarks copies                 # docs/benchmarks/copies.json
+    python -m benchmarks copies --only-duplicates --duplicates-at 10000000
+                                                # docs/benchmarks/copies_duplicates.json
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scale", default="1000000,10000000", help="codes for the query-rate measurement")
     parser.add_argument("--duplicates-at", default="100000,1000000", help="indexed images for the whole `semhash duplicates` run")
     parser.add_argument("--no-scale", action="store_true", help="skip the scale measurements")
+    parser.add_argument("--only-duplicates", action="store_true",
+                        help="only the whole `semhash duplicates` runs (at --duplicates-at), into their own JSON")
     parser.add_argument("--out", default=None)
 
 
@@ -153,10 +157,26 @@ def _hashers():
     }
 
 
-def _distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
-    """(Q, V, B) x (N, B) -> (Q, N): the smallest distance over each query's variants."""
-    x = np.bitwise_xor(queries[:, :, None, :], database[None, None, :, :])
-    return np.bitwise_count(x).sum(axis=-1).min(axis=1)
+def _distances(queries: np.ndarray, database: np.ndarray, bound: int | None = -1) -> np.ndarray:
+    """(Q, V, B) x (N, B) -> (Q, N): the query's own code's distance, or a variant's (its
+    rotations and mirrors) when that is smaller and within ``bound`` (default DIHEDRAL_MAX,
+    as the near tier counts them: :class:`semhash.index.tiers.NearIndex`; None: unbounded)."""
+    from semhash.tiers import DIHEDRAL_MAX
+
+    bound = DIHEDRAL_MAX if bound == -1 else bound
+    d = np.bitwise_count(np.bitwise_xor(queries[:, :, None, :], database[None, None, :, :])).sum(axis=-1)
+    own = d[:, 0, :]
+    if d.shape[1] == 1:
+        return own
+    variants = d[:, 1:, :].min(axis=1)
+    if bound is None:
+        return np.minimum(own, variants)
+    return np.minimum(own, np.where(variants <= bound, variants, np.iinfo(d.dtype).max))
+
+
+#: bounds on a rotated or mirrored match tried by the sweep (None: none)
+DIHEDRAL_BOUNDS = (31, 36, 40, 44, 48, 56, None)
+NEAR = "semhash near (PDQ, dihedral)"
 
 
 def _at(d: np.ndarray, truth: np.ndarray, t: int) -> tuple[float, float]:
@@ -182,6 +202,13 @@ def _best_recall(d: np.ndarray, truth: np.ndarray, max_t: int) -> tuple[float, i
 def run(args) -> dict:
     from PIL import Image
 
+    if args.only_duplicates:
+        sizes = [int(x) for x in args.duplicates_at.split(",")]
+        payload = {"machine": machine_info(), "duplicates_command": {n: _duplicates_run(n, args.seed) for n in sizes}}
+        path = write_json("copies_duplicates", payload, args.out)
+        log(f"wrote {path}")
+        return payload
+
     from semhash.edits import EDITS
 
     rng = np.random.default_rng(args.seed)
@@ -194,6 +221,8 @@ def run(args) -> dict:
     log(f"{len(database)} database tiles, {len(unrelated)} unrelated, {len(chosen)} copied per edit")
     hashers = _hashers()
     results, costs, false_matches, thresholds_used = {}, {}, {}, {}
+    near_queries: dict[str, np.ndarray] = {}
+    near_db = None
     copies = {edit: [_copy(database[i], edit) for i in chosen] for edit in EDITS}
     for name, hasher in hashers.items():
         started = time.process_time()
@@ -203,6 +232,8 @@ def run(args) -> dict:
         results[name] = {}
         for edit in EDITS:
             queries = np.stack([hasher(c) for c in copies[edit]])
+            if name == NEAR:
+                near_queries[edit], near_db = queries, db_codes
             d = _distances(queries, db_codes)
             recall, t, precision = _best_recall(d, chosen, max_t)
             at_default = _at(d, chosen, DEFAULT_THRESHOLD[name])
@@ -219,6 +250,13 @@ def run(args) -> dict:
         thresholds_used[name] = DEFAULT_THRESHOLD[name]
         false_matches[name] = round(float((d.min(axis=1) <= DEFAULT_THRESHOLD[name]).mean()), 4)
         log(f"{name}: {costs[name]:.2f} ms/image; " + ", ".join(f"{e} {results[name][e]['recall']}" for e in EDITS))
+    # the bound on rotated and mirrored matches: recall at >= 99% precision for each
+    sweep = {}
+    for bound in DIHEDRAL_BOUNDS:
+        sweep["none" if bound is None else str(bound)] = {
+            edit: round(_best_recall(_distances(near_queries[edit], near_db, bound), chosen, 128)[0], 3) for edit in EDITS
+        }
+    log(f"dihedral bound sweep: {sweep}")
     rows = [{"hash": name, **{e: results[name][e]["recall"] for e in ("exact_copy", *EDITS)},
              "unrelated_with_a_match": false_matches[name], "cpu_ms_per_image": round(costs[name], 2)} for name in hashers]  # fmt: skip
     print(table(rows, ["hash", "exact_copy", *EDITS, "unrelated_with_a_match", "cpu_ms_per_image"]))
@@ -240,6 +278,7 @@ def run(args) -> dict:
         "recall_at_99_precision": results,
         "unrelated_with_a_match_at_default_threshold": false_matches,
         "default_thresholds": thresholds_used,
+        "dihedral_bound_sweep": sweep,
         "cpu_ms_per_image": {k: round(v, 3) for k, v in costs.items()},
         "near_cost_320_jpeg": cost_320,
         "scale": scale,
@@ -250,34 +289,44 @@ def run(args) -> dict:
 
 
 def _scale(sizes: list[int], seed: int) -> dict:
-    """The near lookup's query rate (one core) and its all-pairs join, on random codes with
-    1% planted copies (a few bits flipped)."""
-    from semhash.index.near_lookup import NearLookup
+    """The near lookup's query rate (one core, 2,000 queries 4 bits from an indexed code,
+    threshold 31) with each word layout, and its all-pairs join (what `semhash duplicates`
+    runs) up to 10^6 codes, on random codes with 1% planted copies (a few bits flipped)."""
+    from semhash.index.near_lookup import NARROW, WIDE, WIDER, NearLookup, layout_for
 
+    names = {NARROW: "16x16 bits", WIDE: "12x21-22 bits", WIDER: "11x23-24 bits"}
     rng = np.random.default_rng(seed)
-    out = {"queries_per_s": {}, "all_pairs_s": {}}
+    out = {"queries_per_s": {}, "layout_used": {}, "all_pairs_s": {}, "build_s": {}}
     for n in sorted({*sizes, 100_000}):
         codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
         planted = rng.integers(0, n, n // 100)
         codes[rng.integers(0, n, n // 100)] = codes[planted]
-        lookup = NearLookup(np.arange(n), codes)
         queries = codes[rng.integers(0, n, 2000)].copy()
         queries[:, :2] ^= 0x11  # 4 bits flipped
-        started = time.perf_counter()
-        lookup.search(queries, 31)
-        if n in sizes:
-            out["queries_per_s"][n] = round(len(queries) / (time.perf_counter() - started))
-        if n <= 1_000_000:
+        out["layout_used"][n] = names[layout_for(n)]
+        for layout, name in names.items():
+            if n not in sizes and layout != layout_for(n):
+                continue
             started = time.perf_counter()
-            lookup.pairs(31)
-            out["all_pairs_s"][n] = round(time.perf_counter() - started, 2)
+            lookup = NearLookup(np.arange(n), codes, layout)
+            out["build_s"].setdefault(n, {})[name] = round(time.perf_counter() - started, 1)
+            started = time.perf_counter()
+            lookup.search(queries, 31)
+            out["queries_per_s"].setdefault(n, {})[name] = round(len(queries) / (time.perf_counter() - started))
+            if layout == layout_for(n) and n <= 1_000_000:
+                started = time.perf_counter()
+                lookup.pairs(31)
+                out["all_pairs_s"][n] = round(time.perf_counter() - started, 2)
+            del lookup
         log(f"scale {n}: {out}")
-        del lookup, codes
+        del codes
     return out
 
 
+# peak memory from VmHWM: getrusage's ru_maxrss of a child started by a large process
+# reports the parent's peak (Linux keeps it across fork and exec); VmHWM is this process's own
 _MEASURED = """
-import resource, sys, time
+import sys, time
 from semhash.cli import run
 sys.argv = ["semhash", *sys.argv[1:]]
 started, cpu = time.perf_counter(), time.process_time()
@@ -285,8 +334,8 @@ try:
     run()
 except SystemExit as exc:
     code = exc.code
-print(f"SEMHASH-MEASURE {time.perf_counter() - started} {time.process_time() - cpu} "
-      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(f"SEMHASH-MEASURE {time.perf_counter() - started} {time.process_time() - cpu} {peak}", file=sys.stderr)
 """
 
 

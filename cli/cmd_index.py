@@ -316,6 +316,9 @@ def query(images, codes, codes_from, radius, limit, tier, near_threshold, show, 
                 echo_err(f"note: {result.note}")
     else:
         results = query_files(path, workspace, list(images), radius=radius, limit=limit, tier=tier, near_threshold=near_threshold)
+        for result in results[:1]:
+            if result.note:
+                echo_err(f"note: {result.note}")
         for result in results:
             if result.flat_quality is not None:
                 echo_err(f"note: {result.query}: too flat for the near tier (PDQ quality {result.flat_quality} < "

@@ -5,10 +5,10 @@
  * (starts, 65,537 int64).  For each query and word, every value within `radius` bits of the
  * query's word is probed (masks), each candidate is checked on all 256 bits, and a pair is
  * emitted once: at the first word whose distance is within `radius` (a later word that
- * also reaches it skips it), so no set of seen rows is needed.
+ * also reaches it skips it), so no set of seen rows is needed.  Words are any widths up to
+ * 32 bits (the module uses 16 x 16 or 12 x 21-22); their directories are uint32 offsets.
  *
- * `after` >= 0 makes it a self-join: query q is row q + after of the codes, and only rows
- * after it are reported (each pair once).  The GIL is released while the loops run.
+ * pairs() is the self-join over 16-bit words.  The GIL is released while the loops run.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -50,36 +50,41 @@ static int push(out_t *o, int64_t q, int64_t pos, int64_t d) {
     return 0;
 }
 
-static inline int word16(const uint64_t *code, int w) { return (int)((code[w >> 2] >> ((w & 3) * 16)) & 0xFFFF); }
+/* bits lo..lo+width-1 of a 256-bit code (width <= 32) */
+static inline uint32_t word_of(const uint64_t *code, int lo, int width) {
+    int lane = lo >> 6, off = lo & 63;
+    uint64_t v = code[lane] >> off;
+    if (off + width > 64) v |= code[lane + 1] << (64 - off);
+    return (uint32_t)(v & ((1ULL << width) - 1));
+}
 
-KERNEL static int run(const uint64_t *codes, Py_ssize_t n, const int32_t *order, const int64_t *starts,
-                      const uint64_t *queries, Py_ssize_t nq, const int64_t *masks, Py_ssize_t n_masks,
-                      int threshold, int radius, int64_t after, out_t *out) {
+KERNEL static int run(const uint64_t *codes, Py_ssize_t n, const int32_t *order, const uint32_t *starts,
+                      const int64_t *offsets, const int32_t *words, int n_words, const uint64_t *queries,
+                      Py_ssize_t nq, const int64_t *masks, Py_ssize_t n_masks, int threshold, int radius, out_t *out) {
     for (Py_ssize_t qi = 0; qi < nq; qi++) {
         const uint64_t *query = queries + 4 * qi;
-        int64_t self = after >= 0 ? after + qi : -1;
-        for (int w = 0; w < WORDS; w++) {
-            int qw = word16(query, w);
+        for (int w = 0; w < n_words; w++) {
+            int lo = words[2 * w], width = words[2 * w + 1];
+            uint32_t qw = word_of(query, lo, width);
             const int32_t *ord = order + (Py_ssize_t)w * n;
-            const int64_t *st = starts + (Py_ssize_t)w * 65537;
+            const uint32_t *st = starts + offsets[w];
             for (Py_ssize_t m = 0; m < n_masks; m++) {
-                int value = qw ^ (int)masks[m];
+                if ((uint64_t)masks[m] >> width) continue; /* a mask for a wider word */
+                uint32_t value = qw ^ (uint32_t)masks[m];
                 int64_t end = st[value + 1];
-                if (m + 1 < n_masks) __builtin_prefetch(st + (qw ^ (int)masks[m + 1]));
                 for (int64_t k = st[value]; k < end; k++) {
                     /* the codes are read at random: ask for the ones a few rows ahead now */
                     if (k + PREFETCH < end) __builtin_prefetch(codes + 4 * (Py_ssize_t)ord[k + PREFETCH]);
                     int64_t pos = ord[k];
-                    if (pos <= self) continue;
                     const uint64_t *c = codes + 4 * pos;
-                    uint64_t x0 = c[0] ^ query[0], x1 = c[1] ^ query[1], x2 = c[2] ^ query[2], x3 = c[3] ^ query[3];
-                    int d = __builtin_popcountll(x0) + __builtin_popcountll(x1) + __builtin_popcountll(x2) + __builtin_popcountll(x3);
+                    uint64_t x[4] = {c[0] ^ query[0], c[1] ^ query[1], c[2] ^ query[2], c[3] ^ query[3]};
+                    int d = __builtin_popcountll(x[0]) + __builtin_popcountll(x[1]) + __builtin_popcountll(x[2]) +
+                            __builtin_popcountll(x[3]);
                     if (d > threshold) continue;
                     /* emitted at the first word within radius only */
-                    uint64_t x[4] = {x0, x1, x2, x3};
                     int earlier = 0;
                     for (int v = 0; v < w; v++) {
-                        if (__builtin_popcountll((x[v >> 2] >> ((v & 3) * 16)) & 0xFFFF) <= radius) {
+                        if (__builtin_popcount(word_of(x, words[2 * v], words[2 * v + 1])) <= radius) {
                             earlier = 1;
                             break;
                         }
@@ -134,22 +139,31 @@ static PyObject *as_bytes(const int64_t *a, Py_ssize_t n) {
 }
 
 static PyObject *py_search(PyObject *self, PyObject *args) {
-    Py_buffer codes, order, starts, queries, masks;
+    Py_buffer codes, order, starts, offsets, words, queries, masks;
     int threshold, radius;
-    long long after;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*iiL", &codes, &order, &starts, &queries, &masks, &threshold, &radius, &after))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*ii", &codes, &order, &starts, &offsets, &words, &queries, &masks,
+                          &threshold, &radius))
         return NULL;
     Py_ssize_t n = codes.len / 32, nq = queries.len / 32, n_masks = masks.len / 8;
+    int n_words = (int)(words.len / 8);
     PyObject *result = NULL;
-    if (order.len != (Py_ssize_t)WORDS * n * 4 || starts.len != (Py_ssize_t)WORDS * 65537 * 8) {
+    int ok = offsets.len == (Py_ssize_t)n_words * 8 && order.len == (Py_ssize_t)n_words * n * 4 && n_words > 0;
+    for (int w = 0; ok && w < n_words; w++) {
+        int lo = ((const int32_t *)words.buf)[2 * w], width = ((const int32_t *)words.buf)[2 * w + 1];
+        int64_t off = ((const int64_t *)offsets.buf)[w];
+        ok = lo >= 0 && width >= 1 && width <= 32 && lo + width <= 256 && off >= 0 &&
+             (off + ((int64_t)1 << width) + 1) * 4 <= starts.len;
+    }
+    if (!ok) {
         PyErr_SetString(PyExc_ValueError, "near kernel: directory sizes do not match the codes");
         goto done;
     }
     out_t out = {NULL, NULL, NULL, 0, 0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = run((const uint64_t *)codes.buf, n, (const int32_t *)order.buf, (const int64_t *)starts.buf,
-             (const uint64_t *)queries.buf, nq, (const int64_t *)masks.buf, n_masks, threshold, radius, after, &out);
+    rc = run((const uint64_t *)codes.buf, n, (const int32_t *)order.buf, (const uint32_t *)starts.buf,
+             (const int64_t *)offsets.buf, (const int32_t *)words.buf, n_words, (const uint64_t *)queries.buf, nq,
+             (const int64_t *)masks.buf, n_masks, threshold, radius, &out);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         PyErr_NoMemory();
@@ -163,6 +177,8 @@ done:
     PyBuffer_Release(&codes);
     PyBuffer_Release(&order);
     PyBuffer_Release(&starts);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&words);
     PyBuffer_Release(&queries);
     PyBuffer_Release(&masks);
     return result;
@@ -204,7 +220,7 @@ static PyMethodDef methods[] = {
     {"pairs", py_pairs, METH_VARARGS,
      "pairs(codes sorted by word w, order_i32 of word w, starts_i64 of word w, w, masks_i64, threshold, radius) -> (i, j, d) int64 bytes"},
     {"search", py_search, METH_VARARGS,
-     "search(codes, order_i32, starts_i64, queries, masks_i64, threshold, radius, after) -> (q, pos, d) int64 bytes"},
+     "search(codes, order_i32, starts_u32, offsets_i64, words_i32, queries, masks_i64, threshold, radius) -> (q, pos, d) int64 bytes"},
     {NULL, NULL, 0, NULL},
 };
 

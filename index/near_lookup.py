@@ -42,11 +42,11 @@ _QUERY_BLOCK = 256  # queries probed at once (bounds the candidate arrays)
 _SCAN_CELLS = 1 << 22  # (query, row) distances a scan holds at once
 
 
-def _word_masks(radius: int) -> np.ndarray:
-    """Every 16-bit value with at most ``radius`` bits set."""
+def _word_masks(radius: int, width: int = 16) -> np.ndarray:
+    """Every ``width``-bit value with at most ``radius`` bits set."""
     masks = [0]
     for r in range(1, radius + 1):
-        masks += [sum(1 << b for b in bits) for bits in combinations(range(WORD_BITS), r)]
+        masks += [sum(1 << b for b in bits) for bits in combinations(range(width), r)]
     return np.array(masks, dtype=np.int64)
 
 
@@ -66,35 +66,73 @@ def _distances(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(a64, b64)).sum(axis=-1, dtype=np.int64)
 
 
-class NearLookup:
-    """Rows ``ids`` with near ``codes`` ((N, 32) uint8), searchable within a threshold."""
+#: word layouts: (first bit, width) of each word.  Narrow: 16 words of 16 bits (17 probes a
+#: word at threshold 31; 65,537-entry directories).  Wide: 12 words of 21-22 bits (radius 2:
+#: ~240 probes a word, each bucket 1/32 of a narrow one; 134 MB of directories).  Wider: 11
+#: words of 23-24 bits (~290 probes, buckets 1/128; 470 MB).  Measured at 10^7 random codes,
+#: threshold 31, one core: 1,139, 1,585 and 3,175 queries/s (docs/BENCHMARKS.md "Copies").
+NARROW = tuple((16 * w, 16) for w in range(16))
+WIDE = tuple([(22 * w, 22) for w in range(4)] + [(88 + 21 * w, 21) for w in range(8)])
+WIDER = tuple([(23 * w, 23) for w in range(8)] + [(184 + 24 * w, 24) for w in range(3)])
+#: rows from which each wider layout is used (its directories' size is fixed, whatever the rows)
+WIDE_FROM, WIDER_FROM = 1 << 20, 1 << 23
 
-    def __init__(self, ids: np.ndarray, codes: np.ndarray):
+
+def layout_for(n: int) -> tuple[tuple[int, int], ...]:
+    return WIDER if n >= WIDER_FROM else WIDE if n >= WIDE_FROM else NARROW
+
+
+def _words(codes64: np.ndarray, lo: int, width: int) -> np.ndarray:
+    """Bits lo..lo+width-1 of (N, 4) uint64 codes -> (N,) int64."""
+    lane, off = lo >> 6, lo & 63
+    value = codes64[:, lane] >> np.uint64(off)
+    if off + width > 64:
+        value = value | (codes64[:, lane + 1] << np.uint64(64 - off))
+    return (value & np.uint64((1 << width) - 1)).astype(np.int64)
+
+
+class NearLookup:
+    """Rows ``ids`` with near ``codes`` ((N, 32) uint8), searchable within a threshold.
+    ``layout``: the words (see :data:`NARROW`, :data:`WIDE`); by default chosen by size."""
+
+    def __init__(self, ids: np.ndarray, codes: np.ndarray, layout: tuple[tuple[int, int], ...] | None = None):
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         self.codes = as_near_codes(codes)
         if len(self.ids) != len(self.codes):
             raise ValueError("one id per code")
+        if len(self.ids) >= 2**31:
+            raise ValueError("a near lookup holds fewer than 2**31 rows")
         self._codes64 = self.codes.view(np.uint64)
-        words = self.codes.view(np.uint16)  # (N, 16)
-        self._order = np.empty((WORDS, len(self.ids)), dtype=np.int32 if len(self.ids) < 2**31 else np.int64)
-        self._starts = np.empty((WORDS, (1 << WORD_BITS) + 1), dtype=np.int64)
-        for w in range(WORDS):
-            column = words[:, w]
+        self.layout = tuple(layout or layout_for(len(self.ids)))
+        self._words_array = np.array(self.layout, np.int32).reshape(-1, 2)
+        self._order = np.empty((len(self.layout), len(self.ids)), dtype=np.int32)
+        sizes = [(1 << width) + 1 for _, width in self.layout]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._starts = np.zeros(int(sum(sizes)), dtype=np.uint32)
+        for w, (lo, width) in enumerate(self.layout):
+            column = _words(self._codes64, lo, width)
             self._order[w] = np.argsort(column, kind="stable")
-            self._starts[w, 0] = 0
-            np.cumsum(np.bincount(column, minlength=1 << WORD_BITS), out=self._starts[w, 1:])
+            start = self._offsets[w]
+            np.cumsum(np.bincount(column, minlength=1 << width), out=self._starts[start + 1 : start + sizes[w]])
 
     @classmethod
-    def from_arrays(cls, ids: np.ndarray, codes: np.ndarray, order: np.ndarray, starts: np.ndarray) -> "NearLookup":
+    def from_arrays(cls, ids: np.ndarray, codes: np.ndarray, order: np.ndarray, starts: np.ndarray,
+                    words: np.ndarray) -> "NearLookup":  # fmt: skip
         """A lookup from its saved arrays (nothing sorted again)."""
         lookup = cls.__new__(cls)
         lookup.ids, lookup.codes = ids, codes
         lookup._codes64 = codes.view(np.uint64)
         lookup._order, lookup._starts = order, starts
+        lookup.layout = tuple((int(lo), int(width)) for lo, width in np.asarray(words).reshape(-1, 2))
+        lookup._words_array = np.array(lookup.layout, np.int32).reshape(-1, 2)
+        sizes = [(1 << width) + 1 for _, width in lookup.layout]
+        lookup._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        if order.shape != (len(sizes), len(ids)) or len(starts) != sum(sizes):
+            raise ValueError("the saved near lookup's arrays do not fit together")
         return lookup
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"ids": self.ids, "codes": self.codes, "order": self._order, "starts": self._starts}
+        return {"ids": self.ids, "codes": self.codes, "order": self._order, "starts": self._starts, "words": self._words_array}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -103,6 +141,13 @@ class NearLookup:
     def nbytes(self) -> int:
         return self.codes.nbytes + self.ids.nbytes + self._order.nbytes + self._starts.nbytes
 
+    def _radius(self, threshold: int) -> int:
+        return threshold // len(self.layout)
+
+    def _directory(self, w: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start = self._offsets[w]
+        return self._starts[start + values].astype(np.int64), self._starts[start + values + 1].astype(np.int64)
+
     def search(self, queries, threshold: int, backend: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (query, row) pair within ``threshold`` bits -> (query index, row position,
         distance) arrays, sorted by query then distance then row position.  Row positions
@@ -110,7 +155,7 @@ class NearLookup:
         queries = as_near_codes(queries)
         threshold = int(threshold)
         if self._use_c(threshold, backend):
-            return self._sorted(*self._search_c(queries, threshold, after=-1))
+            return self._sorted(*self._search_c(queries, threshold))
         parts = [self._search_block(queries[i : i + _QUERY_BLOCK], threshold, i) for i in range(0, len(queries), _QUERY_BLOCK)]
         if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -121,14 +166,18 @@ class NearLookup:
         position j > i, distance), sorted by i then distance then j."""
         threshold = int(threshold)
         parts = []
-        if self._use_c(threshold, backend):
-            # word by word, over the codes sorted by that word: both sides of every check
-            # are read in order (the probe-per-row search reads them at random: 14x slower)
+        if _kernel is not None and backend != "numpy" and 0 <= threshold and threshold // WORDS <= MAX_WORD_RADIUS:
+            # word by word (16 bits), over the codes sorted by that word: both sides of every
+            # check are read in order (a search per row reads them at random: 14x slower)
+            narrow = self if self.layout == NARROW else NearLookup(self.ids, self.codes, NARROW)
             masks = _word_masks(threshold // WORDS)
             for w in range(WORDS):
-                in_order = self.codes[self._order[w]]
-                found = _kernel.pairs(in_order, self._order[w], self._starts[w], w, masks, threshold, threshold // WORDS)
+                in_order = narrow.codes[narrow._order[w]]
+                starts = narrow._starts[narrow._offsets[w] : narrow._offsets[w] + (1 << WORD_BITS) + 1].astype(np.int64)
+                found = _kernel.pairs(in_order, narrow._order[w], starts, w, masks, threshold, threshold // WORDS)
                 parts.append(tuple(np.frombuffer(x, np.int64) for x in found))
+        elif backend == "c":
+            raise RuntimeError("the compiled near kernel is not available for this search")
         else:
             for start in range(0, len(self.ids), block):
                 q, pos, d = self._search_block(self.codes[start : start + block], threshold, 0)
@@ -146,21 +195,22 @@ class NearLookup:
     def _use_c(self, threshold: int, backend: str) -> bool:
         if backend not in ("auto", "c", "numpy"):
             raise ValueError(f"unknown backend {backend!r}")
-        usable = _kernel is not None and 0 <= threshold and threshold // WORDS <= MAX_WORD_RADIUS and self._order.dtype == np.int32
+        usable = _kernel is not None and 0 <= threshold and self._radius(threshold) <= MAX_WORD_RADIUS
         if backend == "c" and not usable:
             raise RuntimeError("the compiled near kernel is not available for this search")
         return usable and backend != "numpy"
 
-    def _search_c(self, queries: np.ndarray, threshold: int, after: int):
-        masks = _word_masks(threshold // WORDS)
-        q, pos, d = _kernel.search(self.codes, self._order, self._starts, np.ascontiguousarray(queries), masks,
-                                   threshold, threshold // WORDS, after)  # fmt: skip
+    def _search_c(self, queries: np.ndarray, threshold: int):
+        radius = self._radius(threshold)
+        masks = _word_masks(radius, max(width for _, width in self.layout))
+        q, pos, d = _kernel.search(self.codes, self._order, self._starts, self._offsets, self._words_array,
+                                   np.ascontiguousarray(queries), masks, threshold, radius)  # fmt: skip
         return (np.frombuffer(x, np.int64) for x in (q, pos, d))
 
     def _search_block(self, queries: np.ndarray, threshold: int, first: int):
         n, nq = len(self.ids), len(queries)
         q64 = queries.view(np.uint64)
-        radius = threshold // WORDS
+        radius = self._radius(threshold)
         if n == 0 or nq == 0 or threshold < 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
         if radius > MAX_WORD_RADIUS:  # a scan, a few queries x every row at a time (bounded memory)
@@ -171,18 +221,17 @@ class NearLookup:
                 qi, pos = np.nonzero(d <= threshold)
                 parts.append((qi + start + first, pos.astype(np.int64), d[qi, pos]))
             return tuple(np.concatenate(x) for x in zip(*parts))
-        masks = _word_masks(radius)
-        words = queries.view(np.uint16).astype(np.int64)  # (Q, 16)
         cand_q, cand_pos = [], []
-        for w in range(WORDS):
-            probes = (words[:, w : w + 1] ^ masks[None, :]).reshape(-1)  # (Q * P,)
-            lo, hi = self._starts[w, probes], self._starts[w, probes + 1]
-            counts = hi - lo
+        for w, (lo, width) in enumerate(self.layout):
+            masks = _word_masks(radius, width)
+            probes = (_words(q64, lo, width)[:, None] ^ masks[None, :]).reshape(-1)  # (Q * P,)
+            starts, ends = self._directory(w, probes)
+            counts = ends - starts
             total = int(counts.sum())
             if not total:
                 continue
-            # positions lo..hi-1 of every probe, flattened without a Python loop
-            offsets = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+            # positions start..end-1 of every probe, flattened without a Python loop
+            offsets = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
             cand_pos.append(self._order[w, offsets].astype(np.int64))
             cand_q.append(np.repeat(np.repeat(np.arange(nq), len(masks)), counts))
         if not cand_pos:

@@ -560,8 +560,12 @@ def query_files(
             return []
         if limit is not None and int(limit) < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
-        if "near" in tiers:
-            db.require_near_tier()
+        note = None
+        if "near" in tiers and not db.has_near_tier:
+            if tier != "all":
+                db.require_near_tier()
+            tiers = tuple(t for t in tiers if t != "near")
+            note = f"{db.path}: this index (read-only) predates the near tier: no near-duplicate matches"
         decoded = [query_facts(p, read_image_file(p), hasher.input_shape) for p in paths]
         codes = hasher.hash(np.stack([array for array, _ in decoded]))
         similar = _search(db, meta, codes, radius, None, "lookup") if "similar" in tiers else [([], 0)] * len(paths)
@@ -576,7 +580,7 @@ def query_files(
                 matches = _tier_matches(s, exact, near, similar_matches)
                 shown = matches if limit is None else matches[: int(limit)]
                 flat = facts.quality if facts.flat and "near" in tiers else None
-                results.append(QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), shown, len(matches), None, flat, tier))
+                results.append(QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), shown, len(matches), note, flat, tier))
         return results
 
 

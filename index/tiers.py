@@ -24,7 +24,7 @@ import numpy as np
 
 from semhash.index.near_lookup import NearLookup
 from semhash.perceptual import NEAR_BYTES, check_threshold, near_codes
-from semhash.tiers import MIN_QUALITY, NEAR_THRESHOLD
+from semhash.tiers import DIHEDRAL_MAX, MIN_QUALITY, NEAR_THRESHOLD
 
 @dataclass
 class QueryFacts:
@@ -75,11 +75,16 @@ class NearIndex:
         return len(self.lookup)
 
     def search(self, codes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
-        """One query's codes ((V, 32): its dihedral variants) -> (row ids, distances) within
-        ``threshold``, each row once at its smallest distance over the variants; rows too
-        flat to match are left out."""
+        """One query's codes ((V, 32): its own, then its rotations' and mirrors') -> (row ids,
+        distances) within ``threshold`` (the variants within min(threshold,
+        :data:`~semhash.tiers.DIHEDRAL_MAX`)), each row once at its smallest distance; rows
+        too flat to match are left out."""
         threshold = check_threshold(threshold)
-        _, pos, d = self.lookup.search(np.asarray(codes, np.uint8).reshape(-1, NEAR_BYTES), threshold)
+        codes = np.asarray(codes, np.uint8).reshape(-1, NEAR_BYTES)
+        _, pos, d = self.lookup.search(codes[:1], threshold)
+        if len(codes) > 1:  # rotations and mirrors, within DIHEDRAL_MAX at most
+            _, more_pos, more_d = self.lookup.search(codes[1:], min(threshold, DIHEDRAL_MAX))
+            pos, d = np.concatenate([pos, more_pos]), np.concatenate([d, more_d])
         keep = (self.quality[pos] < 0) | (self.quality[pos] >= MIN_QUALITY)
         pos, d = pos[keep], d[keep]
         if not len(pos):
@@ -111,9 +116,12 @@ def open_near_index(db, meta, connection, write: bool) -> NearIndex:
     path = near_path_for(db.cache_base)
     key = lookup_key(meta)
     arrays = load_arrays(path, key)
-    if arrays is not None and {"ids", "codes", "order", "starts", "quality"} <= set(arrays):
-        lookup = NearLookup.from_arrays(arrays["ids"], arrays["codes"], arrays["order"], arrays["starts"])
-        return NearIndex(lookup, arrays["quality"])
+    if arrays is not None and {"ids", "codes", "order", "starts", "words", "quality"} <= set(arrays):
+        try:
+            lookup = NearLookup.from_arrays(arrays["ids"], arrays["codes"], arrays["order"], arrays["starts"], arrays["words"])
+            return NearIndex(lookup, arrays["quality"])
+        except ValueError:
+            pass  # arrays that do not fit together: built again below
     built = load_near_index(connection)
     if write:
         try:

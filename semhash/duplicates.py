@@ -37,7 +37,7 @@ import numpy as np
 from sqlalchemy import delete, select
 
 from semhash.errors import SemhashError
-from semhash.tiers import MAX_GROUP_THRESHOLD, MIN_QUALITY, NEAR_THRESHOLD, TIERS, tiers_for
+from semhash.tiers import DIHEDRAL_MAX, MAX_GROUP_THRESHOLD, MIN_QUALITY, NEAR_THRESHOLD, TIERS, tiers_for
 
 KEEP_RULES = ("largest", "oldest", "newest", "shortest-path")
 DECISIONS = ("not_duplicates", "keep", "skip")
@@ -231,16 +231,18 @@ def _read_record(conn, has_near_tier: bool, mirrors: bool, similar: bool) -> _Re
     )
 
 
-def _members(conn, ids: list[int], paramstyle: str) -> dict[int, "Member"]:
-    """The rows ``ids`` as members (tier and distance filled in later)."""
+def _members(conn, ids: list[int], paramstyle: str, has_sizes: bool = True) -> dict[int, "Member"]:
+    """The rows ``ids`` as members (tier and distance filled in later); ``has_sizes``: the
+    record has the pixel-size columns (schema 3)."""
     from semhash.index.db import chunked
 
     marker = "?" if paramstyle == "qmark" else "%s"
+    sizes = "width, height" if has_sizes else "NULL, NULL"
     found = {}
     for chunk in chunked(sorted(ids)):
         cursor = conn.cursor()
         try:
-            cursor.execute(f"SELECT id, path, size, width, height, mtime FROM images WHERE id IN ({', '.join([marker] * len(chunk))})",
+            cursor.execute(f"SELECT id, path, size, {sizes}, mtime FROM images WHERE id IN ({', '.join([marker] * len(chunk))})",
                            tuple(chunk))  # fmt: skip
             for i, path, size, width, height, mtime in cursor.fetchall():
                 found[int(i)] = Member(int(i), path, "", 0, int(size or 0), width, height, float(mtime or 0.0))
@@ -346,7 +348,7 @@ def duplicates_in(
                           and len(record.variants[rep[k]]) == NEAR_BYTES * (N_DIHEDRAL - 1)]  # fmt: skip
                 if owners:
                     queries = np.frombuffer(b"".join(record.variants[rep[k]] for k in owners), np.uint8).reshape(-1, NEAR_BYTES)
-                    q, pos, dist = lookup.search(queries, threshold)
+                    q, pos, dist = lookup.search(queries, min(threshold, DIHEDRAL_MAX))
                     owner_of = np.repeat(np.array(owners, np.int64), N_DIHEDRAL - 1)
                     for a, b, dd in zip(owner_of[q].tolist(), nodes[pos].tolist(), dist.tolist()):
                         _link(pairs, a, b, "near", dd)
@@ -363,7 +365,7 @@ def duplicates_in(
     rows_of: dict[int, list[int]] = {}
     for row in np.flatnonzero(np.isin(node_of, np.fromiter(linked, np.int64, len(linked)))).tolist():
         rows_of.setdefault(int(node_of[row]), []).append(row)
-    members = _members(conn, [int(record.ids[r]) for rows in rows_of.values() for r in rows], paramstyle)
+    members = _members(conn, [int(record.ids[r]) for rows in rows_of.values() for r in rows], paramstyle, has_near_tier)
     best = {k: min((members[int(record.ids[r])] for r in rows), key=key_of) for k, rows in rows_of.items()}
     for k in rows_of:  # a node with several files and no pair is a group of its own
         pairs.setdefault((k, k), ("exact", 0))
@@ -512,7 +514,7 @@ def move_duplicates(index_path: str | Path, report: DuplicatesReport, folder: st
     plan = [(Path(key_path(m.path)), m) for g in report.groups for m in g.duplicates]
     for source, _ in plan:
         target = _target(folder, source)
-        if target.exists():
+        if target.exists() and source.exists():  # (a target without its source: moved by a run that was stopped)
             raise DuplicatesError(f"{target}: already exists: a move never overwrites a file (nothing was moved)")
     if not plan:
         return MoveSummary(None)

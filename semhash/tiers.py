@@ -15,6 +15,11 @@ COPY_TIERS = ("exact", "near")
 #: default near-tier threshold: PDQ codes within this many of 256 bits (PDQ's recommended 31,
 #: checked on the copies benchmark: docs/BENCHMARKS.md "Copies")
 NEAR_THRESHOLD = 31
+#: a rotated or mirrored copy (found through the query's 7 other dihedral codes) counts only
+#: within min(threshold, this): beyond it the 7 extra codes find look-alikes 7x as often as
+#: the image's own code (the copies benchmark: crop/rotation/pad recall fell to a third at
+#: loose thresholds without it; with it every mirrored copy is still found)
+DIHEDRAL_MAX = 48
 #: the loosest near threshold `duplicates` takes: unrelated photos are ~128 bits apart, and
 #: every pair of images within the threshold is held at once
 MAX_GROUP_THRESHOLD = 64

@@ -125,3 +125,12 @@ def test_scale_lines_follow_the_benchmark_json(readme_script):
     biggest["cold_query_median_s"] = 9.87
     after = " ".join(readme_script.scale_block(scale).split())  # as one paragraph: wrapping aside
     assert before != after and "123,456 rows/s" in after and "9.87 s at 10^7" in after
+
+
+def test_copies_block_follows_the_benchmark_json(readme_script):
+    """The near tier's figures in the README are made from docs/benchmarks/copies.json."""
+    copies = readme_script.load(readme_script.COPIES)
+    before = readme_script.copies_block(copies)
+    copies["recall_at_99_precision"]["PDQ"]["crop_5pct"]["recall"] = 0.123
+    after = readme_script.copies_block(copies)
+    assert before != after and "| cropped 5% |" in after and "12%" in after

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from index_fixtures import add_model
 from semhash.duplicates import group_pairs, record_decision
-from semhash.index.near_lookup import NearLookup, brute_force
+from semhash.index.near_lookup import NARROW, WIDE, WIDER, NearLookup, brute_force
 from waiting import wait_for
 
 TILE = 160
@@ -82,20 +82,46 @@ def _codes(seed: int, n: int, planted: int) -> np.ndarray:
     return codes
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), threshold=st.integers(0, 60), backend=st.sampled_from(["c", "numpy"]))
-def test_near_lookup_is_exact_against_brute_force(seed, n, threshold, backend):
+def _check_near_lookup(seed, n, threshold, backend, layout):
     codes = _codes(seed, n, planted=n // 3)
     queries = _codes(seed + 1, 20, 0) if n == 0 else np.concatenate([codes[: min(n, 15)], _codes(seed + 1, 5, 0)])
-    lookup = NearLookup(np.arange(n) * 7, codes)
-    use = backend if threshold // 16 <= 2 else "auto"
+    lookup = NearLookup(np.arange(n) * 7, codes, layout)
+    use = backend if threshold // len(lookup.layout) <= 2 else "auto"
     got, want = lookup.search(queries, threshold, backend=use), brute_force(codes, queries, threshold)
     assert all((g == w).all() for g, w in zip(got, want))
+    use = backend if threshold // 16 <= 2 else "auto"
     i, j, d = lookup.pairs(threshold, backend=use)
     full = brute_force(codes, codes, threshold)
     keep = full[1] > full[0]
     expected = sorted(zip(full[0][keep].tolist(), full[1][keep].tolist(), full[2][keep].tolist()))
     assert sorted(zip(i.tolist(), j.tolist(), d.tolist())) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), threshold=st.integers(0, 60), backend=st.sampled_from(["c", "numpy"]))
+def test_near_lookup_is_exact_against_brute_force(seed, n, threshold, backend):
+    _check_near_lookup(seed, n, threshold, backend, NARROW)
+
+
+@settings(max_examples=6, deadline=None)  # the wide layout's directories take 128 MB to build
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), threshold=st.integers(0, 40), backend=st.sampled_from(["c", "numpy"]))
+def test_the_wide_near_lookup_is_exact_against_brute_force(seed, n, threshold, backend):
+    _check_near_lookup(seed, n, threshold, backend, WIDE)
+
+
+def test_a_saved_near_lookup_answers_as_the_one_it_was_saved_from(tmp_path):
+    from semhash.index.near_lookup import load_arrays, save_arrays
+
+    codes = _codes(3, 500, planted=100)
+    for layout in (NARROW, WIDE, WIDER):
+        built = NearLookup(np.arange(500), codes, layout)
+        save_arrays(tmp_path / "x.near", built.arrays(), {"generation": 1})
+        assert load_arrays(tmp_path / "x.near", {"generation": 2}) is None  # another record state
+        loaded = NearLookup.from_arrays(**load_arrays(tmp_path / "x.near", {"generation": 1}))
+        assert loaded.layout == layout
+        assert all((a == b).all() for a, b in zip(loaded.search(codes[:50], 31), built.search(codes[:50], 31)))
+        assert all((a == b).all() for a, b in zip(built.search(codes[:50], 31), brute_force(codes, codes[:50], 31)))
+    assert load_arrays(tmp_path / "missing.near", {"generation": 1}) is None
 
 
 def test_groups_never_chain():
@@ -236,7 +262,14 @@ def test_a_kill_during_move_to_loses_no_file_and_undo_recovers(library, home, cl
     places = [(Path(p["from"]).is_file(), Path(p["to"]).is_file()) for p in planned]
     assert all(a != b for a, b in places)  # every file in exactly one place
     assert 2 <= sum(b for _, b in places) < len(planned)
-    cli("duplicates", "--undo", manifest, home=home)
+    # run again: the rest is moved, the moves done before are recognised (and listed again)
+    again = cli("duplicates", "--move-to", target, "--json", home=home)
+    data = json.loads(again.stdout)
+    assert data["moved"] == len(planned) - sum(b for _, b in places) and data["missing"] == []
+    assert all(not Path(p["from"]).exists() and Path(p["to"]).is_file() for p in planned)
+    cli("duplicates", "--undo", data["manifest"], home=home)
+    assert _files(library) == before
+    cli("duplicates", "--undo", manifest, home=home)  # nothing left to put back: no harm
     assert _files(library) == before
 
 
@@ -353,3 +386,57 @@ def test_the_web_api_lists_the_groups_of_copies(library, home, cli):
         assert refused.status_code == 422 and "radius=R" in refused.json()["detail"]
         looks = client.get("/api/duplicates", params={"tier": "similar", "radius": 16}).json()
         assert looks["tiers"] == ["exact", "near", "similar"] and looks["totals"]["redundant_files"] >= 4
+
+
+def test_move_to_another_file_system_copies_then_removes_and_undo_comes_back(library, home, cli, tmp_path):
+    from unprivileged import small_disk
+
+    before = _files(library)
+    with small_disk(tmp_path / "other-disk", "20m") as disk:
+        out = cli("duplicates", "--move-to", disk / "dups", home=home)
+        assert out.stdout.startswith("moved 4 duplicates")
+        manifest = next((disk / "dups").glob("semhash-moves-*.jsonl"))
+        moved = [json.loads(line) for line in manifest.read_text().splitlines()[1:]]
+        assert all(Path(m["to"]).read_bytes() == before[str(Path(m["from"]).relative_to(library))] for m in moved)
+        assert not any(Path(m["from"]).exists() for m in moved)
+        assert not list(disk.rglob("*.semhash-moving"))  # no partial copy left
+        cli("duplicates", "--undo", manifest, home=home)
+        assert _files(library) == before
+
+
+def test_an_old_index_on_read_only_media_answers_without_the_near_tier(library, home, cli):
+    from unprivileged import cli_unprivileged
+
+    index = home / "index" / "index.sqlite"
+    con = sqlite3.connect(index)
+    with con:  # as semhash before the near tier left it
+        for column in ("near_code", "near_variants", "near_quality", "width", "height"):
+            con.execute(f"ALTER TABLE images DROP COLUMN {column}")
+        con.execute("DROP TABLE decisions")
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        con.execute("PRAGMA journal_mode=DELETE")
+    con.close()
+    (home / "index" / "index.near").unlink()
+    locked = [index.parent, index]
+    modes = [p.stat().st_mode for p in locked]
+    for p in locked:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    query = library / "originals" / "p0.png"
+    try:
+        everything, near, groups, exact = cli_unprivileged(
+            ["query", query, "--json", "--home", home],
+            ["query", query, "--tier", "near", "--home", home],
+            ["duplicates", "--home", home],
+            ["duplicates", "--tier", "exact", "--json", "--home", home],
+        )
+    finally:
+        for p, mode in zip(locked, modes):
+            p.chmod(mode)
+    assert everything["exit_code"] == 0, everything
+    assert "predates the near tier" in everything["stderr"]
+    matches = json.loads(everything["stdout"])[0]["matches"]
+    assert matches[0]["tier"] == "exact" and {m["tier"] for m in matches} <= {"exact", "similar"}
+    for refused in (near, groups):
+        assert refused["exit_code"] == 1 and "predates the near-duplicate tier" in refused["stderr"], refused
+        assert "Traceback" not in refused["stderr"]
+    assert exact["exit_code"] == 0 and json.loads(exact["stdout"])["totals"]["groups"] == 1, exact
