@@ -70,7 +70,7 @@ def _distances(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
 #: word at threshold 31; 65,537-entry directories).  Wide: 12 words of 21-22 bits (radius 2:
 #: ~240 probes a word, each bucket 1/32 of a narrow one; 134 MB of directories).  Wider: 11
 #: words of 23-24 bits (~290 probes, buckets 1/128; 470 MB).  Measured at 10^7 random codes,
-#: threshold 31, one core: 1,139, 1,585 and 3,175 queries/s (docs/BENCHMARKS.md "Copies").
+#: threshold 31, one core: 1,165, 1,446 and 3,385 queries/s (docs/BENCHMARKS.md "Copies").
 NARROW = tuple((16 * w, 16) for w in range(16))
 WIDE = tuple([(22 * w, 22) for w in range(4)] + [(88 + 21 * w, 21) for w in range(8)])
 WIDER = tuple([(23 * w, 23) for w in range(8)] + [(184 + 24 * w, 24) for w in range(3)])
