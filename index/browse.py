@@ -94,6 +94,14 @@ class NotFound(SemhashError):
     """No such row, file, bucket, report or figure (the web answers 404)."""
 
 
+class Conflict(SemhashError):
+    """A request about something that changed since it was listed (a group of duplicates)."""
+
+
+class Forbidden(SemhashError):
+    """A request this server was not started to allow (a decision without ``--review``)."""
+
+
 class BadQuery(SemhashError):
     """A request parameter the index cannot answer: a malformed code, a radius out of range."""
 
@@ -945,6 +953,28 @@ class IndexReader:
                     del state.derived[old]
                 state.derived[key] = report
         return report
+
+    def record_decision(self, key: str, decision: str, keeper: str | None) -> str:
+        """Record a decision about the group ``key`` of a listing of this index state
+        (``serve --review``); -> the key.  The listing follows at once (the record's
+        generation moves on).  A key no current listing has: the group changed (409)."""
+        from semhash.duplicates import DuplicatesError, record_decision
+
+        state = self._current()
+        reports = [r for k, r in list(state.derived.items()) if isinstance(k, tuple) and k[:1] == ("duplicates",)]
+        group = next((g for r in reports or [self.duplicates()] for g in r.groups if g.key == key), None)
+        if group is None:
+            raise Conflict(f"no group {key[:12]}... in the index now: it changed since it was listed; reload the groups")
+        try:
+            with self._db_errors():
+                key = record_decision(self.location, group.paths, decision, keeper)
+        except DuplicatesError as exc:
+            raise BadQuery(str(exc)) from None
+        # the next request reads the record's state again and reloads at once (no throttle:
+        # this is one write, not an indexing run's stream of them)
+        self._last_key = (-1.0, ())
+        self._refresh_after = 0.0
+        return key
 
     def status(self) -> dict[str, Any]:
         """:func:`semhash.index.index_info` (computed once per index state), plus whether the

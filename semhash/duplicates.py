@@ -71,6 +71,8 @@ class Group:
     key: str  # sha256 of the sorted member paths: what a decision is recorded under
     keeper: Member
     duplicates: list[Member]
+    decision: str | None = None  # "keep" or "skip" recorded for exactly this group
+    decided_keeper: str | None = None  # with "keep": the path the user chose
 
     @property
     def reclaimable(self) -> int:
@@ -104,8 +106,8 @@ class DuplicatesReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "groups": [
-                {"key": g.key, "reclaimable_bytes": g.reclaimable, "keeper": asdict(g.keeper),
-                 "duplicates": [asdict(m) for m in g.duplicates]}
+                {"key": g.key, "decision": g.decision, "decided_keeper": g.decided_keeper, "reclaimable_bytes": g.reclaimable,
+                 "keeper": asdict(g.keeper), "duplicates": [asdict(m) for m in g.duplicates]}
                 for g in self.groups
             ],  # fmt: skip
             "totals": {"groups": len(self.groups), "redundant_files": self.redundant, "reclaimable_bytes": self.reclaimable,
@@ -282,7 +284,7 @@ def find_duplicates(
                                  mirrors=mirrors)  # fmt: skip
 
 
-_DECIDED_SQL = "SELECT members FROM decisions WHERE decision = 'not_duplicates'"
+_DECIDED_SQL = "SELECT group_key, decision, members, keeper FROM decisions"
 
 
 def duplicates_in(
@@ -313,12 +315,12 @@ def duplicates_in(
     if "near" in tiers and not has_near_tier:
         raise DuplicatesError("this index predates the near-duplicate tier: run `semhash index` on it once with write access")
     record = _read_record(conn, has_near_tier, mirrors and "near" in tiers, "similar" in tiers)
-    decided = []
+    decided: list[tuple] = []  # (group key, decision, members JSON, keeper)
     if has_near_tier:
         cursor = conn.cursor()
         try:
             cursor.execute(_DECIDED_SQL)
-            decided = [row[0] for row in cursor.fetchall()]
+            decided = [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
     n = len(record.ids)
@@ -374,7 +376,8 @@ def duplicates_in(
     node_pairs = {(position[a], position[b]) if position[a] <= position[b] else (position[b], position[a]): v
                   for (a, b), v in pairs.items()}  # fmt: skip
     groups, hidden = [], 0
-    not_duplicates = [set(json.loads(m)) for m in decided]
+    not_duplicates = [set(json.loads(members)) for _, decision, members, _ in decided if decision == "not_duplicates"]
+    by_key = {key: (decision, keeper) for key, decision, _, keeper in decided if decision != "not_duplicates"}
     for keeper_pos, linked_nodes in _node_groups(len(ordered), node_pairs):
         keeper_node = ordered[keeper_pos]
         keeper = best[keeper_node]
@@ -388,7 +391,9 @@ def duplicates_in(
             hidden += 1
             continue
         dups.sort(key=lambda m: (TIERS.index(m.tier), m.distance, m.path))
-        groups.append(Group(group_key(group_paths), _as(keeper, "keeper", 0), dups))
+        key = group_key(group_paths)
+        decision, decided_keeper = by_key.get(key, (None, None))
+        groups.append(Group(key, _as(keeper, "keeper", 0), dups, decision, decided_keeper))
     groups.sort(key=lambda g: (-g.reclaimable, g.keeper.path))
     return DuplicatesReport(groups, n, tiers, threshold, radius, keep, too_flat, without, hidden)
 
@@ -418,6 +423,12 @@ def record_decision(index_path: str | Path, paths: Iterable[str], decision: str,
     if decision not in DECISIONS:
         raise DuplicatesError(f"unknown decision {decision!r}: use one of {', '.join(DECISIONS)}")
     members = sorted(set(paths))
+    if len(members) < 2:
+        raise DuplicatesError("a group has at least two images")
+    if decision == "keep" and keeper not in members:
+        raise DuplicatesError("a keep decision names one of the group's images as the keeper")
+    if decision != "keep":
+        keeper = None
     key = group_key(members)
     with open_index(index_path) as db, database_errors(db.path):
         db.require_near_tier()

@@ -440,3 +440,35 @@ def test_an_old_index_on_read_only_media_answers_without_the_near_tier(library, 
         assert refused["exit_code"] == 1 and "predates the near-duplicate tier" in refused["stderr"], refused
         assert "Traceback" not in refused["stderr"]
     assert exact["exit_code"] == 0 and json.loads(exact["stdout"])["totals"]["groups"] == 1, exact
+
+
+def test_decisions_are_recorded_only_in_review_mode_and_the_last_one_wins(library, home, cli):
+    from fastapi.testclient import TestClient
+
+    from semhash.web.app import create_app
+    from semhash.workspace import Workspace
+
+    index = home / "index" / "index.sqlite"
+    group = _groups(cli, home)["groups"][1]
+    paths = [group["keeper"]["path"], *(m["path"] for m in group["duplicates"])]
+    body = {"key": group["key"], "decision": "keep", "keeper": paths[-1]}
+    with TestClient(create_app(index, Workspace(home)), base_url="http://127.0.0.1") as client:
+        refused = client.post("/api/duplicates/decisions", json=body)
+        assert refused.status_code == 403 and "--review" in refused.json()["detail"]
+    with TestClient(create_app(index, Workspace(home), review=True), base_url="http://127.0.0.1") as client:
+        kept = client.post("/api/duplicates/decisions", json=body)
+        assert kept.status_code == 200 and kept.json() == {"key": group["key"], "decision": "keep", "keeper": paths[-1]}
+        listed = {g["key"]: g for g in client.get("/api/duplicates").json()["groups"]}
+        assert listed[group["key"]]["decision"] == "keep" and listed[group["key"]]["decided_keeper"] == paths[-1]
+        bad = client.post("/api/duplicates/decisions", json={**body, "keeper": "/elsewhere.png"})
+        assert bad.status_code == 422 and "keeper" in bad.json()["detail"]
+        # a second tab decides otherwise: the last decision wins, nothing else changes
+        assert client.post("/api/duplicates/decisions", json={"key": group["key"], "decision": "not_duplicates"}).status_code == 200
+        gone = client.post("/api/duplicates/decisions", json={"key": "0" * 64, "decision": "skip"})
+        assert gone.status_code == 409 and "changed since it was listed" in gone.json()["detail"]
+        after = client.get("/api/duplicates").json()
+        assert group["key"] not in {g["key"] for g in after["groups"]} and after["totals"]["hidden_by_decisions"] == 1
+    assert _groups(cli, home)["totals"]["hidden_by_decisions"] == 1  # the CLI honours it too
+    con = sqlite3.connect(index)
+    assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == 1
+    con.close()

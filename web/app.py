@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semhash import __version__
 from semhash.errors import DatasetError, ImageError, IndexBusyError, IndexError_, ModelError, SemhashError
-from semhash.index.browse import BadQuery, IndexReader, NotFound, ServerBusy, UploadLimits, UploadTooLarge
+from semhash.index.browse import BadQuery, Conflict, Forbidden, IndexReader, NotFound, ServerBusy, UploadLimits, UploadTooLarge
 from semhash.index.db import IndexLocation
 from semhash.lifetime import die_with_parent
 from semhash.web.routes import router
@@ -40,6 +40,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 #: library error -> HTTP status (first match wins: subclasses before their bases)
 ERROR_STATUS: tuple[tuple[type[SemhashError], int], ...] = (
     (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
     (UploadTooLarge, 413),
     (BadQuery, 422),
     (ImageError, 422),
@@ -199,10 +201,13 @@ def create_app(
     *,
     limits: UploadLimits = UploadLimits(),
     allowed_hosts: Sequence[str] | None = LOCAL_HOSTS,
+    review: bool = False,
 ) -> FastAPI:
     """The app serving one index (opened now, read-only; IndexError_ if it cannot be).
 
     ``allowed_hosts``: the names a request's Host header may carry (None or ``"*"``: any).
+    ``review``: the decisions about groups of duplicates may be recorded (``serve --review``);
+    nothing else is ever written.
     """
     reader = IndexReader(index_path, workspace, limits=limits)
 
@@ -220,6 +225,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.reader = reader
+    app.state.review = bool(review)
     app.include_router(router)
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -266,7 +272,8 @@ def app_from_env() -> FastAPI:
     config = json.loads(os.environ[_ENV])
     if os.getpid() != config["server_pid"]:  # one of --workers N: it ends with the server, however that ends
         die_with_parent(config["server_pid"])
-    return create_app(IndexLocation.from_config(config), Workspace(config["home"]), allowed_hosts=config["hosts"])
+    return create_app(IndexLocation.from_config(config), Workspace(config["home"]), allowed_hosts=config["hosts"],
+                      review=bool(config.get("review")))  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:
@@ -287,6 +294,7 @@ def run_server(
     workers: int = 1,
     access_log: bool = True,
     on_ready: Any = print,
+    review: bool = False,
 ) -> None:
     """Check the index opens and the port is free, then serve until interrupted."""
     import uvicorn
@@ -304,7 +312,7 @@ def run_server(
     hosts = [*LOCAL_HOSTS, named] if _is_loopback(host) else ["*"]
     location = IndexLocation.parse(index_path).to_config()  # a database URL keeps its cache folder
     os.environ[_ENV] = json.dumps(
-        {**location, "home": str(workspace.root.absolute()), "hosts": hosts, "server_pid": os.getpid()}
+        {**location, "home": str(workspace.root.absolute()), "hosts": hosts, "server_pid": os.getpid(), "review": review}
     )
     shown = f"[{host}]" if ":" in host else host
     model = f"model {info['model']}, {info['bits']} bits" if info["model"] else "empty"
@@ -312,6 +320,8 @@ def run_server(
         f"serving {info['index_path']} ({info['count']:,} images, {model}) at http://{shown}:{port}/ "
         f"(API schema at /docs; Ctrl+C stops)"
     )
+    if review:
+        on_ready("review mode: decisions about groups of duplicates are recorded in the index (nothing else is written)")
     if not _is_loopback(host):
         on_ready(f"warning: {host} is not a loopback address: anyone who can reach it can see the indexed images")
     uvicorn.run(

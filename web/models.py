@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_serializer
 
@@ -128,6 +128,8 @@ class MemberOut(BaseModel):
 
 class GroupOut(BaseModel):
     key: str = Field(description="sha256 of the group's sorted paths: what a decision about it is recorded under.")
+    decision: str | None = Field(None, description="The decision recorded for exactly this group: keep or skip (groups marked not_duplicates are not listed).")
+    decided_keeper: str | None = Field(None, description="With decision keep: the path chosen to keep.")
     reclaimable_bytes: int
     keeper: MemberOut
     duplicates: list[MemberOut]
@@ -154,3 +156,17 @@ class DuplicatesOut(BaseModel):
     keep: str
     offset: int
     limit: int
+
+
+class DecisionIn(BaseModel):
+    """A decision about one group of duplicates (``serve --review`` only)."""
+
+    key: str = Field(pattern="^[0-9a-f]{64}$", description="The group's key, as /api/duplicates lists it.")
+    decision: Literal["not_duplicates", "keep", "skip"]
+    keeper: str | None = Field(None, max_length=4096, description="With keep: the path of the member to keep.")
+
+
+class DecisionOut(BaseModel):
+    key: str = Field(description="The group's key (sha256 of its sorted paths).")
+    decision: str
+    keeper: str | None

@@ -21,11 +21,13 @@ from fastapi.responses import FileResponse, Response
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
-from semhash.index.browse import THUMBNAIL_SIZES, BadQuery, FileBytes, ImageRecord, IndexReader, NotFound, SearchResult
+from semhash.index.browse import THUMBNAIL_SIZES, BadQuery, FileBytes, Forbidden, ImageRecord, IndexReader, NotFound, SearchResult
 from semhash.tiers import MAX_GROUP_THRESHOLD, NEAR_THRESHOLD
 from semhash.web.models import (
     BucketOut,
     BucketsOut,
+    DecisionIn,
+    DecisionOut,
     DuplicatesOut,
     Error,
     FigureOut,
@@ -244,6 +246,21 @@ async def duplicates(
     report = await run_in_threadpool(reader.duplicates, tier, near_threshold, radius, keep, min_quality)
     data = report.to_json()
     return DuplicatesOut(**{**data, "groups": data["groups"][offset : offset + limit], "offset": offset, "limit": limit})
+
+
+@router.post("/duplicates/decisions", response_model=DecisionOut, summary="Record a decision about a group of duplicates",
+             responses={403: {"model": Error, "description": "The server was not started with --review"},
+                        413: {"model": Error, "description": "A request body over the server's byte limit"}})  # fmt: skip
+async def decide(request: Request, reader: Reader, body: DecisionIn) -> DecisionOut:
+    """Record what the user decided about one group (its `key` as /api/duplicates lists
+    it): `not_duplicates` (the group is not listed again until its membership changes),
+    `keep` (with `keeper`), or `skip`.  The last decision about a group wins; a group that
+    has changed since it was listed is a 409.  Only with `semhash serve --review`; the
+    server never moves or deletes a file."""
+    if not request.app.state.review:
+        raise Forbidden("decisions are recorded only by a server started with `semhash serve --review`")
+    key = await run_in_threadpool(reader.record_decision, body.key, body.decision, body.keeper)
+    return DecisionOut(key=key, decision=body.decision, keeper=body.keeper if body.decision == "keep" else None)
 
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An indexed image's row")
