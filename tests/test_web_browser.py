@@ -126,6 +126,76 @@ def test_upload_then_click_through_matches(served, tmp_path):
     assert sorted(failures) == [(404, "/api/report"), (422, "/api/search/upload?radius=0&limit=60")], failures
 
 
+def test_the_page_keeps_its_searches_in_the_url_hides_what_it_should_and_fits_a_phone(served, tmp_path):
+    chromium = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    server, folder = served
+    query = sorted((folder / "2").glob("*.png"))[0]
+    problems: list[str] = []
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS),
+            viewport={"width": 1200, "height": 900},
+        )  # fmt: skip
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.goto(server.url + "/")
+            expect(page.locator("#summary")).to_contain_text("18 images")
+            # first load: no empty query box (the CSS display of .query overrode [hidden])
+            expect(page.locator("#query")).to_be_hidden()
+
+            page.locator("#radius").fill("4")  # a wide radius: several matches to click through
+            page.locator("#radius").dispatch_event("change")
+            page.set_input_files("#file", str(query))
+            matches = page.locator("#results .match")
+            expect(matches.nth(2)).to_be_visible()
+            first_path = matches.nth(1).locator(".path").inner_text()
+            matches.nth(1).click()
+            expect(page.locator("#query-name")).to_have_text(first_path)
+            assert "id=" in page.url and "radius=4" in page.url
+            first_url = page.url
+            second = page.locator("#results .match").last
+            second_path = second.locator(".path").inner_text()
+            second.click()
+            expect(page.locator("#query-name")).to_have_text(second_path)
+            # Back and Forward step through the searches; a link opens its search
+            page.go_back()
+            expect(page.locator("#query-name")).to_have_text(first_path)
+            assert page.url == first_url
+            page.go_forward()
+            expect(page.locator("#query-name")).to_have_text(second_path)
+
+            # "Show at most" 0 is put back to 1, and the page says so
+            page.locator("#limit").fill("0")
+            page.locator("#limit").dispatch_event("change")
+            expect(page.locator("#message")).to_contain_text("is 1 to 1000: set to 1")
+            expect(page.locator("#results .match")).to_have_count(1)
+
+            # an error after a search: the previous query's header goes too
+            bad = tmp_path / "notes.png"
+            bad.write_text("not an image")
+            page.set_input_files("#file", str(bad))
+            expect(page.locator("#message")).to_contain_text("Bad file")
+            expect(page.locator("#query")).to_be_hidden()
+
+            # a phone, 390 px wide, opening a shared link: nothing runs off the screen
+            phone = context.new_page()
+            phone.set_viewport_size({"width": 390, "height": 800})
+            phone.goto(first_url)
+            expect(phone.locator("#query-name")).to_have_text(first_path)
+            expect(phone.locator("#buckets tbody tr").first).to_be_visible()
+            for width in (390, 360):
+                phone.set_viewport_size({"width": width, "height": 800})
+                scroll, inner = phone.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+                assert scroll <= inner, (width, scroll, inner)
+        finally:
+            context.close()
+    assert problems == []
+
+
 def test_a_missing_chromium_skips_here_but_fails_under_ci(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
     monkeypatch.delenv("SEMHASH_CI", raising=False)

@@ -47,11 +47,58 @@ async function api(url, options = {}) {
   return body;
 }
 
+// "Show at most": 1 to 1000; anything else is put back in range, and the page says so
+function limitValue() {
+  const input = $("limit");
+  let limit = Math.round(Number(input.value));
+  if (!Number.isFinite(limit) || limit < 1 || limit > 1000) {
+    limit = Number.isFinite(limit) && limit > 1000 ? 1000 : 1;
+    input.value = String(limit);
+    input.dataset.corrected = "1";
+  }
+  return limit;
+}
+
 function settings() {
   const radius = Number($("radius").value);
-  let limit = Math.round(Number($("limit").value));
-  if (!Number.isFinite(limit) || limit < 1) limit = 60;
-  return `radius=${radius}&limit=${Math.min(limit, 1000)}`;
+  return `radius=${radius}&limit=${limitValue()}`;
+}
+
+// ---------------------------------------------------------------- the address bar
+// Every search but an upload (a file cannot go in a URL) is in the URL: links can be shared
+// and Back/Forward step through the searches.
+function searchToQuery(search) {
+  const params = new URLSearchParams();
+  if (search.kind === "id") params.set("id", String(search.id));
+  else if (search.kind === "bucket") params.set("bucket", search.code);
+  else return null;
+  params.set("radius", $("radius").value);
+  params.set("limit", String(limitValue()));
+  return "?" + params.toString();
+}
+
+function searchFromLocation() {
+  const params = new URLSearchParams(window.location.search);
+  const radius = Number(params.get("radius"));
+  if (params.has("radius") && Number.isInteger(radius) && radius >= 0 && radius <= 4) {
+    $("radius").value = String(radius);
+    $("radius-value").textContent = String(radius);
+  }
+  if (params.has("limit")) $("limit").value = params.get("limit");
+  const id = params.get("id");
+  if (id !== null && /^[0-9]+$/.test(id)) return { kind: "id", id: Number(id) };
+  const bucket = params.get("bucket");
+  if (bucket !== null && /^[0-9]+$/.test(bucket)) return { kind: "bucket", code: bucket };
+  return null;
+}
+
+function remember(search) {
+  const query = searchToQuery(search);
+  if (query === null) {
+    history.pushState({ upload: search.file.name }, "", window.location.pathname);
+  } else if (query !== window.location.search) {
+    history.pushState({}, "", query);
+  }
 }
 
 // ---------------------------------------------------------------- header
@@ -83,10 +130,14 @@ function disableSearch(text) {
 }
 
 // ---------------------------------------------------------------- searching
-async function runSearch(search) {
+async function runSearch(search, fromHistory = false) {
   lastSearch = search;
   const mine = ++searchCounter;
-  say("Searching…");
+  if (!fromHistory) remember(search);
+  const corrected = $("limit").dataset.corrected;
+  delete $("limit").dataset.corrected;
+  const note = corrected ? ` ("Show at most" is 1 to 1000: set to ${$("limit").value}.)` : "";
+  say("Searching…" + note);
   try {
     let results;
     if (search.kind === "upload") {
@@ -97,10 +148,16 @@ async function runSearch(search) {
       results = await api(`/api/search/id/${search.id}?${settings()}`);
     } else {
       const bucket = await api(`/api/buckets/${search.code}?${settings()}`);
-      if (mine === searchCounter) showBucket(bucket);
+      if (mine === searchCounter) {
+        showBucket(bucket);
+        if (note) say($("message").textContent + note);
+      }
       return;
     }
-    if (mine === searchCounter) showResult(results[0], search);
+    if (mine === searchCounter) {
+      showResult(results[0], search);
+      if (note) say($("message").textContent + note);
+    }
   } catch (e) {
     if (mine !== searchCounter) return;
     clearResults();
@@ -265,11 +322,23 @@ function wire() {
   $("radius").addEventListener("change", () => lastSearch && runSearch(lastSearch));
   $("limit").addEventListener("change", () => lastSearch && runSearch(lastSearch));
   $("controls").addEventListener("submit", (event) => event.preventDefault());
+  window.addEventListener("popstate", (event) => {
+    const search = searchFromLocation();
+    if (search) {
+      runSearch(search, true);
+    } else {
+      lastSearch = null;
+      clearResults();
+      say(event.state && event.state.upload ? `To search by ${event.state.upload} again, drop it here again.` : "");
+    }
+  });
 }
 
 wire();
 loadStatus().then((s) => {
   if (s && !s.empty) {
+    const shared = searchFromLocation(); // a link to a search: run it
+    if (shared) runSearch(shared, true);
     loadBuckets();
     loadReport();
   } else {
