@@ -204,3 +204,78 @@ def test_a_missing_chromium_skips_here_but_fails_under_ci(monkeypatch):
     monkeypatch.setenv("SEMHASH_CI", "1")
     with pytest.raises(pytest.fail.Exception, match="CI must not skip"):
         chromium_or_skip()
+
+
+@pytest.fixture
+def copies_served(tmp_path):
+    """`semhash serve --review` over photos with three planted groups of copies."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    home = tmp_path / "ws"
+    add_model(home, "m1", seed=0, n_bits=16)
+    folder = tmp_path / "photos"
+    (folder / "a").mkdir(parents=True)
+    china, flower = load_sample_images().images
+    tiles = [Image.fromarray(img[y : y + 160, x : x + 160]) for img in (china, flower) for y, x in ((40, 30), (200, 300))]
+    for i, tile in enumerate(tiles):
+        tile.save(folder / "a" / f"p{i}.png")
+    tiles[0].save(folder / "a" / "p0-copy.jpg", quality=60)
+    tiles[1].resize((80, 80)).save(folder / "a" / "p1-small.png")
+    Image.eval(tiles[3], lambda v: int(255 * (v / 255) ** 0.8)).save(folder / "a" / "p3-brighter.png")  # (tile 2 is too flat)
+    workspace = Workspace(home)
+    index_folder(folder, workspace.model("m1"), workspace.index_path, progress=False)
+    with LocalServer(workspace.index_path, home, log_path=tmp_path / "serve.log", extra_args=["--review"]) as server:
+        yield server, workspace
+
+
+def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path):
+    chromium = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    from semhash.duplicates import find_duplicates
+
+    server, workspace = copies_served
+    problems: list[str] = []
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS),
+            viewport={"width": 1200, "height": 900},
+        )  # fmt: skip
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.goto(server.url + "/")
+            page.get_by_role("link", name="Duplicates").click()
+            groups = page.locator(".group-review")
+            expect(groups).to_have_count(3)
+            expect(page.locator("#mode")).to_contain_text("Review mode")
+            keys = [groups.nth(i).get_attribute("data-key") for i in range(3)]
+            expect(groups.first.locator(".member.keeper .tier")).to_have_text("suggested keeper")
+
+            def group(key):
+                return page.locator(f'.group-review[data-key="{key}"]')
+
+            group(keys[0]).get_by_role("button", name="Not duplicates").click()
+            expect(groups).to_have_count(2)
+            group(keys[1]).get_by_role("button", name="Keep the suggested one").click()
+            expect(group(keys[1]).locator(".decision")).to_contain_text("Decided: keep")
+            group(keys[2]).get_by_role("button", name="Skip").click()
+            expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
+
+            page.reload()  # the decisions are in the index, not in the page
+            expect(groups).to_have_count(2)
+            expect(group(keys[1]).locator(".decision")).to_contain_text("Decided: keep")
+            expect(group(keys[1]).locator(".member.chosen")).to_have_count(1)
+            expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
+            expect(page.locator("#totals")).to_contain_text("1 marked not duplicates")
+
+            page.set_viewport_size({"width": 390, "height": 800})
+            scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert scroll <= inner, (scroll, inner)
+        finally:
+            context.close()
+    assert problems == []
+    report = find_duplicates(workspace.index_path)  # `semhash duplicates` honours the decisions
+    assert report.hidden_by_decisions == 1 and {g.key: g.decision for g in report.groups} == {keys[1]: "keep", keys[2]: "skip"}

@@ -235,6 +235,10 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/duplicates", include_in_schema=False)
+    def review_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "duplicates.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
     app.add_middleware(_Guard, max_body_bytes=limits.max_request_bytes, allowed_hosts=allowed_hosts,
                        on_cancel=reader.decode_budget.close)  # fmt: skip
     return app

@@ -99,6 +99,7 @@ class StatusOut(BaseModel):
     model_available: bool
     model_error: str | None
     search_cache: str | None
+    review: bool = Field(False, description="Whether this server records decisions about duplicates (`semhash serve --review`).")
 
 
 class FigureOut(BaseModel):

@@ -153,8 +153,8 @@ def _upload_name(filename: str | None, number: int) -> str:
 
 # --------------------------------------------------------------------------- routes
 @router.get("/status", response_model=StatusOut, summary="What the index holds")
-async def status(reader: Reader) -> StatusOut:
-    return StatusOut(**await run_in_threadpool(reader.status))
+async def status(request: Request, reader: Reader) -> StatusOut:
+    return StatusOut(**await run_in_threadpool(reader.status), review=request.app.state.review)
 
 
 @router.post(

@@ -1,0 +1,206 @@
+// The review page: the groups of copies `semhash duplicates` finds, a page at a time, side
+// by side, largest reclaimable first. With `semhash serve --review` each group can be
+// decided (keep the suggestion, not duplicates, skip); the decisions are stored in the
+// index and `semhash duplicates` honours them. The page never moves or deletes a file.
+// Plain DOM, no build step; text from the index is only ever set as textContent.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const PAGE = 20;
+let review = false;
+let shown = []; // the groups on this page
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function api(url, options = {}) {
+  const response = await fetch(url, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (e) {
+    body = null;
+  }
+  if (!response.ok) {
+    const error = new Error(body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function size(bytes) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let n = bytes;
+  let unit = 0;
+  while (n >= 1000 && unit < units.length - 1) {
+    n /= 1000;
+    unit += 1;
+  }
+  return unit === 0 ? `${n} B` : `${n.toFixed(1)} ${units[unit]}`;
+}
+
+function name(path) {
+  return path.split("/").pop();
+}
+
+function folder(path) {
+  return path.slice(0, Math.max(0, path.lastIndexOf("/"))) || "/";
+}
+
+// ---------------------------------------------------------------- the URL holds the view
+function view() {
+  const params = new URLSearchParams(window.location.search);
+  const offset = Number(params.get("offset"));
+  return {
+    tier: params.get("tier") === "exact" ? "exact" : "near",
+    keep: ["largest", "oldest", "newest", "shortest-path"].includes(params.get("keep")) ? params.get("keep") : "largest",
+    offset: Number.isInteger(offset) && offset >= 0 ? offset : 0,
+  };
+}
+
+function go(changes) {
+  const next = { ...view(), ...changes };
+  const params = new URLSearchParams({ tier: next.tier, keep: next.keep, offset: String(next.offset) });
+  history.pushState({}, "", `?${params}`);
+  load();
+}
+
+// ---------------------------------------------------------------- showing the groups
+function memberCard(member, role, group) {
+  const pixels = member.width ? `${member.width}×${member.height}` : "size unknown";
+  const when = member.mtime ? new Date(member.mtime * 1000).toISOString().slice(0, 10) : "";
+  const badge = role === "keeper" ? "keep" : member.tier;
+  const chosen = group.decision === "keep" && group.decided_keeper === member.path;
+  return el(
+    "li",
+    { class: `member ${role}${chosen ? " chosen" : ""}` },
+    el(
+      "a",
+      { href: `/api/images/${member.id}/file`, target: "_blank", rel: "noopener", "aria-label": `Open ${member.path} full size` },
+      el("img", { src: `/api/images/${member.id}/thumbnail?size=192`, alt: "", loading: "lazy" }),
+    ),
+    el(
+      "span",
+      { class: "facts" },
+      el("span", { class: `tier tier-${badge}`, text: role === "keeper" ? "suggested keeper" : member.tier }),
+      el("span", { text: role === "keeper" ? "" : `distance ${member.distance}` }),
+    ),
+    el("span", { class: "file-name", text: name(member.path), title: member.path }),
+    el("span", { class: "fact", text: `${size(member.size)} · ${pixels}${when ? " · " + when : ""}` }),
+    el("span", { class: "fact folder", text: folder(member.path) }),
+  );
+}
+
+function groupSection(group, number) {
+  const heading = el("h3", {
+    text: `Group ${number} · ${1 + group.duplicates.length} images · ${size(group.reclaimable_bytes)} reclaimable`,
+  });
+  const state = el("p", { class: "decision", text: decisionText(group) });
+  const list = el(
+    "ul",
+    { class: "members" },
+    memberCard(group.keeper, "keeper", group),
+    ...group.duplicates.map((m) => memberCard(m, "duplicate", group)),
+  );
+  const section = el("section", { class: "group-review", "data-key": group.key, "aria-label": `Group ${number}` }, heading, state, list);
+  if (review) {
+    const buttons = el(
+      "div",
+      { class: "decide" },
+      el("button", { type: "button", text: "Keep the suggested one", onclick: () => decide(group, "keep", group.keeper.path) }),
+      el("button", { type: "button", text: "Not duplicates", onclick: () => decide(group, "not_duplicates") }),
+      el("button", { type: "button", text: "Skip", onclick: () => decide(group, "skip") }),
+    );
+    section.append(buttons);
+  }
+  return section;
+}
+
+function decisionText(group) {
+  if (group.decision === "keep") return `Decided: keep ${name(group.decided_keeper || "")}`;
+  if (group.decision === "skip") return "Decided: skipped for now";
+  return "Not decided yet";
+}
+
+async function decide(group, decision, keeper = null) {
+  try {
+    await api("/api/duplicates/decisions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ key: group.key, decision, keeper }),
+    });
+    await load();
+  } catch (e) {
+    $("totals").textContent = e.message;
+    $("totals").classList.add("error");
+  }
+}
+
+async function acceptPage() {
+  for (const group of shown.filter((g) => !g.decision)) {
+    await api("/api/duplicates/decisions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ key: group.key, decision: "keep", keeper: group.keeper.path }),
+    });
+  }
+  await load();
+}
+
+async function load() {
+  const v = view();
+  $("tier").value = v.tier;
+  $("keep").value = v.keep;
+  $("totals").classList.remove("error");
+  try {
+    const data = await api(`/api/duplicates?tier=${v.tier}&keep=${v.keep}&offset=${v.offset}&limit=${PAGE}`);
+    shown = data.groups;
+    const t = data.totals;
+    $("totals").textContent =
+      `${t.groups.toLocaleString()} groups among ${t.images.toLocaleString()} images: ` +
+      `${t.redundant_files.toLocaleString()} redundant files, ${size(t.reclaimable_bytes)} reclaimable` +
+      (t.hidden_by_decisions ? `; ${t.hidden_by_decisions.toLocaleString()} marked not duplicates` : "") + ".";
+    $("groups").replaceChildren(...shown.map((g, i) => groupSection(g, v.offset + i + 1)));
+    $("bulk").hidden = !review || !shown.some((g) => !g.decision);
+    const pages = Math.max(1, Math.ceil(t.groups / PAGE));
+    $("page-of").textContent = `page ${Math.floor(v.offset / PAGE) + 1} of ${pages}`;
+    $("previous").disabled = v.offset === 0;
+    $("next").disabled = v.offset + PAGE >= t.groups;
+  } catch (e) {
+    $("groups").replaceChildren();
+    $("totals").textContent = e.message;
+    $("totals").classList.add("error");
+  }
+}
+
+async function start() {
+  try {
+    const s = await api("/api/status");
+    review = s.review;
+    $("summary").textContent = `${s.count.toLocaleString()} images · model ${s.model || "none"}`;
+    $("mode").textContent = review
+      ? "Review mode: your decisions are stored in the index; `semhash duplicates` honours them. Nothing here moves or deletes a file: `semhash duplicates --move-to DIR` does, and can be undone."
+      : "Read-only: start the server with `semhash serve --review` to record decisions.";
+  } catch (e) {
+    $("summary").textContent = "The index cannot be read.";
+  }
+  $("tier").addEventListener("change", () => go({ tier: $("tier").value, offset: 0 }));
+  $("keep").addEventListener("change", () => go({ keep: $("keep").value, offset: 0 }));
+  $("previous").addEventListener("click", () => go({ offset: Math.max(0, view().offset - PAGE) }));
+  $("next").addEventListener("click", () => go({ offset: view().offset + PAGE }));
+  $("accept-page").addEventListener("click", acceptPage);
+  window.addEventListener("popstate", load);
+  await load();
+}
+
+start();
