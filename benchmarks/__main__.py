@@ -23,6 +23,7 @@ EXPERIMENTS = {
     "index-storage": "benchmarks.index_storage",  # SQLite against PostgreSQL as the record (issue 12)
     "bulk-load": "benchmarks.bulk_load",  # how semhash import writes a new SQLite index (issue 10)
     "copies": "benchmarks.copies",  # near-duplicate tier against pHash/dHash/PDQ on edited photos (issue 20)
+    "review": "benchmarks.review",  # the review page's API at 10^5 groups (issue 21)
 }
 
 

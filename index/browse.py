@@ -932,12 +932,21 @@ class IndexReader:
     # -- status ---------------------------------------------------------------------------
     def duplicates(self, tier: str = "near", near_threshold: int | None = None, radius: int | None = None,
                    keep: str = "largest", min_quality: int | None = None) -> Any:  # fmt: skip
-        """:func:`semhash.duplicates.find_duplicates` of the current index state, computed once
-        per state and request shape (the last few kept)."""
+        """:func:`semhash.duplicates.find_duplicates` of the current index state: the groups
+        computed once per state and request shape (the last few kept), the decisions read
+        afresh and applied for every request (a decision changes no image row)."""
+        from semhash.duplicates import apply_decisions, read_decisions
+
+        report = self._groups(self._current(), tier, near_threshold, radius, keep, min_quality)
+        with self._raw() as conn:
+            decided = read_decisions(conn, self._db is not None and self._db.has_near_tier)
+        return apply_decisions(report, decided)
+
+    def _groups(self, state: _State, tier: str = "near", near_threshold: int | None = None, radius: int | None = None,
+                keep: str = "largest", min_quality: int | None = None) -> Any:  # fmt: skip
         from semhash.duplicates import DuplicatesError, find_duplicates
         from semhash.tiers import MIN_QUALITY
 
-        state = self._current()
         key = ("duplicates", tier, near_threshold, radius, keep, min_quality)
         with state.lock_for("duplicates"):
             report = state.derived.get(key)
@@ -956,13 +965,13 @@ class IndexReader:
 
     def record_decision(self, key: str, decision: str, keeper: str | None) -> str:
         """Record a decision about the group ``key`` of a listing of this index state
-        (``serve --review``); -> the key.  The listing follows at once (the record's
-        generation moves on).  A key no current listing has: the group changed (409)."""
+        (``serve --review``); -> the key.  Listings read the decisions afresh, so the next
+        one shows it.  A key no current listing has: the group changed (409)."""
         from semhash.duplicates import DuplicatesError, record_decision
 
         state = self._current()
         reports = [r for k, r in list(state.derived.items()) if isinstance(k, tuple) and k[:1] == ("duplicates",)]
-        group = next((g for r in reports or [self.duplicates()] for g in r.groups if g.key == key), None)
+        group = next((g for r in reports or [self._groups(state)] for g in r.groups if g.key == key), None)
         if group is None:
             raise Conflict(f"no group {key[:12]}... in the index now: it changed since it was listed; reload the groups")
         try:
@@ -970,10 +979,6 @@ class IndexReader:
                 key = record_decision(self.location, group.paths, decision, keeper)
         except DuplicatesError as exc:
             raise BadQuery(str(exc)) from None
-        # the next request reads the record's state again and reloads at once (no throttle:
-        # this is one write, not an indexing run's stream of them)
-        self._last_key = (-1.0, ())
-        self._refresh_after = 0.0
         return key
 
     def status(self) -> dict[str, Any]:

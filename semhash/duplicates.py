@@ -103,12 +103,15 @@ class DuplicatesReport:
     def reclaimable(self) -> int:
         return sum(g.reclaimable for g in self.groups)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The report as `semhash duplicates --json` prints it; ``offset``/``limit`` pick the
+        groups listed (the totals always cover all of them)."""
+        page = self.groups[offset:] if limit is None else self.groups[offset : offset + limit]
         return {
             "groups": [
                 {"key": g.key, "decision": g.decision, "decided_keeper": g.decided_keeper, "reclaimable_bytes": g.reclaimable,
                  "keeper": asdict(g.keeper), "duplicates": [asdict(m) for m in g.duplicates]}
-                for g in self.groups
+                for g in page
             ],  # fmt: skip
             "totals": {"groups": len(self.groups), "redundant_files": self.redundant, "reclaimable_bytes": self.reclaimable,
                        "images": self.images, "too_flat": self.too_flat, "without_near_code": self.without_near_code,
@@ -279,9 +282,10 @@ def find_duplicates(
         with db.session() as s, s.begin():
             meta = read_meta(s, db.path)
             conn = s.connection()
-            return duplicates_in(conn.connection, conn.dialect.paramstyle, meta, db.has_near_tier, tier=tier,
-                                 near_threshold=near_threshold, radius=radius, keep=keep, min_quality=min_quality,
-                                 mirrors=mirrors)  # fmt: skip
+            report = duplicates_in(conn.connection, conn.dialect.paramstyle, meta, db.has_near_tier, tier=tier,
+                                   near_threshold=near_threshold, radius=radius, keep=keep, min_quality=min_quality,
+                                   mirrors=mirrors)  # fmt: skip
+            return apply_decisions(report, read_decisions(conn.connection, db.has_near_tier))
 
 
 _DECIDED_SQL = "SELECT group_key, decision, members, keeper FROM decisions"
@@ -315,14 +319,6 @@ def duplicates_in(
     if "near" in tiers and not has_near_tier:
         raise DuplicatesError("this index predates the near-duplicate tier: run `semhash index` on it once with write access")
     record = _read_record(conn, has_near_tier, mirrors and "near" in tiers, "similar" in tiers)
-    decided: list[tuple] = []  # (group key, decision, members JSON, keeper)
-    if has_near_tier:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(_DECIDED_SQL)
-            decided = [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
     n = len(record.ids)
     # nodes: files with the same bytes (an empty hash, from an import without one, is its own node)
     hashes = record.content_hash
@@ -375,9 +371,7 @@ def duplicates_in(
     position = {k: p for p, k in enumerate(ordered)}
     node_pairs = {(position[a], position[b]) if position[a] <= position[b] else (position[b], position[a]): v
                   for (a, b), v in pairs.items()}  # fmt: skip
-    groups, hidden = [], 0
-    not_duplicates = [set(json.loads(members)) for _, decision, members, _ in decided if decision == "not_duplicates"]
-    by_key = {key: (decision, keeper) for key, decision, _, keeper in decided if decision != "not_duplicates"}
+    groups = []
     for keeper_pos, linked_nodes in _node_groups(len(ordered), node_pairs):
         keeper_node = ordered[keeper_pos]
         keeper = best[keeper_node]
@@ -387,15 +381,51 @@ def duplicates_in(
         if not dups:
             continue
         group_paths = {keeper.path, *(m.path for m in dups)}
-        if any(group_paths <= marked for marked in not_duplicates):
-            hidden += 1
-            continue
         dups.sort(key=lambda m: (TIERS.index(m.tier), m.distance, m.path))
-        key = group_key(group_paths)
-        decision, decided_keeper = by_key.get(key, (None, None))
-        groups.append(Group(key, _as(keeper, "keeper", 0), dups, decision, decided_keeper))
+        groups.append(Group(group_key(group_paths), _as(keeper, "keeper", 0), dups))
     groups.sort(key=lambda g: (-g.reclaimable, g.keeper.path))
-    return DuplicatesReport(groups, n, tiers, threshold, radius, keep, too_flat, without, hidden)
+    return DuplicatesReport(groups, n, tiers, threshold, radius, keep, too_flat, without)
+
+
+def read_decisions(conn, has_near_tier: bool = True) -> list[tuple]:
+    """Every recorded decision, (group key, decision, members JSON, keeper), read on a DBAPI
+    connection (a small table: read afresh for every listing)."""
+    if not has_near_tier:
+        return []
+    cursor = conn.cursor()
+    try:
+        cursor.execute(_DECIDED_SQL)
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def apply_decisions(report: DuplicatesReport, decided: list[tuple]) -> DuplicatesReport:
+    """``report`` as the user sees it: groups inside a "not duplicates" decision left out
+    (a group that gained a member is not inside it any more), each other group with the
+    decision recorded for exactly it.  ``report`` itself is not changed."""
+    from dataclasses import replace
+
+    marked_with: dict[str, list[set[str]]] = {}  # a keeper's path -> the "not duplicates" sets holding it
+    for _, decision, members, _ in decided:
+        if decision == "not_duplicates":
+            marked = set(json.loads(members))
+            for path in marked:
+                marked_with.setdefault(path, []).append(marked)
+    by_key = {key: (decision, keeper) for key, decision, _, keeper in decided if decision != "not_duplicates"}
+    if not marked_with and not by_key:
+        return report
+    groups, hidden = [], 0
+    for group in report.groups:
+        candidates = marked_with.get(group.keeper.path)
+        if candidates:
+            paths = set(group.paths)
+            if any(paths <= marked for marked in candidates):
+                hidden += 1
+                continue
+        decision, keeper = by_key.get(group.key, (None, None))
+        groups.append(group if decision is None else replace(group, decision=decision, decided_keeper=keeper))
+    return replace(report, groups=groups, hidden_by_decisions=hidden)
 
 
 def _as(member: Member, tier: str, distance: int) -> Member:
@@ -418,7 +448,7 @@ def _node_groups(n: int, pairs: dict[tuple[int, int], tuple[str, int]]) -> list[
 def record_decision(index_path: str | Path, paths: Iterable[str], decision: str, keeper: str | None = None) -> str:
     """Record a decision about the group of ``paths`` (stored keys); the last one wins.
     -> the group's key."""
-    from semhash.index.db import DecisionRow, bump_generation, database_errors, open_index, utc_now
+    from semhash.index.db import DecisionRow, database_errors, open_index, utc_now
 
     if decision not in DECISIONS:
         raise DuplicatesError(f"unknown decision {decision!r}: use one of {', '.join(DECISIONS)}")
@@ -433,8 +463,9 @@ def record_decision(index_path: str | Path, paths: Iterable[str], decision: str,
     with open_index(index_path) as db, database_errors(db.path):
         db.require_near_tier()
         with db.write_session() as s, s.begin():
+            # no generation bump: a decision changes no image row, so the lookups and
+            # every reader's caches stay current; listings read the decisions afresh
             s.merge(DecisionRow(group_key=key, decision=decision, members=json.dumps(members), keeper=keeper, decided_at=utc_now()))
-            bump_generation(s)
     return key
 
 

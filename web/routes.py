@@ -244,8 +244,7 @@ async def duplicates(
     copies within the near threshold; with tier=similar look-alikes too), largest reclaimable
     first, `limit` groups from `offset`; totals cover all of them."""
     report = await run_in_threadpool(reader.duplicates, tier, near_threshold, radius, keep, min_quality)
-    data = report.to_json()
-    return DuplicatesOut(**{**data, "groups": data["groups"][offset : offset + limit], "offset": offset, "limit": limit})
+    return DuplicatesOut(**report.to_json(offset, limit), offset=offset, limit=limit)
 
 
 @router.post("/duplicates/decisions", response_model=DecisionOut, summary="Record a decision about a group of duplicates",
