@@ -444,6 +444,27 @@ def _node_groups(n: int, pairs: dict[tuple[int, int], tuple[str, int]]) -> list[
     return sorted(groups.items())
 
 
+def decided_only(report: DuplicatesReport) -> DuplicatesReport:
+    """The groups the user decided to keep one image of (the review page's plan): each with
+    the chosen image as its keeper (the suggested one, if another was chosen, becomes a
+    duplicate at the chosen one's tier and distance); undecided and skipped groups left out."""
+    from dataclasses import replace
+
+    groups = []
+    for group in report.groups:
+        if group.decision != "keep":
+            continue
+        chosen = next((m for m in group.duplicates if m.path == group.decided_keeper), None)
+        if chosen is None:  # the suggested keeper was chosen
+            groups.append(group)
+            continue
+        others = [m for m in group.duplicates if m.path != chosen.path]
+        others.append(_as(group.keeper, chosen.tier, chosen.distance))
+        others.sort(key=lambda m: (TIERS.index(m.tier), m.distance, m.path))
+        groups.append(replace(group, keeper=_as(chosen, "keeper", 0), duplicates=others))
+    return replace(report, groups=groups)
+
+
 # --------------------------------------------------------------------------- decisions
 def record_decision(index_path: str | Path, paths: Iterable[str], decision: str, keeper: str | None = None) -> str:
     """Record a decision about the group of ``paths`` (stored keys); the last one wins.

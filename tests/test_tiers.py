@@ -472,3 +472,19 @@ def test_decisions_are_recorded_only_in_review_mode_and_the_last_one_wins(librar
     con = sqlite3.connect(index)
     assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == 1
     con.close()
+
+
+def test_the_review_plan_moves_the_decided_groups_keeping_the_chosen_image(library, home, cli, tmp_path):
+    index = home / "index" / "index.sqlite"
+    data = _groups(cli, home)
+    group = next(g for g in data["groups"] if Path(g["keeper"]["path"]).name == "a-gamma.png")
+    chosen = next(m["path"] for m in group["duplicates"] if Path(m["path"]).name == "p0.png")
+    record_decision(index, [group["keeper"]["path"], *(m["path"] for m in group["duplicates"])], "keep", chosen)
+    plan = _groups(cli, home, "--decided")
+    (only,) = plan["groups"]  # the undecided group is not in the plan
+    assert only["keeper"]["path"] == chosen
+    assert {Path(m["path"]).name for m in only["duplicates"]} == {"a-gamma.png", "a-q50.jpg", "a-same.png"}
+    out = cli("duplicates", "--decided", "--move-to", tmp_path / "moved", home=home)
+    assert out.stdout.startswith("moved 3 duplicates")
+    assert Path(chosen).is_file() and not (library / "copies" / "a-gamma.png").exists()
+    assert (library / "copies" / "b-half.png").is_file()  # undecided: not moved

@@ -189,7 +189,7 @@ async function start() {
     review = s.review;
     $("summary").textContent = `${s.count.toLocaleString()} images · model ${s.model || "none"}`;
     $("mode").textContent = review
-      ? "Review mode: your decisions are stored in the index; `semhash duplicates` honours them. Nothing here moves or deletes a file: `semhash duplicates --move-to DIR` does, and can be undone."
+      ? "Review mode: your decisions are stored in the index; `semhash duplicates` honours them. Nothing here moves or deletes a file: `semhash duplicates --decided --move-to DIR` moves the duplicates of the groups decided here, keeping the image chosen, and can be undone."
       : "Read-only: start the server with `semhash serve --review` to record decisions.";
   } catch (e) {
     $("summary").textContent = "The index cannot be read.";
