@@ -264,6 +264,18 @@ def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path):
             group(keys[2]).get_by_role("button", name="Skip").click()
             expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
 
+            # the full-size viewer: keyboard only
+            group(keys[1]).locator(".member a").first.focus()
+            page.keyboard.press("Enter")
+            viewer = page.locator("#viewer")
+            expect(viewer).to_be_visible()
+            expect(page.locator("#viewer-caption")).to_contain_text("1 of 2")
+            assert "/file" in page.locator("#viewer-image").get_attribute("src")
+            page.keyboard.press("ArrowRight")
+            expect(page.locator("#viewer-caption")).to_contain_text("2 of 2")
+            page.keyboard.press("Escape")
+            expect(viewer).to_be_hidden()
+
             page.reload()  # the decisions are in the index, not in the page
             expect(groups).to_have_count(2)
             expect(group(keys[1]).locator(".decision")).to_contain_text("Decided: keep")

@@ -86,7 +86,13 @@ function memberCard(member, role, group) {
     { class: `member ${role}${chosen ? " chosen" : ""}` },
     el(
       "a",
-      { href: `/api/images/${member.id}/file`, target: "_blank", rel: "noopener", "aria-label": `Open ${member.path} full size` },
+      {
+        href: `/api/images/${member.id}/file`, target: "_blank", rel: "noopener", "aria-label": `Open ${member.path} full size`,
+        onclick: (event) => {
+          event.preventDefault();
+          openViewer(group, member);
+        },
+      },
       el("img", { src: `/api/images/${member.id}/thumbnail?size=192`, alt: "", loading: "lazy" }),
     ),
     el(
@@ -183,7 +189,51 @@ async function load() {
   }
 }
 
+// ---------------------------------------------------------------- the full-size viewer
+// One group's images at full size, in a modal dialog: Left/Right (or the buttons) step through
+// them, Esc closes it and focus goes back to the thumbnail it came from.
+let viewing = null; // {members, index, from}
+
+function openViewer(group, member) {
+  const members = [group.keeper, ...group.duplicates];
+  viewing = { members, index: members.findIndex((m) => m.id === member.id), from: document.activeElement };
+  showInViewer();
+  $("viewer").showModal();
+  $("viewer-next").focus();
+}
+
+function showInViewer() {
+  const m = viewing.members[viewing.index];
+  const pixels = m.width ? `${m.width}×${m.height}` : "size unknown";
+  $("viewer-image").src = `/api/images/${m.id}/file`;
+  $("viewer-image").alt = m.path;
+  $("viewer-caption").textContent =
+    `${viewing.index + 1} of ${viewing.members.length}: ${m.path} · ${size(m.size)} · ${pixels}` +
+    (m.tier === "keeper" ? " · suggested keeper" : ` · ${m.tier}, distance ${m.distance}`);
+}
+
+function step(delta) {
+  if (!viewing) return;
+  viewing.index = (viewing.index + delta + viewing.members.length) % viewing.members.length;
+  showInViewer();
+}
+
+function wireViewer() {
+  $("viewer-previous").addEventListener("click", () => step(-1));
+  $("viewer-next").addEventListener("click", () => step(1));
+  $("viewer-close").addEventListener("click", () => $("viewer").close());
+  $("viewer").addEventListener("keydown", (event) => {
+    if (event.key === "ArrowRight") step(1);
+    else if (event.key === "ArrowLeft") step(-1);
+  });
+  $("viewer").addEventListener("close", () => {
+    if (viewing && viewing.from) viewing.from.focus();
+    viewing = null;
+  });
+}
+
 async function start() {
+  wireViewer();
   try {
     const s = await api("/api/status");
     review = s.review;
