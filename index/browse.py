@@ -40,7 +40,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from functools import lru_cache
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote
@@ -227,6 +227,7 @@ class SearchResult:
     matches: list[Hit]
     note: str | None = None  # a code given as text that could be read two ways: which reading
     tier: str = "similar"  # the tiers searched: all, exact, near or similar
+    hint: str | None = None  # an upload unlike the model's training images: why its matches may mean little
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,30 @@ def decode_upload(
         return decode()
     with budget.hold(pixels, cancelled):
         return decode()
+
+
+def upload_hint(data: bytes, input_shape: Sequence[int]) -> str | None:
+    """Why an upload's matches may mean little: a colour image searched with a model of grey
+    images, or an image far larger than the model's input (a photo on a digits model).  From
+    the header and a 16x16 thumbnail; None when nothing stands out (or it cannot be read)."""
+    from PIL import Image
+
+    height, width, channels = (int(s) for s in input_shape)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            size = img.size
+            colour = False
+            if channels == 1 and img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                small = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.int16)
+                colour = int(np.abs(small - small.mean(axis=-1, keepdims=True)).max()) > 24
+    except Exception:  # noqa: BLE001 -- a hint is only a hint: the decode reports real problems
+        return None
+    model = f"{width}x{height} {'grey' if channels == 1 else 'colour'} images"
+    if colour:
+        return f"the model was trained on {model}; this is a colour image {size[0]}x{size[1]}: its matches may mean little"
+    if min(size) > 8 * max(width, height):
+        return f"the model was trained on {model}; this image is {size[0]}x{size[1]}: its matches may mean little"
+    return None
 
 
 def upload_pixels(name: str, data: bytes, max_pixels: int) -> int:
@@ -748,12 +773,14 @@ class IndexReader:
         ]  # fmt: skip
         codes = hasher.hash(np.stack([array for array, _ in decoded]))
         names = [name for name, _ in uploads]
+        hints = [upload_hint(data, hasher.input_shape) for _, data in uploads]
         if tiers == ("similar",):
-            return self._search(state, codes, radius, limit, names)
+            return [replace(r, hint=h) for r, h in zip(self._search(state, codes, radius, limit, names), hints)]
         results = self._search(state, codes, radius, None, names) if "similar" in tiers else [
             SearchResult(name, int(c), code_to_str(int(c), int(state.meta.n_bits)), 0, []) for name, c in zip(names, codes.tolist())
         ]  # fmt: skip
-        return [self._with_tiers(state, r, facts, tiers, threshold, limit, tier) for r, (_, facts) in zip(results, decoded)]
+        return [replace(self._with_tiers(state, r, facts, tiers, threshold, limit, tier), hint=h)
+                for r, (_, facts), h in zip(results, decoded, hints)]  # fmt: skip
 
     def _near_index(self, state: _State):
         """The near tier's index of this state, loaded once (per index state)."""

@@ -5,6 +5,7 @@ upload limits, read-only access and re-index pick-up."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -611,3 +612,19 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stdout + out.stderr
+
+
+def test_an_upload_unlike_the_models_images_gets_a_hint(client, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    colour.save(buffer, "PNG")
+    got = client.post("/api/search/upload", files=[("files", ("photo.png", buffer.getvalue(), "image/png"))]).json()[0]
+    assert "colour image 64x64" in got["hint"] and "8x8 grey images" in got["hint"]
+    grey = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    buffer = io.BytesIO()
+    grey.save(buffer, "PNG")
+    same = client.post("/api/search/upload", files=[("files", ("digit.png", buffer.getvalue(), "image/png"))]).json()[0]
+    assert "hint" not in same  # like the model's own images: no hint, and no key

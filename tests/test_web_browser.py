@@ -174,6 +174,15 @@ def test_the_page_keeps_its_searches_in_the_url_hides_what_it_should_and_fits_a_
             expect(page.locator("#message")).to_contain_text("is 1 to 1000: set to 1")
             expect(page.locator("#results .match")).to_have_count(1)
 
+            # a colour photo on a model of small grey images: the page says why matches may mean little
+            import numpy as np
+            from PIL import Image
+
+            photo = tmp_path / "photo.png"
+            Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photo)
+            page.set_input_files("#file", str(photo))
+            expect(page.locator("#message")).to_contain_text("Note: the model was trained on 8x8 grey images")
+
             # an error after a search: the previous query's header goes too
             bad = tmp_path / "notes.png"
             bad.write_text("not an image")

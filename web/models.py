@@ -38,12 +38,18 @@ class QueryOut(BaseModel):
         description="Only for a code that could be read two ways (0/1 digits of another length than n_bits "
         "are an integer: '0101' on a 30-bit index is 101): which reading was used.",
     )
+    hint: str | None = Field(
+        None,
+        description="Only for an uploaded image unlike the images the model was trained on (colour against a grey "
+        "model, or much larger than its input): why its matches may mean little.",
+    )
 
     @model_serializer(mode="wrap")
     def _note_only_when_there_is_one(self, handler):  # the shape of `semhash query --json`
         data = handler(self)
-        if data.get("note") is None:
-            data.pop("note", None)
+        for optional in ("note", "hint"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
 

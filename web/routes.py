@@ -120,6 +120,7 @@ def _query_out(result: SearchResult) -> QueryOut:
         total=result.total,
         matches=[MatchOut(id=m.id, path=m.path, tier=m.tier, distance=m.distance, label=m.label) for m in result.matches],
         note=result.note,
+        hint=result.hint,
     )
 
 

@@ -189,10 +189,10 @@ function showResult(result, search) {
   const results = $("results");
   results.replaceChildren();
   if (result.total === 0) {
-    say(`No copy, and no indexed image within radius ${radius}. Try a larger radius.`);
+    say(`No copy, and no indexed image within radius ${radius}. ` + (result.hint ? `Note: ${result.hint}.` : "Try a larger radius."));
     return;
   }
-  say(count + ". Click a match to search from it.");
+  say(count + ". Click a match to search from it." + (result.hint ? ` Note: ${result.hint}.` : ""));
   // matches come exact, then near, then similar: one section per tier and distance
   const groups = new Map();
   for (const match of result.matches) {
