@@ -327,24 +327,21 @@ def decode_upload(
 
 
 def upload_hint(data: bytes, input_shape: Sequence[int]) -> str | None:
-    """Why an upload's matches may mean little: a colour image searched with a model of grey
-    images, or an image far larger than the model's input (a photo on a digits model).  From
-    the header and a 16x16 thumbnail; None when nothing stands out (or it cannot be read)."""
+    """Why an upload's matches may mean little: a colour (RGB, palette, CMYK...) image searched
+    with a model of grey images, or an image far larger than the model's input (a photo on a
+    digits model).  From the header alone: nothing is decoded here (the decode, within the
+    server's budget, is the search's).  None when nothing stands out or it cannot be read."""
     from PIL import Image
 
     height, width, channels = (int(s) for s in input_shape)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            size = img.size
-            colour = False
-            if channels == 1 and img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
-                small = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.int16)
-                colour = int(np.abs(small - small.mean(axis=-1, keepdims=True)).max()) > 24
+            size, mode = img.size, img.mode
     except Exception:  # noqa: BLE001 -- a hint is only a hint: the decode reports real problems
         return None
     model = f"{width}x{height} {'grey' if channels == 1 else 'colour'} images"
-    if colour:
-        return f"the model was trained on {model}; this is a colour image {size[0]}x{size[1]}: its matches may mean little"
+    if channels == 1 and mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+        return f"the model was trained on {model}; this is a {mode} image of {size[0]}x{size[1]}: its matches may mean little"
     if min(size) > 8 * max(width, height):
         return f"the model was trained on {model}; this image is {size[0]}x{size[1]}: its matches may mean little"
     return None

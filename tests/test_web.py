@@ -622,7 +622,7 @@ def test_an_upload_unlike_the_models_images_gets_a_hint(client, tmp_path):
     buffer = io.BytesIO()
     colour.save(buffer, "PNG")
     got = client.post("/api/search/upload", files=[("files", ("photo.png", buffer.getvalue(), "image/png"))]).json()[0]
-    assert "colour image 64x64" in got["hint"] and "8x8 grey images" in got["hint"]
+    assert "RGB image of 64x64" in got["hint"] and "8x8 grey images" in got["hint"]
     grey = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8))
     buffer = io.BytesIO()
     grey.save(buffer, "PNG")
