@@ -138,6 +138,20 @@ static PyObject *as_bytes(const int64_t *a, Py_ssize_t n) {
     return PyBytes_FromStringAndSize((const char *)a, n * (Py_ssize_t)sizeof(int64_t));
 }
 
+/* the (q, pos, d) bytes a kernel found, its buffers freed; NULL with MemoryError when it ran out */
+static PyObject *finish(int rc, out_t *out) {
+    PyObject *result = NULL;
+    if (rc < 0) {
+        PyErr_NoMemory();
+    } else {
+        result = Py_BuildValue("(NNN)", as_bytes(out->q, out->n), as_bytes(out->pos, out->n), as_bytes(out->d, out->n));
+    }
+    free(out->q);
+    free(out->pos);
+    free(out->d);
+    return result;
+}
+
 static PyObject *py_search(PyObject *self, PyObject *args) {
     Py_buffer codes, order, starts, offsets, words, queries, masks;
     int threshold, radius;
@@ -165,14 +179,7 @@ static PyObject *py_search(PyObject *self, PyObject *args) {
              (const int64_t *)offsets.buf, (const int32_t *)words.buf, n_words, (const uint64_t *)queries.buf, nq,
              (const int64_t *)masks.buf, n_masks, threshold, radius, &out);
     Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        PyErr_NoMemory();
-    } else {
-        result = Py_BuildValue("(NNN)", as_bytes(out.q, out.n), as_bytes(out.pos, out.n), as_bytes(out.d, out.n));
-    }
-    free(out.q);
-    free(out.pos);
-    free(out.d);
+    result = finish(rc, &out);
 done:
     PyBuffer_Release(&codes);
     PyBuffer_Release(&order);
@@ -200,14 +207,7 @@ static PyObject *py_pairs(PyObject *self, PyObject *args) {
     rc = run_pairs((const uint64_t *)sorted.buf, (const int32_t *)order.buf, (const int64_t *)starts.buf, w,
                    (const int64_t *)masks.buf, n_masks, threshold, radius, &out);
     Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        PyErr_NoMemory();
-    } else {
-        result = Py_BuildValue("(NNN)", as_bytes(out.q, out.n), as_bytes(out.pos, out.n), as_bytes(out.d, out.n));
-    }
-    free(out.q);
-    free(out.pos);
-    free(out.d);
+    result = finish(rc, &out);
 done:
     PyBuffer_Release(&sorted);
     PyBuffer_Release(&order);

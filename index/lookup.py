@@ -42,10 +42,11 @@ import json
 import math
 import mmap
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -653,30 +654,14 @@ class HammingLookup:
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-        import tempfile  # only writers pay for it
-
-        # named with this process's id: if it is killed mid-write, the next open of the index
-        # removes the file (db.remove_leftovers) once the process is gone
-        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(MAGIC)
-                fh.write(np.uint64(len(blob)).tobytes())
-                fh.write(blob)
-                for arr in arrays:
-                    fh.write(b"\0" * (_aligned(fh.tell()) - fh.tell()))
-                    fh.write(memoryview(arr).cast("B"))
+        with written_atomically(path, mode) as fh:
+            fh.write(MAGIC)
+            fh.write(np.uint64(len(blob)).tobytes())
+            fh.write(blob)
+            for arr in arrays:
                 fh.write(b"\0" * (_aligned(fh.tell()) - fh.tell()))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+                fh.write(memoryview(arr).cast("B"))
+            fh.write(b"\0" * (_aligned(fh.tell()) - fh.tell()))
 
     @classmethod
     def load(cls, path: str | Path, key: dict[str, Any] | None = None) -> "HammingLookup | None":
@@ -712,6 +697,30 @@ class HammingLookup:
             return cls(header["n_bits"], header["count"], tables)
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+@contextmanager
+def written_atomically(path: Path, mode: int) -> Iterator[Any]:
+    """A binary file handle whose content becomes ``path`` (permissions ``mode``) only when
+    the block ends without error: written under a temporary name, fsync'ed, renamed into
+    place.  The temporary name carries this process's id: if it is killed mid-write, the
+    next open of the index removes the file (db.remove_leftovers) once the process is gone."""
+    import tempfile  # only writers pay for it
+
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _validate_layout(layout: Sequence[TableLayout], n_bits: int) -> None:

@@ -264,8 +264,8 @@ _ALIGN = 64
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], key: Any, mode: int = 0o644) -> None:
     """Write named arrays and the record state ``key`` they were built from into one file,
-    atomically (a temporary file named with this process's id, renamed into place)."""
-    import tempfile
+    atomically (:func:`semhash.index.lookup.written_atomically`)."""
+    from semhash.index.lookup import written_atomically
 
     path = Path(path)
     entries, offset = {}, 0
@@ -278,25 +278,13 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], key: Any, mode:
     header = json.dumps({"version": FORMAT_VERSION, "key": key, "arrays": entries}, sort_keys=True).encode()
     head = len(MAGIC) + 8 + len(header)
     start = -(-head // _ALIGN) * _ALIGN
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + np.uint64(len(header)).tobytes() + header)
-            fh.write(b"\0" * (start - head))
-            for array in blobs:
-                if array.nbytes:  # (an empty array has nothing to write, and memoryview cannot cast it)
-                    fh.write(memoryview(array.reshape(-1)).cast("B"))
-                fh.write(b"\0" * (-(-array.nbytes // _ALIGN) * _ALIGN - array.nbytes))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with written_atomically(path, mode) as fh:
+        fh.write(MAGIC + np.uint64(len(header)).tobytes() + header)
+        fh.write(b"\0" * (start - head))
+        for array in blobs:
+            if array.nbytes:  # (an empty array has nothing to write, and memoryview cannot cast it)
+                fh.write(memoryview(array.reshape(-1)).cast("B"))
+            fh.write(b"\0" * (-(-array.nbytes // _ALIGN) * _ALIGN - array.nbytes))
 
 
 def load_arrays(path: str | Path, key: Any) -> dict[str, np.ndarray] | None:

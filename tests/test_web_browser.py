@@ -7,6 +7,7 @@ Skips only where Chromium is not installed, saying so; under CI (SEMHASH_CI=1, s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,27 @@ def chromium_or_skip() -> str:
         print(reason)
         pytest.skip(reason)
     return found
+
+
+@contextlib.contextmanager
+def browser(tmp_path: Path, problems: list[str]):
+    """(context, page): Debian's Chromium, headless, a 1200 x 900 page whose uncaught
+    JavaScript errors go to ``problems``."""
+    chromium = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS),
+            viewport={"width": 1200, "height": 900},
+        )  # fmt: skip
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            yield context, page
+        finally:
+            context.close()
 
 
 @pytest.fixture
@@ -127,81 +149,70 @@ def test_upload_then_click_through_matches(served, tmp_path):
 
 
 def test_the_page_keeps_its_searches_in_the_url_hides_what_it_should_and_fits_a_phone(served, tmp_path):
-    chromium = chromium_or_skip()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     server, folder = served
     query = sorted((folder / "2").glob("*.png"))[0]
     problems: list[str] = []
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS),
-            viewport={"width": 1200, "height": 900},
-        )  # fmt: skip
-        try:
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.goto(server.url + "/")
-            expect(page.locator("#summary")).to_contain_text("18 images")
-            # first load: no empty query box (the CSS display of .query overrode [hidden])
-            expect(page.locator("#query")).to_be_hidden()
+    with browser(tmp_path, problems) as (context, page):
+        page.goto(server.url + "/")
+        expect(page.locator("#summary")).to_contain_text("18 images")
+        # first load: no empty query box (the CSS display of .query overrode [hidden])
+        expect(page.locator("#query")).to_be_hidden()
 
-            page.locator("#radius").fill("4")  # a wide radius: several matches to click through
-            page.locator("#radius").dispatch_event("change")
-            page.set_input_files("#file", str(query))
-            matches = page.locator("#results .match")
-            expect(matches.nth(2)).to_be_visible()
-            first_path = matches.nth(1).locator(".path").inner_text()
-            matches.nth(1).click()
-            expect(page.locator("#query-name")).to_have_text(first_path)
-            assert "id=" in page.url and "radius=4" in page.url
-            first_url = page.url
-            second = page.locator("#results .match").last
-            second_path = second.locator(".path").inner_text()
-            second.click()
-            expect(page.locator("#query-name")).to_have_text(second_path)
-            # Back and Forward step through the searches; a link opens its search
-            page.go_back()
-            expect(page.locator("#query-name")).to_have_text(first_path)
-            assert page.url == first_url
-            page.go_forward()
-            expect(page.locator("#query-name")).to_have_text(second_path)
+        page.locator("#radius").fill("4")  # a wide radius: several matches to click through
+        page.locator("#radius").dispatch_event("change")
+        page.set_input_files("#file", str(query))
+        matches = page.locator("#results .match")
+        expect(matches.nth(2)).to_be_visible()
+        first_path = matches.nth(1).locator(".path").inner_text()
+        matches.nth(1).click()
+        expect(page.locator("#query-name")).to_have_text(first_path)
+        assert "id=" in page.url and "radius=4" in page.url
+        first_url = page.url
+        second = page.locator("#results .match").last
+        second_path = second.locator(".path").inner_text()
+        second.click()
+        expect(page.locator("#query-name")).to_have_text(second_path)
+        # Back and Forward step through the searches; a link opens its search
+        page.go_back()
+        expect(page.locator("#query-name")).to_have_text(first_path)
+        assert page.url == first_url
+        page.go_forward()
+        expect(page.locator("#query-name")).to_have_text(second_path)
 
-            # "Show at most" 0 is put back to 1, and the page says so
-            page.locator("#limit").fill("0")
-            page.locator("#limit").dispatch_event("change")
-            expect(page.locator("#message")).to_contain_text("is 1 to 1000: set to 1")
-            expect(page.locator("#results .match")).to_have_count(1)
+        # "Show at most" 0 is put back to 1, and the page says so
+        page.locator("#limit").fill("0")
+        page.locator("#limit").dispatch_event("change")
+        expect(page.locator("#message")).to_contain_text("is 1 to 1000: set to 1")
+        expect(page.locator("#results .match")).to_have_count(1)
 
-            # a colour photo on a model of small grey images: the page says why matches may mean little
-            import numpy as np
-            from PIL import Image
+        # a colour photo on a model of small grey images: the page says why matches may mean little
+        import numpy as np
+        from PIL import Image
 
-            photo = tmp_path / "photo.png"
-            Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photo)
-            page.set_input_files("#file", str(photo))
-            expect(page.locator("#message")).to_contain_text("Note: the model was trained on 8x8 grey images")
+        photo = tmp_path / "photo.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photo)
+        page.set_input_files("#file", str(photo))
+        expect(page.locator("#message")).to_contain_text("Note: the model was trained on 8x8 grey images")
 
-            # an error after a search: the previous query's header goes too
-            bad = tmp_path / "notes.png"
-            bad.write_text("not an image")
-            page.set_input_files("#file", str(bad))
-            expect(page.locator("#message")).to_contain_text("Bad file")
-            expect(page.locator("#query")).to_be_hidden()
+        # an error after a search: the previous query's header goes too
+        bad = tmp_path / "notes.png"
+        bad.write_text("not an image")
+        page.set_input_files("#file", str(bad))
+        expect(page.locator("#message")).to_contain_text("Bad file")
+        expect(page.locator("#query")).to_be_hidden()
 
-            # a phone, 390 px wide, opening a shared link: nothing runs off the screen
-            phone = context.new_page()
-            phone.set_viewport_size({"width": 390, "height": 800})
-            phone.goto(first_url)
-            expect(phone.locator("#query-name")).to_have_text(first_path)
-            expect(phone.locator("#buckets tbody tr").first).to_be_visible()
-            for width in (390, 360):
-                phone.set_viewport_size({"width": width, "height": 800})
-                scroll, inner = phone.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-                assert scroll <= inner, (width, scroll, inner)
-        finally:
-            context.close()
+        # a phone, 390 px wide, opening a shared link: nothing runs off the screen
+        phone = context.new_page()
+        phone.set_viewport_size({"width": 390, "height": 800})
+        phone.goto(first_url)
+        expect(phone.locator("#query-name")).to_have_text(first_path)
+        expect(phone.locator("#buckets tbody tr").first).to_be_visible()
+        for width in (390, 360):
+            phone.set_viewport_size({"width": width, "height": 800})
+            scroll, inner = phone.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert scroll <= inner, (width, scroll, inner)
     assert problems == []
 
 
@@ -239,64 +250,53 @@ def copies_served(tmp_path):
 
 
 def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path):
-    chromium = chromium_or_skip()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from semhash.duplicates import find_duplicates
 
     server, workspace = copies_served
     problems: list[str] = []
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS),
-            viewport={"width": 1200, "height": 900},
-        )  # fmt: skip
-        try:
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.goto(server.url + "/")
-            page.get_by_role("link", name="Duplicates").click()
-            groups = page.locator(".group-review")
-            expect(groups).to_have_count(3)
-            expect(page.locator("#mode")).to_contain_text("Review mode")
-            keys = [groups.nth(i).get_attribute("data-key") for i in range(3)]
-            expect(groups.first.locator(".member.keeper .tier")).to_have_text("suggested keeper")
+    with browser(tmp_path, problems) as (context, page):
+        page.goto(server.url + "/")
+        page.get_by_role("link", name="Duplicates").click()
+        groups = page.locator(".group-review")
+        expect(groups).to_have_count(3)
+        expect(page.locator("#mode")).to_contain_text("Review mode")
+        keys = [groups.nth(i).get_attribute("data-key") for i in range(3)]
+        expect(groups.first.locator(".member.keeper .tier")).to_have_text("suggested keeper")
 
-            def group(key):
-                return page.locator(f'.group-review[data-key="{key}"]')
+        def group(key):
+            return page.locator(f'.group-review[data-key="{key}"]')
 
-            group(keys[0]).get_by_role("button", name="Not duplicates").click()
-            expect(groups).to_have_count(2)
-            group(keys[1]).get_by_role("button", name="Keep the suggested one").click()
-            expect(group(keys[1]).locator(".decision")).to_contain_text("Decided: keep")
-            group(keys[2]).get_by_role("button", name="Skip").click()
-            expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
+        group(keys[0]).get_by_role("button", name="Not duplicates").click()
+        expect(groups).to_have_count(2)
+        group(keys[1]).get_by_role("button", name="Keep the suggested one").click()
+        expect(group(keys[1]).locator(".decision")).to_contain_text("Decided: keep")
+        group(keys[2]).get_by_role("button", name="Skip").click()
+        expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
 
-            # the full-size viewer: keyboard only
-            group(keys[1]).locator(".member a").first.focus()
-            page.keyboard.press("Enter")
-            viewer = page.locator("#viewer")
-            expect(viewer).to_be_visible()
-            expect(page.locator("#viewer-caption")).to_contain_text("1 of 2")
-            assert "/file" in page.locator("#viewer-image").get_attribute("src")
-            page.keyboard.press("ArrowRight")
-            expect(page.locator("#viewer-caption")).to_contain_text("2 of 2")
-            page.keyboard.press("Escape")
-            expect(viewer).to_be_hidden()
+        # the full-size viewer: keyboard only
+        group(keys[1]).locator(".member a").first.focus()
+        page.keyboard.press("Enter")
+        viewer = page.locator("#viewer")
+        expect(viewer).to_be_visible()
+        expect(page.locator("#viewer-caption")).to_contain_text("1 of 2")
+        assert "/file" in page.locator("#viewer-image").get_attribute("src")
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#viewer-caption")).to_contain_text("2 of 2")
+        page.keyboard.press("Escape")
+        expect(viewer).to_be_hidden()
 
-            page.reload()  # the decisions are in the index, not in the page
-            expect(groups).to_have_count(2)
-            expect(group(keys[1]).locator(".decision")).to_contain_text("Decided: keep")
-            expect(group(keys[1]).locator(".member.chosen")).to_have_count(1)
-            expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
-            expect(page.locator("#totals")).to_contain_text("1 marked not duplicates")
+        page.reload()  # the decisions are in the index, not in the page
+        expect(groups).to_have_count(2)
+        expect(group(keys[1]).locator(".decision")).to_contain_text("Decided: keep")
+        expect(group(keys[1]).locator(".member.chosen")).to_have_count(1)
+        expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
+        expect(page.locator("#totals")).to_contain_text("1 marked not duplicates")
 
-            page.set_viewport_size({"width": 390, "height": 800})
-            scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-            assert scroll <= inner, (scroll, inner)
-        finally:
-            context.close()
+        page.set_viewport_size({"width": 390, "height": 800})
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, (scroll, inner)
     assert problems == []
     report = find_duplicates(workspace.index_path)  # `semhash duplicates` honours the decisions
     assert report.hidden_by_decisions == 1 and {g.key: g.decision for g in report.groups} == {keys[1]: "keep", keys[2]: "skip"}

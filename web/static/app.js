@@ -3,22 +3,9 @@
 // network but this server. Text from the index is only ever set as textContent.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 let lastSearch = null; // {kind: "upload", file} | {kind: "id", id} | {kind: "bucket", code}
 let queryPreviewUrl = null;
 let searchCounter = 0;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
 
 function plural(n, one, many) {
   return `${n.toLocaleString()} ${n === 1 ? one : many}`;
@@ -28,23 +15,6 @@ function say(text, isError = false) {
   const message = $("message");
   message.textContent = text;
   message.classList.toggle("error", isError);
-}
-
-async function api(url, options = {}) {
-  const response = await fetch(url, options);
-  let body = null;
-  try {
-    body = await response.json();
-  } catch (e) {
-    body = null;
-  }
-  if (!response.ok) {
-    const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
-    const error = new Error(detail);
-    error.status = response.status;
-    throw error;
-  }
-  return body;
 }
 
 // "Show at most": 1 to 1000; anything else is put back in range, and the page says so

@@ -5,38 +5,9 @@
 // Plain DOM, no build step; text from the index is only ever set as textContent.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const PAGE = 20;
 let review = false;
 let shown = []; // the groups on this page
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-async function api(url, options = {}) {
-  const response = await fetch(url, options);
-  let body = null;
-  try {
-    body = await response.json();
-  } catch (e) {
-    body = null;
-  }
-  if (!response.ok) {
-    const error = new Error(body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`);
-    error.status = response.status;
-    throw error;
-  }
-  return body;
-}
 
 function size(bytes) {
   const units = ["B", "KB", "MB", "GB", "TB"];
