@@ -74,6 +74,7 @@ def format_csv(data: dict) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per file (group, role, tier, distance, path, size, width, height, mtime).")
 @click.option("--move-to", type=click.Path(file_okay=False), default=None, metavar="DIR", help="Move every duplicate (not the keepers) into DIR under its full path, writing DIR/semhash-moves-*.jsonl first; nothing is deleted or overwritten, and the index forgets the moved files.")
 @click.option("--decided", is_flag=True, help="Only the groups decided on the review page (`semhash serve --review`) with 'keep', each keeping the image chosen there: with --move-to, the review's plan.")
+@click.option("--plan", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="The plan downloaded from the review page (semhash-plan.json): only its groups, each keeping the image chosen there, found again with the plan's tier, threshold and keep rule; a group that changed since is left alone (a warning says so). With --move-to, moves its duplicates.")
 @click.option("--undo", type=click.Path(dir_okay=False, exists=True), default=None, metavar="MANIFEST", help="Put back every file a --move-to run moved (its manifest).")
 @click.option("--calibrate", is_flag=True, help="Instead of listing groups: copy a sample of the indexed images with the usual edits (JPEG, resize, brightness, crop, rotation, mirror, padding, overlay, blur; in memory, no file written) and print, per near threshold, the share of copies that find their original and the share that match another image.")
 @click.option("--sample", type=click.IntRange(1), default=100, show_default=True, help="--calibrate: how many indexed images to copy.")
@@ -81,8 +82,8 @@ def format_csv(data: dict) -> str:
 @home_option
 @json_option
 @library_errors
-def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv, move_to, decided, undo, calibrate, sample,
-               index_path, home, as_json):  # fmt: skip
+def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv, move_to, decided, plan, undo, calibrate,
+               sample, index_path, home, as_json):  # fmt: skip
     """Every group of copies in the index: the same bytes (exact tier) and copies that were
     re-saved, resized, re-encoded or brightened (near tier: PDQ codes within
     --near-threshold), and with --tier similar look-alikes too.  Each group has one image to
@@ -97,10 +98,11 @@ def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv,
       semhash duplicates --tier similar --radius 1 --json
       semhash duplicates --move-to ~/duplicates      # prints how to undo
       semhash duplicates --decided --move-to ~/dups  # what was decided on the review page
+      semhash duplicates --plan semhash-plan.json --move-to ~/dups  # the page's download
       semhash duplicates --undo ~/duplicates/semhash-moves-20261207T101500000000Z.jsonl
       semhash duplicates --calibrate --sample 50      # what the thresholds mean here
     """
-    from semhash.duplicates import decided_only, find_duplicates, move_duplicates, undo_moves
+    from semhash.duplicates import decided_only, find_duplicates, follow_plan, move_duplicates, read_plan, undo_moves
 
     if calibrate:
         if move_to or undo or as_csv:
@@ -124,11 +126,20 @@ def duplicates(tier, near_threshold, radius, keep, min_quality, mirrors, as_csv,
         if result.conflicts:
             sys.exit(1)
         return
+    if plan and decided:
+        raise click.UsageError("give --plan or --decided, not both")
     _, path = index_location(home, index_path)
+    planned = read_plan(plan) if plan else None
+    if planned is not None:  # the groups as the page listed them
+        tier, near_threshold, radius, keep = planned["tiers"][-1], planned["near_threshold"], planned["radius"], planned["keep"]
     report = find_duplicates(path, tier=tier, near_threshold=near_threshold, radius=radius, keep=keep,
                              min_quality=min_quality, mirrors=mirrors)  # fmt: skip
     if decided:
         report = decided_only(report)
+    if planned is not None:
+        report, changed = follow_plan(report, planned)
+        for key in changed:
+            echo_err(f"warning: {plan}: group {key[:12]}... is not in the index as planned (a file was added, moved or changed since): left alone")
     data = report.to_json()
     if as_json and not move_to:
         print_json(data)

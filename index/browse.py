@@ -472,6 +472,9 @@ class IndexReader:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._immutable = False
+        # the duplicates listings asked for lately: computed again in the background as soon
+        # as a new index state loads, so that the review page's first request finds them ready
+        self._warm_shapes: list[tuple] = []
         self._open()
         self._current()
 
@@ -615,6 +618,7 @@ class IndexReader:
                 # the next request sees a newer key and loads again
                 meta, cache = _SearchCache.load(self._db)
             self._state = _State(key, meta, cache)
+            self._warm(self._state)
             # while an indexing run bumps the generation batch after batch, reload at most
             # every 2x the last reload's time: at most half the CPU goes to reloading
             self._refresh_after = time.monotonic() + 2 * (time.monotonic() - started)
@@ -879,6 +883,19 @@ class IndexReader:
         """The indexed row ``image_id``; NotFound when there is none."""
         return self._image(self._current(), image_id)
 
+    def image_at(self, path: str) -> ImageRecord:
+        """The indexed row of ``path`` (as results show it: the stored key); NotFound when
+        none.  Exact, on the unique path index: no scan, however large the index."""
+        state = self._current()
+        assert self._engine is not None
+        row = None
+        if "\x00" not in path:  # no key holds NUL (and PostgreSQL refuses it in a query)
+            with self._db_errors(), self._engine.connect() as conn:
+                row = conn.execute(select(ImageRow.id).where(ImageRow.path == path)).first()
+        if row is None:
+            raise NotFound(f"no indexed image at {printable(path)} (give the full path, as results show it)")
+        return self._image(state, int(row[0]))
+
     def _image(self, state: _State, image_id: int) -> ImageRecord:
         rows = self._rows([image_id]) if 0 <= int(image_id) < 1 << 63 else []
         if not rows:
@@ -955,37 +972,75 @@ class IndexReader:
 
     # -- status ---------------------------------------------------------------------------
     def duplicates(self, tier: str = "near", near_threshold: int | None = None, radius: int | None = None,
-                   keep: str = "largest", min_quality: int | None = None) -> Any:  # fmt: skip
-        """:func:`semhash.duplicates.find_duplicates` of the current index state: the groups
-        computed once per state and request shape (the last few kept), the decisions read
-        afresh and applied for every request (a decision changes no image row)."""
-        from semhash.duplicates import apply_decisions, read_decisions
+                   keep: str = "largest", min_quality: int | None = None, folder: str | None = None,
+                   label: str | None = None) -> tuple[Any, Any]:  # fmt: skip
+        """:func:`semhash.duplicates.find_duplicates` of the current index state, with the groups
+        inside ``folder`` / with ``label`` only -> (report, facets of all the groups).  The groups
+        are computed once per state and request shape (the last few kept, and computed again in
+        the background when the index changes); the decisions are read afresh and applied for
+        every request (a decision changes no image row)."""
+        from semhash.duplicates import apply_decisions, filter_groups
 
-        report = self._groups(self._current(), tier, near_threshold, radius, keep, min_quality)
+        shape = (tier, near_threshold, radius, keep, min_quality)
+        report, facets = self._groups(self._current(), *shape)
+        self.warm_duplicates(shape)
+        return filter_groups(apply_decisions(report, self._decisions()), folder, label), facets
+
+    def _decisions(self) -> list[tuple]:
+        from semhash.duplicates import read_decisions
+
         with self._raw() as conn:
-            decided = read_decisions(conn, self._db is not None and self._db.has_near_tier)
-        return apply_decisions(report, decided)
+            return read_decisions(conn, self._db is not None and self._db.has_near_tier)
+
+    def warm_duplicates(self, shape: tuple = ("near", None, None, "largest", None)) -> None:
+        """Keep the duplicates listing of ``shape`` (tier, near threshold, radius, keep rule,
+        min quality) ready: computed now in the background if it is not, and again whenever
+        the index changes.  The two shapes asked for last are kept warm."""
+        if shape in self._warm_shapes[-2:]:
+            return
+        self._warm_shapes = [s for s in self._warm_shapes if s != shape][-1:] + [shape]
+        state = self._state
+        if state is not None:
+            self._warm(state, [shape])
+
+    def _warm(self, state: _State, shapes: list[tuple] | None = None) -> None:
+        todo = list(self._warm_shapes if shapes is None else shapes)
+        if not todo or state.cache is None or self._db is None or not self._db.has_near_tier:
+            return
+
+        def compute() -> None:
+            for shape in todo:
+                if self._state is not state:
+                    return  # the index moved on meanwhile: the next state warms itself
+                try:
+                    self._groups(state, *shape)
+                except Exception:  # noqa: BLE001 -- a request for it meets the same error, as one line
+                    return
+
+        threading.Thread(target=compute, name="semhash-warm-duplicates", daemon=True).start()
 
     def _groups(self, state: _State, tier: str = "near", near_threshold: int | None = None, radius: int | None = None,
-                keep: str = "largest", min_quality: int | None = None) -> Any:  # fmt: skip
-        from semhash.duplicates import DuplicatesError, find_duplicates
+                keep: str = "largest", min_quality: int | None = None) -> tuple[Any, Any]:  # fmt: skip
+        from semhash.duplicates import DuplicatesError, facets_of, find_duplicates
         from semhash.tiers import MIN_QUALITY
 
         key = ("duplicates", tier, near_threshold, radius, keep, min_quality)
         with state.lock_for("duplicates"):
-            report = state.derived.get(key)
-            if report is None:
+            found = state.derived.get(key)
+            if found is None:
                 try:
                     with self._db_errors():
                         report = find_duplicates(self.location, tier=tier, near_threshold=near_threshold, radius=radius,
-                                                 keep=keep, min_quality=MIN_QUALITY if min_quality is None else min_quality)  # fmt: skip
+                                                 keep=keep, min_quality=MIN_QUALITY if min_quality is None else min_quality,
+                                                 decided=False)  # fmt: skip
                 except DuplicatesError as exc:
                     raise BadQuery(str(exc)) from None
+                found = (report, facets_of(report))
                 cached = [k for k in state.derived if isinstance(k, tuple) and k[:1] == ("duplicates",)]
                 for old in cached[: max(0, len(cached) - 7)]:
                     del state.derived[old]
-                state.derived[key] = report
-        return report
+                state.derived[key] = found
+        return found
 
     def record_decision(self, key: str, decision: str, keeper: str | None) -> str:
         """Record a decision about the group ``key`` of a listing of this index state
@@ -994,8 +1049,8 @@ class IndexReader:
         from semhash.duplicates import DuplicatesError, record_decision
 
         state = self._current()
-        reports = [r for k, r in list(state.derived.items()) if isinstance(k, tuple) and k[:1] == ("duplicates",)]
-        group = next((g for r in reports or [self._groups(state)] for g in r.groups if g.key == key), None)
+        reports = [found[0] for k, found in list(state.derived.items()) if isinstance(k, tuple) and k[:1] == ("duplicates",)]
+        group = next((g for r in reports or [self._groups(state)[0]] for g in r.groups if g.key == key), None)
         if group is None:
             raise Conflict(f"no group {key[:12]}... in the index now: it changed since it was listed; reload the groups")
         try:
@@ -1004,6 +1059,30 @@ class IndexReader:
         except DuplicatesError as exc:
             raise BadQuery(str(exc)) from None
         return key
+
+    def accept_suggestions(self, tier: str = "near", near_threshold: int | None = None, radius: int | None = None,
+                           keep: str = "largest", min_quality: int | None = None, folder: str | None = None,
+                           label: str | None = None) -> int:  # fmt: skip
+        """Decide "keep the suggested keeper" for every undecided group of the listing (inside
+        ``folder`` / with ``label`` if given), in one transaction -> how many were decided."""
+        from semhash.duplicates import DuplicatesError, record_decisions
+
+        report, _ = self.duplicates(tier, near_threshold, radius, keep, min_quality, folder, label)
+        todo = [(g.paths, "keep", g.keeper.path) for g in report.groups if g.decision is None]
+        try:
+            with self._db_errors():
+                record_decisions(self.location, todo)
+        except DuplicatesError as exc:
+            raise BadQuery(str(exc)) from None
+        return len(todo)
+
+    def plan(self, tier: str = "near", near_threshold: int | None = None, radius: int | None = None,
+             keep: str = "largest", min_quality: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """The review's plan (:func:`semhash.duplicates.plan_of`) for this listing."""
+        from semhash.duplicates import plan_of
+
+        report, _ = self.duplicates(tier, near_threshold, radius, keep, min_quality)
+        return plan_of(report, str(self.path))
 
     def status(self) -> dict[str, Any]:
         """:func:`semhash.index.index_info` (computed once per index state), plus whether the

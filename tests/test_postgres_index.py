@@ -305,8 +305,12 @@ def test_near_tier_duplicates_decisions_and_the_schema_upgrade_on_postgresql(tmp
 
     (group,) = groups()["groups"]
     assert {Path(m["path"]).name for m in [group["keeper"], *group["duplicates"]]} == {"china.png", "china-copy.jpg"}
-    record_decision(postgres_url, [group["keeper"]["path"], *(m["path"] for m in group["duplicates"])], "not_duplicates")
+    members = [group["keeper"]["path"], *(m["path"] for m in group["duplicates"])]
+    record_decision(postgres_url, members, "keep", members[-1])
+    assert groups()["groups"][0]["decided_keeper"] == members[-1]
+    record_decision(postgres_url, members, "not_duplicates")  # the last decision wins
     assert groups()["totals"]["hidden_by_decisions"] == 1
+    assert _scalar(postgres_url, "SELECT count(*) || ' ' || min(decision) FROM decisions") == "1 not_duplicates"
     # an index from before the near tier: upgraded in place when opened, filled by the next run
     engine = create_engine(postgres_url)
     with engine.begin() as conn:

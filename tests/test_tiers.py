@@ -488,3 +488,83 @@ def test_the_review_plan_moves_the_decided_groups_keeping_the_chosen_image(libra
     assert out.stdout.startswith("moved 3 duplicates")
     assert Path(chosen).is_file() and not (library / "copies" / "a-gamma.png").exists()
     assert (library / "copies" / "b-half.png").is_file()  # undecided: not moved
+
+
+def test_the_review_filters_by_folder_and_label_accepts_a_folder_and_exports_the_plan(library, home, cli, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from semhash.web.app import create_app
+    from semhash.workspace import Workspace
+
+    index = home / "index" / "index.sqlite"
+    (library / "other" / "deep").mkdir(parents=True)  # a third group, in a folder of its own
+    with Image.open(library / "originals" / "p5.png") as tile:
+        tile.save(library / "other" / "deep" / "p5-q70.jpg", quality=70)
+    cli("index", library, "--model", "m1", "--quiet", home=home)
+    other = str(library / "other")
+    with TestClient(create_app(index, Workspace(home)), base_url="http://127.0.0.1") as client:
+        assert client.post("/api/duplicates/accept", params={"folder": other}).status_code == 403
+        everything = client.get("/api/duplicates").json()
+        assert everything["totals"]["groups"] == 3
+        facets = {f["folder"]: f["groups"] for f in everything["folders"]}
+        assert facets[other] == 1 and facets[str(library / "copies")] == 2 and facets[str(library)] == 3
+        assert {x["label"]: x["groups"] for x in everything["labels"]} == {"copies": 2, "originals": 3, "other": 1}
+        inside = client.get("/api/duplicates", params={"folder": other + "/"}).json()
+        (group,) = inside["groups"]
+        assert inside["totals"]["groups"] == 1 and inside["folder"] == other + "/"
+        assert {Path(m["path"]).name for m in (group["keeper"], *group["duplicates"])} == {"p5.png", "p5-q70.jpg"}
+        assert client.get("/api/duplicates", params={"folder": str(library / "oth")}).json()["totals"]["groups"] == 0
+        labelled = client.get("/api/duplicates", params={"label": "copies"}).json()["groups"]
+        assert len(labelled) == 2 and group["key"] not in {g["key"] for g in labelled}
+        assert all(m["label"] in ("copies", "originals", "other") for g in labelled for m in (g["keeper"], *g["duplicates"]))
+    with TestClient(create_app(index, Workspace(home), review=True), base_url="http://127.0.0.1") as client:
+        accepted = client.post("/api/duplicates/accept", params={"folder": other})
+        assert accepted.status_code == 200 and accepted.json() == {"decided": 1}
+        assert client.post("/api/duplicates/accept", params={"folder": other}).json() == {"decided": 0}  # decided already
+        decisions = {g["key"]: g["decision"] for g in client.get("/api/duplicates").json()["groups"]}
+        assert decisions[group["key"]] == "keep" and sorted(map(str, decisions.values())) == ["None", "None", "keep"]
+        download = client.get("/api/duplicates/plan")
+        assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    plan = tmp_path / "semhash-plan.json"
+    plan.write_bytes(download.content)
+    (planned,) = json.loads(download.content)["groups"]
+    assert planned["keeper"] == group["keeper"]["path"] and planned["duplicates"] == [m["path"] for m in group["duplicates"]]
+    out = cli("duplicates", "--plan", plan, "--move-to", tmp_path / "moved", home=home)
+    assert out.stdout.startswith("moved 1 duplicates")
+    assert not Path(planned["duplicates"][0]).exists() and Path(planned["keeper"]).is_file()
+    assert (library / "copies" / "a-q50.jpg").is_file()  # not in the plan: not moved
+    # the plan again: its group is gone from the index now, so it is left alone, saying so
+    again = cli("duplicates", "--plan", plan, "--move-to", tmp_path / "moved", home=home)
+    assert "no duplicates to move" in again.stdout and "not in the index as planned" in again.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "semhash-plan", "version": 1, "groups": 3}')
+    refused = cli("duplicates", "--plan", broken, home=home, ok=False)
+    assert refused.exit_code == 1 and "broken.json" in refused.stderr and "Traceback" not in refused.output
+
+
+def test_a_review_server_groups_the_copies_before_the_first_request_and_again_after_a_reindex(library, home, cli):
+    from semhash.web.app import create_app
+    from semhash.workspace import Workspace
+
+    def warmed(reader):
+        state = reader._state
+        return state is not None and any(isinstance(k, tuple) and k[:1] == ("duplicates",) for k in state.derived)
+
+    index = home / "index" / "index.sqlite"
+    plain = create_app(index, Workspace(home)).state.reader
+    assert not warmed(plain)  # a plain server groups only when asked
+    reader = create_app(index, Workspace(home), review=True).state.reader
+    try:
+        wait_for(lambda: warmed(reader), "the groups computed in the background")
+        before = reader._state
+        with Image.open(library / "originals" / "p6.png") as tile:
+            tile.save(library / "p6-q70.jpg", quality=70)
+        cli("index", library, "--model", "m1", "--quiet", home=home)
+        reader.refresh()  # what the next request does: the new state loads, and is grouped again at once
+        assert reader._state is not before
+        wait_for(lambda: warmed(reader), "the new state's groups computed in the background")
+        report, _ = reader.duplicates()
+        assert len(report.groups) == 3
+    finally:
+        reader.close()
+        plain.close()

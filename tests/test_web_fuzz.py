@@ -35,7 +35,8 @@ def api_schema(tmp_path_factory):
     workspace = Workspace(root / "ws")
     index_folder(root / "imgs", workspace.model("m1"), workspace.index_path, progress=False)
     limits = UploadLimits(max_request_bytes=100_000, max_files=4, max_pixels=100_000)
-    app = create_app(workspace.index_path, workspace, limits=limits, allowed_hosts=("127.0.0.1", "testserver"))
+    app = create_app(workspace.index_path, workspace, limits=limits, allowed_hosts=("127.0.0.1", "testserver"),
+                     review=True)  # the decision routes too, past their 403
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

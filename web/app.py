@@ -226,6 +226,8 @@ def create_app(
     )
     app.state.reader = reader
     app.state.review = bool(review)
+    if review:  # the review page's groups: computed now, in the background, not at its first request
+        reader.warm_duplicates()
     app.include_router(router)
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -131,6 +131,7 @@ class MemberOut(BaseModel):
     width: int | None
     height: int | None
     mtime: float = Field(description="The file's modification time, seconds since the epoch.")
+    label: str | None = Field(None, description="The label it was indexed with.")
 
 
 class GroupOut(BaseModel):
@@ -152,6 +153,16 @@ class DuplicatesTotals(BaseModel):
     hidden_by_decisions: int
 
 
+class FolderCount(BaseModel):
+    folder: str
+    groups: int = Field(description="Groups with an image inside this folder (at any depth), before decisions.")
+
+
+class LabelCount(BaseModel):
+    label: str
+    groups: int = Field(description="Groups with an image of this label, before decisions.")
+
+
 class DuplicatesOut(BaseModel):
     """`semhash duplicates --json`, a page of its groups at a time (largest reclaimable first)."""
 
@@ -163,6 +174,10 @@ class DuplicatesOut(BaseModel):
     keep: str
     offset: int
     limit: int
+    folder: str | None = Field(None, description="Only groups with an image inside this folder (at any depth).")
+    label: str | None = Field(None, description="Only groups with an image of this label.")
+    folders: list[FolderCount] = Field(description="The folders with the most groups (at most 200), whatever the folder and label asked for.")
+    labels: list[LabelCount] = Field(description="Every label of a grouped image, with its number of groups.")
 
 
 class DecisionIn(BaseModel):
@@ -177,3 +192,26 @@ class DecisionOut(BaseModel):
     key: str = Field(description="The group's key (sha256 of its sorted paths).")
     decision: str
     keeper: str | None
+
+
+class AcceptOut(BaseModel):
+    decided: int = Field(description="Groups decided 'keep the suggested keeper' by this request (those undecided before).")
+
+
+class PlanGroupOut(BaseModel):
+    key: str
+    keeper: str = Field(description="The path kept.")
+    duplicates: list[str] = Field(description="The paths `semhash duplicates --plan FILE --move-to DIR` moves.")
+
+
+class PlanOut(BaseModel):
+    """The review's plan: every group decided 'keep', for `semhash duplicates --plan FILE --move-to DIR`."""
+
+    format: Literal["semhash-plan"]
+    version: int
+    index: str
+    tiers: list[str]
+    near_threshold: int
+    radius: int | None
+    keep: str
+    groups: list[PlanGroupOut]

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from semhash.index.browse import THUMBNAIL_SIZES, BadQuery, FileBytes, Forbidden, ImageRecord, IndexReader, NotFound, SearchResult
 from semhash.tiers import MAX_GROUP_THRESHOLD, NEAR_THRESHOLD
 from semhash.web.models import (
+    AcceptOut,
     BucketOut,
     BucketsOut,
     DecisionIn,
@@ -33,6 +34,7 @@ from semhash.web.models import (
     FigureOut,
     ImageOut,
     MatchOut,
+    PlanOut,
     QueryOut,
     ReportOut,
     StatusOut,
@@ -230,22 +232,62 @@ async def search_code(
     return await _in_a_thread(reader.search_codes, code, radius, limit)  # type: ignore[return-value]
 
 
+NearGroupThreshold = Annotated[
+    int | None, Query(ge=0, le=MAX_GROUP_THRESHOLD, description=f"Near tier: the most PDQ bits of 256 a copy may differ by (default {NEAR_THRESHOLD}).")
+]
+GroupRadius = Annotated[int | None, Query(ge=0, le=64, description="Similar tier: Hamming radius (needed with tier=similar or all).")]
+KeepRule = Annotated[Literal["largest", "oldest", "newest", "shortest-path"], Query(description="Which image of a group is kept.")]
+MinQuality = Annotated[int | None, Query(ge=0, le=100, description="PDQ quality below which an image takes no part in the near tier.")]
+Folder = Annotated[str | None, Query(max_length=4096, description="Only groups with an image inside this folder (at any depth), as the paths are stored.")]
+Label = Annotated[str | None, Query(max_length=4096, description="Only groups with an image of this label.")]
+
+
 @router.get("/duplicates", response_model=DuplicatesOut, summary="Groups of copies in the index")
 async def duplicates(
     reader: Reader,
     tier: TierParam = "near",
-    near_threshold: Annotated[int | None, Query(ge=0, le=MAX_GROUP_THRESHOLD, description=f"Near tier: the most PDQ bits of 256 a copy may differ by (default {NEAR_THRESHOLD}).")] = None,
-    radius: Annotated[int | None, Query(ge=0, le=64, description="Similar tier: Hamming radius (needed with tier=similar or all).")] = None,
-    keep: Annotated[Literal["largest", "oldest", "newest", "shortest-path"], Query(description="Which image of a group is kept.")] = "largest",
-    min_quality: Annotated[int | None, Query(ge=0, le=100, description="PDQ quality below which an image takes no part in the near tier.")] = None,
+    near_threshold: NearGroupThreshold = None,
+    radius: GroupRadius = None,
+    keep: KeepRule = "largest",
+    min_quality: MinQuality = None,
+    folder: Folder = None,
+    label: Label = None,
     offset: Annotated[int, Query(ge=0, le=10**9, description="Groups to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many groups.")] = 100,
 ) -> DuplicatesOut:
     """Every group of copies, as `semhash duplicates --json` lists them (the same bytes, and
     copies within the near threshold; with tier=similar look-alikes too), largest reclaimable
-    first, `limit` groups from `offset`; totals cover all of them."""
-    report = await run_in_threadpool(reader.duplicates, tier, near_threshold, radius, keep, min_quality)
-    return DuplicatesOut(**report.to_json(offset, limit), offset=offset, limit=limit)
+    first, `limit` groups from `offset`; totals cover all of them (inside `folder`, with
+    `label`).  The groups are computed once per index state, in the background as soon as
+    it changes; decisions are applied afresh."""
+    report, facets = await run_in_threadpool(reader.duplicates, tier, near_threshold, radius, keep, min_quality, folder, label)
+    return DuplicatesOut(**report.to_json(offset, limit), **facets.to_json(), offset=offset, limit=limit, folder=folder, label=label)
+
+
+@router.get("/duplicates/plan", response_model=PlanOut, summary="The review's plan, for `semhash duplicates --plan`")
+async def plan(reader: Reader, tier: TierParam = "near", near_threshold: NearGroupThreshold = None, radius: GroupRadius = None,
+               keep: KeepRule = "largest", min_quality: MinQuality = None) -> Response:  # fmt: skip
+    """Every group decided 'keep' on the review page, with the image kept and those to move,
+    as a file to download: `semhash duplicates --plan FILE --move-to DIR` moves them (the
+    page itself never moves or deletes a file)."""
+    found = await run_in_threadpool(reader.plan, tier, near_threshold, radius, keep, min_quality)
+    body = PlanOut(**found).model_dump_json(indent=1).encode()
+    return Response(content=body, media_type="application/json",
+                    headers={"Content-Disposition": 'attachment; filename="semhash-plan.json"'})  # fmt: skip
+
+
+@router.post("/duplicates/accept", response_model=AcceptOut, summary="Keep the suggestion for every undecided group",
+             responses={403: {"model": Error, "description": "The server was not started with --review"}})  # fmt: skip
+async def accept(request: Request, reader: Reader, tier: TierParam = "near", near_threshold: NearGroupThreshold = None,
+                 radius: GroupRadius = None, keep: KeepRule = "largest", min_quality: MinQuality = None,
+                 folder: Folder = None, label: Label = None) -> AcceptOut:  # fmt: skip
+    """Decide 'keep the suggested keeper' for every group of the listing not decided yet
+    (inside `folder`, with `label`, when given), in one transaction.  Only with
+    `semhash serve --review`."""
+    if not request.app.state.review:
+        raise Forbidden("decisions are recorded only by a server started with `semhash serve --review`")
+    decided = await run_in_threadpool(reader.accept_suggestions, tier, near_threshold, radius, keep, min_quality, folder, label)
+    return AcceptOut(decided=decided)
 
 
 @router.post("/duplicates/decisions", response_model=DecisionOut, summary="Record a decision about a group of duplicates",
@@ -261,6 +303,14 @@ async def decide(request: Request, reader: Reader, body: DecisionIn) -> Decision
         raise Forbidden("decisions are recorded only by a server started with `semhash serve --review`")
     key = await run_in_threadpool(reader.record_decision, body.key, body.decision, body.keeper)
     return DecisionOut(key=key, decision=body.decision, keeper=body.keeper if body.decision == "keep" else None)
+
+
+@router.get("/images", response_model=ImageOut, summary="An indexed image's row, by its path")
+async def image_at(reader: FreshReader,
+                   path: Annotated[str, Query(min_length=1, max_length=4096, description="The full path, as results show it.")]) -> ImageOut:  # fmt: skip
+    """The row of the image indexed at `path` (exact: the path as results and
+    `semhash query` show it); 404 when no image is indexed there."""
+    return _image_out(await run_in_threadpool(reader.image_at, path))
 
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An indexed image's row")
