@@ -42,6 +42,7 @@ README = ROOT / "README.md"
 TRANSCRIPT = ROOT / "docs" / "readme" / "transcript.json"
 QUALITY = ROOT / "docs" / "benchmarks" / "quality.json"
 COPIES = ROOT / "docs" / "benchmarks" / "copies.json"
+REVIEW = ROOT / "docs" / "benchmarks" / "review.json"
 # the "How big and how fast" lines: the lookup benchmark (10^5-10^7, and 10^8) and the real commands at each N
 SCALE = {name: ROOT / "docs" / "benchmarks" / f"{name}.json"
          for name in ("lookup", "lookup_1e8", "lookup_quiet_1e7", "lookup_quiet_1e8", "integration")}
@@ -254,6 +255,7 @@ def render_blocks(transcript: dict, quality: dict) -> dict[str, str]:
         "quality-vs-example": _table_vs_example(transcript, quality),
         "scale": scale_block({name: load(path) for name, path in SCALE.items()}),
         "copies": copies_block(load(COPIES)),
+        "review": review_block(load(REVIEW)),
         "tune-timing": _tune_timing(transcript),
     }
 
@@ -389,6 +391,18 @@ def copies_block(copies: dict) -> str:
             "is for. From docs/benchmarks/copies.json (`python -m benchmarks copies`): docs/BENCHMARKS.md, \"Copies\".",
             width=95, break_on_hyphens=False,
         )
+    )
+
+
+def review_block(review: dict) -> str:
+    """How fast the review page answers, from the committed review benchmark."""
+    return textwrap.fill(
+        f"The groups are computed when the server starts (and again after a re-index), in the background: at "
+        f"{review['groups']:,} groups, {review['grouping_in_background_s']:.1f} s after the start the first page takes "
+        f"{review['first_page_ms']:.0f} ms, a decision {review['decision_median_ms']:.0f} ms (median), \"keep the "
+        f"suggestion\" for {review['accept_folder_groups']:,} groups of a folder {review['accept_folder_ms']:.0f} ms "
+        "(docs/benchmarks/review.json, `python -m benchmarks review`: docs/BENCHMARKS.md, \"Reviewing duplicates\").",
+        width=95, break_on_hyphens=False,
     )
 
 

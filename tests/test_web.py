@@ -135,7 +135,7 @@ def test_page_docs_and_schema(client):
     schema = client.get("/openapi.json").json()
     for path in (
         "/api/status", "/api/search/upload", "/api/search/id/{image_id}", "/api/search/code",
-        "/api/images/{image_id}", "/api/images/{image_id}/file", "/api/images/{image_id}/thumbnail",
+        "/api/images", "/api/images/{image_id}", "/api/images/{image_id}/file", "/api/images/{image_id}/thumbnail",
         "/api/buckets", "/api/buckets/{code}", "/api/report", "/api/report/figures/{name}",
     ):
         assert path in schema["paths"], path
@@ -147,6 +147,8 @@ def test_static_files_load_nothing_from_elsewhere():
         text = path.read_text(encoding="utf-8")
         for marker in ("http://", "https://", 'src="//', "href=\"//", "url(//", "@import"):
             assert marker not in text, (path.name, marker)
+    # the pages' own JavaScript and CSS, unminified, stay small (issue 21: under 100 KB)
+    assert sum(p.stat().st_size for p in static.iterdir() if p.suffix in (".js", ".css")) < 100_000
 
 
 def test_host_header_other_than_localhost_is_refused(client):
@@ -290,6 +292,9 @@ def test_image_row_file_and_thumbnail(client, folder):
     assert got.status_code == 200 and got.content == path.read_bytes() and got.headers["content-type"] == "image/png"
     again = client.get(row["file_url"], headers={"if-none-match": got.headers["etag"]})
     assert again.status_code == 304 and not again.content
+    assert client.get("/api/images", params={"path": str(path)}).json() == row  # the same row by its path
+    assert_error(client.get("/api/images", params={"path": str(path) + "x"}), 404, "no indexed image at")
+    assert_error(client.get("/api/images", params={"path": "a\x00b"}), 404, "no indexed image at")
     thumb = client.get(row["thumbnail_url"] + "?size=16")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
     from io import BytesIO

@@ -216,6 +216,103 @@ def test_the_page_keeps_its_searches_in_the_url_hides_what_it_should_and_fits_a_
     assert problems == []
 
 
+SPLIT_NAMES = """(span) => {
+  // the words of a path (between slashes, or after a hyphen: where lines may break) that
+  // wrap onto two lines though they fit on one
+  const text = span.textContent, width = span.getBoundingClientRect().width, split = [];
+  const nodes = [];  // [text node, its first character's offset in the path]
+  let offset = 0;
+  for (const node of span.childNodes) {
+    if (node.nodeType === Node.TEXT_NODE) { nodes.push([node, offset]); offset += node.length; }
+  }
+  const words = [...text.matchAll(/[^\\/-]+-?/g)];
+  for (const match of words) {
+    const word = match[0], start = match.index, end = start + word.length;
+    const found = nodes.find(([node, at]) => at <= start && end <= at + node.length);
+    if (!found) continue;
+    const range = document.createRange();
+    range.setStart(found[0], start - found[1]);
+    range.setEnd(found[0], end - found[1]);
+    const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+    const probe = document.createElement("span");
+    probe.style.whiteSpace = "nowrap";
+    probe.textContent = word;
+    span.append(probe);
+    const alone = probe.getBoundingClientRect().width;
+    probe.remove();
+    if (lines.size > 1 && alone <= width) split.push(word);
+  }
+  return split;
+}"""
+
+
+
+def test_one_box_finds_by_id_path_or_code_and_paths_figures_and_focus_read_well(served, tmp_path):
+    from playwright.sync_api import expect
+
+    from semhash.pipeline import evaluate_index
+    from semhash.workspace import Workspace
+
+    server, folder = served
+    workspace = Workspace(tmp_path / "ws")
+    evaluate_index(workspace, workspace.index_path)  # a report, with figures
+    target = sorted((folder / "1").glob("*.png"))[2]
+    problems: list[str] = []
+    with browser(tmp_path, problems) as (context, page):
+        page.goto(server.url + "/")
+        expect(page.locator("#summary")).to_contain_text("18 images")
+        assert tab_through(page, 10) == []  # links, file chooser, radius, limit, the box: each shows a focus ring
+
+        box = page.locator("#find-text")
+        box.fill(str(target))  # a path
+        box.press("Enter")
+        expect(page.locator("#query-name")).to_have_text(str(target))
+        assert "id=" in page.url
+        by_path = page.url
+        bits = page.locator("#query-bits").inner_text()
+        box.fill(bits)  # a code: as many bits as the index's codes
+        box.press("Enter")
+        expect(page.locator("#query-name")).to_have_text(bits)
+        expect(page.locator("#query-count")).to_contain_text("within radius 2 of this code")
+        assert f"code={int(bits[::-1], 2)}" in page.url or f"code={bits}" in page.url
+        expect(page.locator(f'#results .match[data-id="{by_path.split("id=")[1].split("&")[0]}"]')).to_have_count(1)
+        page.go_back()
+        expect(page.locator("#query-name")).to_have_text(str(target))
+        image_id = by_path.split("id=")[1].split("&")[0]
+        box.fill(f"id:{image_id}")
+        box.press("Enter")
+        expect(page.locator("#query-name")).to_have_text(str(target))
+        box.fill(str(folder / "nothing-here.png"))
+        box.press("Enter")
+        expect(page.locator("#message")).to_contain_text("no indexed image at")
+        expect(page.locator("#query")).to_be_hidden()
+
+        # paths on the match cards break after a slash, not inside a name that fits on a line
+        box.fill(str(target))
+        box.press("Enter")
+        expect(page.locator("#results .match").first).to_be_visible()
+        for width in (1200, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            for span in page.locator("#results .match .path").all()[:6]:
+                assert span.evaluate(SPLIT_NAMES) == [], (width, span.inner_text())
+        page.set_viewport_size({"width": 1200, "height": 900})
+
+        # a report figure opens large, in the viewer; Esc brings focus back to it
+        figure = page.locator("#figures .figure-open").first
+        expect(figure).to_be_visible()
+        small = figure.locator("img").bounding_box()["width"]
+        figure.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#viewer")).to_be_visible()
+        expect(page.locator("#viewer-image")).to_have_js_property("complete", True)
+        large = page.locator("#viewer-image").bounding_box()["width"]
+        assert large > 1.5 * small, (small, large)
+        page.keyboard.press("Escape")
+        expect(page.locator("#viewer")).to_be_hidden()
+        assert page.evaluate("document.activeElement.classList.contains('figure-open')")
+    assert problems == []
+
+
 def test_a_missing_chromium_skips_here_but_fails_under_ci(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
     monkeypatch.delenv("SEMHASH_CI", raising=False)
@@ -236,25 +333,63 @@ def copies_served(tmp_path):
     add_model(home, "m1", seed=0, n_bits=16)
     folder = tmp_path / "photos"
     (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir(parents=True)
     china, flower = load_sample_images().images
     tiles = [Image.fromarray(img[y : y + 160, x : x + 160]) for img in (china, flower) for y, x in ((40, 30), (200, 300))]
     for i, tile in enumerate(tiles):
-        tile.save(folder / "a" / f"p{i}.png")
+        tile.save(folder / ("b" if i == 3 else "a") / f"p{i}.png")
     tiles[0].save(folder / "a" / "p0-copy.jpg", quality=60)
     tiles[1].resize((80, 80)).save(folder / "a" / "p1-small.png")
-    Image.eval(tiles[3], lambda v: int(255 * (v / 255) ** 0.8)).save(folder / "a" / "p3-brighter.png")  # (tile 2 is too flat)
+    Image.eval(tiles[3], lambda v: int(255 * (v / 255) ** 0.8)).save(folder / "b" / "p3-brighter.png")  # (tile 2 is too flat)
     workspace = Workspace(home)
     index_folder(folder, workspace.model("m1"), workspace.index_path, progress=False)
     with LocalServer(workspace.index_path, home, log_path=tmp_path / "serve.log", extra_args=["--review"]) as server:
-        yield server, workspace
+        yield server, workspace, folder
 
 
-def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path):
+def fits(page) -> None:
+    """Nothing runs off the screen: no horizontal scroll (else the elements that stick out)."""
+    scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll <= inner, (scroll, inner, page.evaluate(
+        """() => [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+                 .slice(0, 6).map((e) => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().width)}px`)"""))
+
+
+def focus_ring(page) -> str | None:
+    """What the keyboard focus looks like: None when it shows a ring of at least 2 px, else
+    a description of the focused element that does not."""
+    return page.evaluate(
+        """() => {
+          let el = document.activeElement;
+          if (!el || el === document.body) return null;
+          if (el.id === "file") el = document.querySelector(".file-button");  // a hidden input: its label shows the ring
+          const style = getComputedStyle(el);
+          const ring = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2;
+          return ring ? null : `${el.tagName.toLowerCase()}#${el.id}.${el.className}: outline ${style.outlineStyle} ${style.outlineWidth}`;
+        }"""
+    )
+
+
+def tab_through(page, presses: int) -> list[str]:
+    """Tab ``presses`` times from the top of the page -> the focused elements without a visible ring."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    missing = []
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        found = focus_ring(page)
+        if found:
+            missing.append(found)
+    return missing
+
+
+def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path, cli):
+    import json
+
     from playwright.sync_api import expect
 
     from semhash.duplicates import find_duplicates
 
-    server, workspace = copies_served
+    server, workspace, folder = copies_served
     problems: list[str] = []
     with browser(tmp_path, problems) as (context, page):
         page.goto(server.url + "/")
@@ -262,6 +397,19 @@ def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path):
         groups = page.locator(".group-review")
         expect(groups).to_have_count(3)
         expect(page.locator("#mode")).to_contain_text("Review mode")
+        assert tab_through(page, 12) == []  # links, selects, buttons: every one shows a focus ring
+
+        # one folder: its groups, and "keep the suggestion" for all of them in one go
+        expect(page.locator("#label option")).to_have_count(3)  # all labels, a (2), b (1)
+        page.locator("#folder").select_option(str(folder / "b"))
+        expect(groups).to_have_count(1)
+        assert "folder=" in page.url
+        accept = page.locator("#accept-filtered")
+        expect(accept).to_contain_text("of the 1 in " + str(folder / "b"))
+        accept.click()
+        expect(groups.first.locator(".decision")).to_contain_text("Decided: keep p3")
+        page.go_back()  # Back: all folders again
+        expect(groups).to_have_count(3)
         keys = [groups.nth(i).get_attribute("data-key") for i in range(3)]
         expect(groups.first.locator(".member.keeper .tier")).to_have_text("suggested keeper")
 
@@ -295,8 +443,15 @@ def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path):
         expect(page.locator("#totals")).to_contain_text("1 marked not duplicates")
 
         page.set_viewport_size({"width": 390, "height": 800})
-        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-        assert scroll <= inner, (scroll, inner)
+        fits(page)
+        # the plan, downloaded from the page, is what `semhash duplicates --plan` moves
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download the plan").click()
+        plan = tmp_path / "semhash-plan.json"
+        download.value.save_as(plan)
     assert problems == []
     report = find_duplicates(workspace.index_path)  # `semhash duplicates` honours the decisions
     assert report.hidden_by_decisions == 1 and {g.key: g.decision for g in report.groups} == {keys[1]: "keep", keys[2]: "skip"}
+    assert [g["key"] for g in json.loads(plan.read_text())["groups"]] == [keys[1]]
+    moved = cli("duplicates", "--plan", plan, "--move-to", tmp_path / "moved", "--index", workspace.index_path, home=workspace.root)
+    assert moved.stdout.startswith("moved 1 duplicates")

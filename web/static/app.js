@@ -3,7 +3,8 @@
 // network but this server. Text from the index is only ever set as textContent.
 "use strict";
 
-let lastSearch = null; // {kind: "upload", file} | {kind: "id", id} | {kind: "bucket", code}
+let lastSearch = null; // {kind: "upload", file} | {kind: "id", id} | {kind: "code", code} | {kind: "bucket", code}
+let codeBits = null; // the index's code length, from /api/status
 let queryPreviewUrl = null;
 let searchCounter = 0;
 
@@ -40,6 +41,7 @@ function settings() {
 function searchToQuery(search) {
   const params = new URLSearchParams();
   if (search.kind === "id") params.set("id", String(search.id));
+  else if (search.kind === "code") params.set("code", search.code);
   else if (search.kind === "bucket") params.set("bucket", search.code);
   else return null;
   params.set("radius", $("radius").value);
@@ -57,9 +59,35 @@ function searchFromLocation() {
   if (params.has("limit")) $("limit").value = params.get("limit");
   const id = params.get("id");
   if (id !== null && /^[0-9]+$/.test(id)) return { kind: "id", id: Number(id) };
+  const code = params.get("code");
+  if (code !== null && /^[0-9]+$/.test(code)) return { kind: "code", code };
   const bucket = params.get("bucket");
   if (bucket !== null && /^[0-9]+$/.test(bucket)) return { kind: "bucket", code: bucket };
   return null;
+}
+
+// ---------------------------------------------------------------- one box: id, path or code
+// "code:…" / "id:…" say which; else bits as long as the index's codes are a code, digits an
+// id, anything else a path (as results show it).
+async function findText(text) {
+  const t = text.trim();
+  if (!t) return;
+  const prefixed = /^(id|code|path):\s*(.*)$/i.exec(t);
+  const kind = prefixed ? prefixed[1].toLowerCase() : null;
+  const value = prefixed ? prefixed[2].trim() : t;
+  if (kind === "code" || (!kind && codeBits && value.length === codeBits && /^[01]+$/.test(value))) {
+    if (!/^[0-9]+$/.test(value)) return say(`A code is ${codeBits} bits (0 and 1) or a decimal number, not "${value}".`, true);
+    return runSearch({ kind: "code", code: value });
+  }
+  if ((kind === "id" || !kind) && /^#?[0-9]+$/.test(value)) return runSearch({ kind: "id", id: Number(value.replace("#", "")) });
+  if (kind === "id") return say(`An id is a number, not "${value}".`, true);
+  try {
+    const row = await api(`/api/images?path=${encodeURIComponent(value)}`);
+    runSearch({ kind: "id", id: row.id });
+  } catch (e) {
+    clearResults();
+    say(e.message, true);
+  }
 }
 
 function remember(search) {
@@ -80,6 +108,7 @@ async function loadStatus() {
     if (s.model) parts.push(`model ${s.model} (${s.bits} bits)`);
     parts.push(`generation ${s.generation}`);
     $("summary").textContent = parts.join(" · ");
+    codeBits = s.bits;
     if (s.empty) {
       disableSearch("The index is empty: run `semhash index DIR` to add images, then reload this page.");
     } else if (!s.model_available) {
@@ -96,6 +125,7 @@ async function loadStatus() {
 function disableSearch(text) {
   $("drop").classList.add("disabled");
   $("file").disabled = true;
+  $("find-text").disabled = true;
   say(text, true);
 }
 
@@ -116,6 +146,8 @@ async function runSearch(search, fromHistory = false) {
       results = await api(`/api/search/upload?${settings()}`, { method: "POST", body: form });
     } else if (search.kind === "id") {
       results = await api(`/api/search/id/${search.id}?${settings()}`);
+    } else if (search.kind === "code") {
+      results = await api(`/api/search/code?code=${search.code}&${settings()}`);
     } else {
       const bucket = await api(`/api/buckets/${search.code}?${settings()}`);
       if (mine === searchCounter) {
@@ -142,9 +174,10 @@ function clearResults() {
 
 function showQuery(imageUrl, name, bits, countText) {
   $("query").hidden = false;
-  $("query-image").src = imageUrl;
+  $("query-image").hidden = !imageUrl;
+  $("query-image").src = imageUrl || "data:,";
   $("query-image").alt = `Query: ${name}`;
-  $("query-name").textContent = name;
+  $("query-name").replaceChildren(...pathText(name));
   $("query-bits").textContent = bits;
   $("query-count").textContent = countText;
 }
@@ -154,8 +187,10 @@ function showResult(result, search) {
   const shown = result.matches.length;
   let count = `${plural(result.total, "match", "matches")}: copies, or similar within radius ${radius}`;
   if (shown < result.total) count += ` (showing the nearest ${shown.toLocaleString()})`;
-  const image = search.kind === "upload" ? queryPreviewUrl : `/api/images/${search.id}/thumbnail?size=192`;
+  const image = search.kind === "upload" ? queryPreviewUrl : search.kind === "id" ? `/api/images/${search.id}/thumbnail?size=192` : "";
+  if (search.kind === "code") count = `${plural(result.total, "image", "images")} within radius ${radius} of this code` + (shown < result.total ? ` (showing the nearest ${shown.toLocaleString()})` : "");
   showQuery(image, result.query, result.bits, count);
+  if (result.note) count += ` (${result.note})`;
   const results = $("results");
   results.replaceChildren();
   if (result.total === 0) {
@@ -211,7 +246,7 @@ function matchCard(match, distanceText) {
     el("span", { class: "facts" },
       el("span", { class: `tier tier-${match.tier || "similar"}`, text: match.tier || "similar" }),
       el("span", { class: "distance", text: distanceText }), el("span", { class: "label", text: label })),
-    el("span", { class: "path", text: match.path }),
+    el("span", { class: "path" }, ...pathText(match.path)),
   );
 }
 
@@ -263,9 +298,16 @@ async function loadReport() {
     $("figures").replaceChildren(
       ...report.figures.map((f) => {
         const caption = f.name.replace(/\.png$/, "").replaceAll("_", " ");
-        return el("figure", {}, el("img", { src: f.url, alt: `Report figure: ${caption}`, loading: "lazy" }), el("figcaption", { text: caption }));
+        const open = el("button", { type: "button", class: "figure-open", "aria-label": `Open the figure ${caption} full size` },
+          el("img", { src: f.url, alt: `Report figure: ${caption}`, loading: "lazy" }));
+        return el("figure", {}, open, el("figcaption", { text: caption }));
       }),
     );
+    const items = report.figures.map((f) => {
+      const caption = f.name.replace(/\.png$/, "").replaceAll("_", " ");
+      return { src: f.url, alt: `Report figure: ${caption}`, caption };
+    });
+    $("figures").querySelectorAll(".figure-open").forEach((button, i) => button.addEventListener("click", () => openViewer(items, i)));
   } catch (e) {
     $("report-summary").textContent = e.status === 404 ? `${e.message}.` : `The report cannot be read: ${e.message}`;
   }
@@ -292,6 +334,10 @@ function wire() {
   $("radius").addEventListener("change", () => lastSearch && runSearch(lastSearch));
   $("limit").addEventListener("change", () => lastSearch && runSearch(lastSearch));
   $("controls").addEventListener("submit", (event) => event.preventDefault());
+  $("find").addEventListener("submit", (event) => {
+    event.preventDefault();
+    findText($("find-text").value);
+  });
   window.addEventListener("popstate", (event) => {
     const search = searchFromLocation();
     if (search) {

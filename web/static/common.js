@@ -32,3 +32,74 @@ async function api(url, options = {}) {
   }
   return body;
 }
+
+// A path that wraps only after a "/" where it can (a name is cut only when it alone is wider
+// than the line): text nodes with a <wbr> after each slash.
+function pathText(path) {
+  const parts = path.split("/");
+  const nodes = [];
+  parts.forEach((part, i) => {
+    nodes.push(document.createTextNode(i < parts.length - 1 ? part + "/" : part));
+    if (i < parts.length - 1) nodes.push(document.createElement("wbr"));
+  });
+  return nodes;
+}
+
+// ---------------------------------------------------------------- the full-size viewer
+// Images at full size in a modal dialog (made on first use): Left/Right (or the buttons) step
+// through them, Esc closes it and focus goes back to where it came from.
+// items: [{src, alt, caption}]
+let viewing = null;
+
+function viewerDialog() {
+  let dialog = $("viewer");
+  if (dialog) return dialog;
+  dialog = el(
+    "dialog",
+    { id: "viewer", class: "viewer", "aria-labelledby": "viewer-caption" },
+    el("img", { id: "viewer-image", alt: "" }),
+    el("p", { id: "viewer-caption" }),
+    el(
+      "div",
+      { class: "decide" },
+      el("button", { id: "viewer-previous", type: "button", text: "← Previous", onclick: () => stepViewer(-1) }),
+      el("button", { id: "viewer-next", type: "button", text: "Next →", onclick: () => stepViewer(1) }),
+      el("button", { id: "viewer-close", type: "button", text: "Close (Esc)", onclick: () => dialog.close() }),
+    ),
+  );
+  dialog.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowRight") stepViewer(1);
+    else if (event.key === "ArrowLeft") stepViewer(-1);
+  });
+  dialog.addEventListener("close", () => {
+    if (viewing && viewing.from) viewing.from.focus();
+    viewing = null;
+  });
+  document.body.append(dialog);
+  return dialog;
+}
+
+function openViewer(items, index) {
+  const dialog = viewerDialog();
+  viewing = { items, index, from: document.activeElement };
+  const several = items.length > 1;
+  $("viewer-previous").hidden = !several;
+  $("viewer-next").hidden = !several;
+  showInViewer();
+  dialog.showModal();
+  (several ? $("viewer-next") : $("viewer-close")).focus();
+}
+
+function showInViewer() {
+  const item = viewing.items[viewing.index];
+  $("viewer-image").src = item.src;
+  $("viewer-image").alt = item.alt;
+  const where = viewing.items.length > 1 ? `${viewing.index + 1} of ${viewing.items.length}: ` : "";
+  $("viewer-caption").replaceChildren(...pathText(where + item.caption));
+}
+
+function stepViewer(delta) {
+  if (!viewing) return;
+  viewing.index = (viewing.index + delta + viewing.items.length) % viewing.items.length;
+  showInViewer();
+}

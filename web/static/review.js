@@ -36,12 +36,23 @@ function view() {
     tier: params.get("tier") === "exact" ? "exact" : "near",
     keep: ["largest", "oldest", "newest", "shortest-path"].includes(params.get("keep")) ? params.get("keep") : "largest",
     offset: Number.isInteger(offset) && offset >= 0 ? offset : 0,
+    folder: params.get("folder") || "",
+    label: params.get("label") || "",
   };
+}
+
+// the listing's parameters (the groups, whatever the page): for /api/duplicates, accept, plan
+function listing(v, withFilters = true) {
+  const params = new URLSearchParams({ tier: v.tier, keep: v.keep });
+  if (withFilters && v.folder) params.set("folder", v.folder);
+  if (withFilters && v.label) params.set("label", v.label);
+  return params;
 }
 
 function go(changes) {
   const next = { ...view(), ...changes };
-  const params = new URLSearchParams({ tier: next.tier, keep: next.keep, offset: String(next.offset) });
+  const params = listing(next);
+  params.set("offset", String(next.offset));
   history.pushState({}, "", `?${params}`);
   load();
 }
@@ -61,7 +72,7 @@ function memberCard(member, role, group) {
         href: `/api/images/${member.id}/file`, target: "_blank", rel: "noopener", "aria-label": `Open ${member.path} full size`,
         onclick: (event) => {
           event.preventDefault();
-          openViewer(group, member);
+          viewGroup(group, member);
         },
       },
       el("img", { src: `/api/images/${member.id}/thumbnail?size=192`, alt: "", loading: "lazy" }),
@@ -72,9 +83,9 @@ function memberCard(member, role, group) {
       el("span", { class: `tier tier-${badge}`, text: role === "keeper" ? "suggested keeper" : member.tier }),
       el("span", { text: role === "keeper" ? "" : `distance ${member.distance}` }),
     ),
-    el("span", { class: "file-name", text: name(member.path), title: member.path }),
-    el("span", { class: "fact", text: `${size(member.size)} · ${pixels}${when ? " · " + when : ""}` }),
-    el("span", { class: "fact folder", text: folder(member.path) }),
+    el("span", { class: "file-name", title: member.path }, ...pathText(name(member.path))),
+    el("span", { class: "fact", text: `${size(member.size)} · ${pixels}${when ? " · " + when : ""}${member.label ? " · label " + member.label : ""}` }),
+    el("span", { class: "fact folder" }, ...pathText(folder(member.path))),
   );
 }
 
@@ -134,21 +145,52 @@ async function acceptPage() {
   await load();
 }
 
+// every undecided group of the folder (and label) chosen, in one request and one transaction
+async function acceptFiltered() {
+  try {
+    const done = await api(`/api/duplicates/accept?${listing(view())}`, { method: "POST" });
+    await load();
+    $("totals").textContent += ` Kept the suggestion for ${done.decided.toLocaleString()} more groups.`;
+  } catch (e) {
+    $("totals").textContent = e.message;
+    $("totals").classList.add("error");
+  }
+}
+
+function fillChoices(select, all, entries, chosen) {
+  const options = [el("option", { value: "", text: all })];
+  for (const [value, count] of entries) options.push(el("option", { value, text: `${value} (${count.toLocaleString()})` }));
+  if (chosen && !entries.some(([value]) => value === chosen)) options.push(el("option", { value: chosen, text: chosen }));
+  select.replaceChildren(...options);
+  select.value = chosen;
+}
+
 async function load() {
   const v = view();
   $("tier").value = v.tier;
   $("keep").value = v.keep;
   $("totals").classList.remove("error");
   try {
-    const data = await api(`/api/duplicates?tier=${v.tier}&keep=${v.keep}&offset=${v.offset}&limit=${PAGE}`);
+    const params = listing(v);
+    params.set("offset", String(v.offset));
+    params.set("limit", String(PAGE));
+    const data = await api(`/api/duplicates?${params}`);
     shown = data.groups;
+    fillChoices($("folder"), "all folders", data.folders.map((f) => [f.folder, f.groups]), v.folder);
+    fillChoices($("label"), "all labels", data.labels.map((l) => [l.label, l.groups]), v.label);
+    $("label-choice").hidden = data.labels.length === 0 && !v.label;
     const t = data.totals;
+    const where = [v.folder ? `in ${v.folder}` : "", v.label ? `labelled ${v.label}` : ""].filter(Boolean).join(", ");
     $("totals").textContent =
-      `${t.groups.toLocaleString()} groups among ${t.images.toLocaleString()} images: ` +
+      `${t.groups.toLocaleString()} groups${where ? " " + where : ""} among ${t.images.toLocaleString()} images: ` +
       `${t.redundant_files.toLocaleString()} redundant files, ${size(t.reclaimable_bytes)} reclaimable` +
       (t.hidden_by_decisions ? `; ${t.hidden_by_decisions.toLocaleString()} marked not duplicates` : "") + ".";
     $("groups").replaceChildren(...shown.map((g, i) => groupSection(g, v.offset + i + 1)));
-    $("bulk").hidden = !review || !shown.some((g) => !g.decision);
+    $("accept-page").hidden = !review || !shown.some((g) => !g.decision);
+    $("accept-filtered").hidden = !review || !(v.folder || v.label) || t.groups === 0;
+    $("accept-filtered").textContent = `Keep the suggestion for every undecided group of the ${t.groups.toLocaleString()} ${where}`;
+    $("bulk").hidden = $("accept-page").hidden && $("accept-filtered").hidden;
+    $("plan").href = `/api/duplicates/plan?${listing(v, false)}`;
     const pages = Math.max(1, Math.ceil(t.groups / PAGE));
     $("page-of").textContent = `page ${Math.floor(v.offset / PAGE) + 1} of ${pages}`;
     $("previous").disabled = v.offset === 0;
@@ -160,63 +202,35 @@ async function load() {
   }
 }
 
-// ---------------------------------------------------------------- the full-size viewer
-// One group's images at full size, in a modal dialog: Left/Right (or the buttons) step through
-// them, Esc closes it and focus goes back to the thumbnail it came from.
-let viewing = null; // {members, index, from}
-
-function openViewer(group, member) {
+// the full-size viewer (common.js) over one group's images
+function viewGroup(group, member) {
   const members = [group.keeper, ...group.duplicates];
-  viewing = { members, index: members.findIndex((m) => m.id === member.id), from: document.activeElement };
-  showInViewer();
-  $("viewer").showModal();
-  $("viewer-next").focus();
-}
-
-function showInViewer() {
-  const m = viewing.members[viewing.index];
-  const pixels = m.width ? `${m.width}×${m.height}` : "size unknown";
-  $("viewer-image").src = `/api/images/${m.id}/file`;
-  $("viewer-image").alt = m.path;
-  $("viewer-caption").textContent =
-    `${viewing.index + 1} of ${viewing.members.length}: ${m.path} · ${size(m.size)} · ${pixels}` +
-    (m.tier === "keeper" ? " · suggested keeper" : ` · ${m.tier}, distance ${m.distance}`);
-}
-
-function step(delta) {
-  if (!viewing) return;
-  viewing.index = (viewing.index + delta + viewing.members.length) % viewing.members.length;
-  showInViewer();
-}
-
-function wireViewer() {
-  $("viewer-previous").addEventListener("click", () => step(-1));
-  $("viewer-next").addEventListener("click", () => step(1));
-  $("viewer-close").addEventListener("click", () => $("viewer").close());
-  $("viewer").addEventListener("keydown", (event) => {
-    if (event.key === "ArrowRight") step(1);
-    else if (event.key === "ArrowLeft") step(-1);
-  });
-  $("viewer").addEventListener("close", () => {
-    if (viewing && viewing.from) viewing.from.focus();
-    viewing = null;
-  });
+  const items = members.map((m) => ({
+    src: `/api/images/${m.id}/file`,
+    alt: m.path,
+    caption:
+      `${m.path} · ${size(m.size)} · ${m.width ? `${m.width}×${m.height}` : "size unknown"}` +
+      (m.tier === "keeper" ? " · suggested keeper" : ` · ${m.tier}, distance ${m.distance}`),
+  }));
+  openViewer(items, members.findIndex((m) => m.id === member.id));
 }
 
 async function start() {
-  wireViewer();
   try {
     const s = await api("/api/status");
     review = s.review;
     $("summary").textContent = `${s.count.toLocaleString()} images · model ${s.model || "none"}`;
     $("mode").textContent = review
-      ? "Review mode: your decisions are stored in the index; `semhash duplicates` honours them. Nothing here moves or deletes a file: `semhash duplicates --decided --move-to DIR` moves the duplicates of the groups decided here, keeping the image chosen, and can be undone."
+      ? "Review mode: your decisions are stored in the index; `semhash duplicates` honours them. Nothing here moves or deletes a file: `semhash duplicates --decided --move-to DIR` (or `--plan` with the plan downloaded below) moves the duplicates of the groups decided here, keeping the image chosen, and can be undone."
       : "Read-only: start the server with `semhash serve --review` to record decisions.";
   } catch (e) {
     $("summary").textContent = "The index cannot be read.";
   }
   $("tier").addEventListener("change", () => go({ tier: $("tier").value, offset: 0 }));
   $("keep").addEventListener("change", () => go({ keep: $("keep").value, offset: 0 }));
+  $("folder").addEventListener("change", () => go({ folder: $("folder").value, offset: 0 }));
+  $("label").addEventListener("change", () => go({ label: $("label").value, offset: 0 }));
+  $("accept-filtered").addEventListener("click", acceptFiltered);
   $("previous").addEventListener("click", () => go({ offset: Math.max(0, view().offset - PAGE) }));
   $("next").addEventListener("click", () => go({ offset: view().offset + PAGE }));
   $("accept-page").addEventListener("click", acceptPage);
