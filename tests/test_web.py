@@ -205,6 +205,14 @@ def test_limit_keeps_the_nearest_then_by_path(client):
     for limit in (1, 2, 5, 11, 17):
         part = client.get("/api/search/code", params={"code": "0", "radius": 16, "limit": limit}).json()[0]
         assert part["matches"] == full["matches"][:limit] and part["total"] == full["total"]
+    # pages: offset then limit, the same order, for code, id and upload searches alike
+    first = full["matches"][0]["id"]
+    by_id = client.get(f"/api/search/id/{first}", params={"radius": 16, "limit": 10_000}).json()[0]["matches"]
+    for offset, limit in ((0, 5), (5, 5), (7, 4), (len(keys) - 2, 10)):
+        page = {"radius": 16, "limit": limit, "offset": offset}
+        assert client.get("/api/search/code", params={"code": "0", **page}).json()[0]["matches"] == full["matches"][offset : offset + limit]
+        assert client.get(f"/api/search/id/{first}", params=page).json()[0]["matches"] == by_id[offset : offset + limit]
+    assert_error(client.get("/api/search/code", params={"code": "0", "offset": 9_999, "limit": 2}), 422, "at most 10,000")
 
 
 def test_search_parameter_errors(client):

@@ -287,10 +287,36 @@ def test_one_box_finds_by_id_path_or_code_and_paths_figures_and_focus_read_well(
         expect(page.locator("#message")).to_contain_text("no indexed image at")
         expect(page.locator("#query")).to_be_hidden()
 
-        # paths on the match cards break after a slash, not inside a name that fits on a line
+        # paging: "Show at most" matches a page, Previous/Next, each page in the URL
+        page.locator("#radius").fill("4")
+        page.locator("#radius").dispatch_event("input")
+        page.locator("#limit").fill("2")
+        page.locator("#limit").dispatch_event("change")
         box.fill(str(target))
         box.press("Enter")
-        expect(page.locator("#results .match").first).to_be_visible()
+        expect(page.locator("#results .match")).to_have_count(2)
+        expect(page.locator("#page-of")).to_contain_text("matches 1–2 of")
+        first_page = page.locator("#results .match").evaluate_all("(cards) => cards.map((c) => c.dataset.id)")
+        page.locator("#next").click()
+        expect(page.locator("#page-of")).to_contain_text("matches 3–4 of")
+        assert "offset=2" in page.url
+        second_page = page.locator("#results .match").evaluate_all("(cards) => cards.map((c) => c.dataset.id)")
+        assert not set(first_page) & set(second_page), (first_page, second_page)
+        page.go_back()
+        expect(page.locator("#page-of")).to_contain_text("matches 1–2 of")
+        # the query image opens full size; "Actual size" shows every pixel
+        page.locator("#query-open").click()
+        expect(page.locator("#viewer")).to_be_visible()
+        assert page.locator("#viewer-image").get_attribute("src").endswith("/file")
+        page.locator("#viewer-zoom").click()
+        expect(page.locator("#viewer-zoom")).to_have_attribute("aria-pressed", "true")
+        page.keyboard.press("Escape")
+        expect(page.locator("#viewer")).to_be_hidden()
+        page.locator("#limit").fill("60")
+        page.locator("#limit").dispatch_event("change")
+
+        # paths on the match cards break after a slash, not inside a name that fits on a line
+        expect(page.locator("#results .match").nth(2)).to_be_visible()
         for width in (1200, 390):
             page.set_viewport_size({"width": width, "height": 900})
             for span in page.locator("#results .match .path").all()[:6]:
@@ -442,8 +468,9 @@ def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path, cli
         expect(group(keys[2]).locator(".decision")).to_have_text("Decided: skipped for now")
         expect(page.locator("#totals")).to_contain_text("1 marked not duplicates")
 
-        page.set_viewport_size({"width": 390, "height": 800})
-        fits(page)
+        for width in (390, 360):
+            page.set_viewport_size({"width": width, "height": 800})
+            fits(page)
         # the plan, downloaded from the page, is what `semhash duplicates --plan` moves
         with page.expect_download() as download:
             page.get_by_role("link", name="Download the plan").click()

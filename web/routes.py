@@ -56,14 +56,14 @@ def _check_answer_size(queries: int, limit: int) -> None:
 _QUERIES_JSON = TypeAdapter(list[QueryOut])
 
 
-async def _in_a_thread(search, *args) -> Response:
+async def _in_a_thread(search, *args, offset: int = 0) -> Response:
     """Run a search and turn its results into JSON bytes, both in a worker thread: the event
     loop only sends the bytes, however large the answer (it is the shape of the route's
     response model, which documents it)."""
 
     def answer() -> bytes:
         results = search(*args)
-        return _QUERIES_JSON.dump_json([_query_out(r) for r in (results if isinstance(results, list) else [results])])
+        return _QUERIES_JSON.dump_json([_query_out(r, offset) for r in (results if isinstance(results, list) else [results])])
 
     return Response(content=await run_in_threadpool(answer), media_type="application/json")
 
@@ -92,6 +92,7 @@ Reader = Annotated[IndexReader, Depends(get_reader)]
 FreshReader = Annotated[IndexReader, Depends(fresh_reader)]
 Radius = Annotated[int, Query(ge=0, le=64, description="Hamming radius (inclusive).")]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many matches per query.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ANSWER_ROWS - 1, description="Matches to skip (nearest first): the next page of a search. offset + limit is at most 10,000.")]
 TierParam = Annotated[
     Literal["all", "exact", "near", "similar"],
     Query(description="Which matches: exact (the same bytes), near (copies: PDQ), similar (the model's code), or all."),
@@ -114,13 +115,13 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 # --------------------------------------------------------------------------- converters
-def _query_out(result: SearchResult) -> QueryOut:
+def _query_out(result: SearchResult, offset: int = 0) -> QueryOut:
     return QueryOut(
         query=result.query,
         code=result.code,
         bits=result.bits,
         total=result.total,
-        matches=[MatchOut(id=m.id, path=m.path, tier=m.tier, distance=m.distance, label=m.label) for m in result.matches],
+        matches=[MatchOut(id=m.id, path=m.path, tier=m.tier, distance=m.distance, label=m.label) for m in result.matches[offset:]],
         note=result.note,
         hint=result.hint,
     )
@@ -176,17 +177,19 @@ async def search_upload(
     limit: Limit = 100,
     tier: TierParam = "all",
     near_threshold: NearThreshold = None,
+    offset: Offset = 0,
 ) -> list[QueryOut]:
     """Hash each uploaded image with the index's model, then list the indexed images that
     match it, as `semhash query` does: exact copies (the same bytes), near-duplicates (PDQ
     within `near_threshold`), similar images (within `radius`), in that order, each with its
-    tier: one result per file, in upload order."""
-    _check_answer_size(len(files), limit)
+    tier: one result per file, in upload order; `limit` matches from `offset`."""
+    _check_answer_size(len(files), offset + limit)
     uploads = [(_upload_name(f.filename, i + 1), await f.read()) for i, f in enumerate(files)]
     gone = threading.Event()  # set when the client disconnects: its decodes are dropped
     watcher = asyncio.create_task(_watch_for_disconnect(request, gone))
     try:
-        return await _in_a_thread(reader.search_uploads, uploads, radius, limit, gone.is_set, tier, near_threshold)  # type: ignore[return-value]
+        return await _in_a_thread(reader.search_uploads, uploads, radius, offset + limit, gone.is_set, tier, near_threshold,
+                                  offset=offset)  # type: ignore[return-value]
     finally:
         watcher.cancel()
 
@@ -199,13 +202,14 @@ async def _watch_for_disconnect(request: Request, gone: threading.Event) -> None
 
 @router.get("/search/id/{image_id}", response_model=list[QueryOut], summary="Search from an indexed image")
 async def search_id(reader: FreshReader, image_id: ImageId, radius: Radius = 2, limit: Limit = 100, tier: TierParam = "all",
-                    near_threshold: NearThreshold = None) -> list[QueryOut]:  # fmt: skip
+                    near_threshold: NearThreshold = None, offset: Offset = 0) -> list[QueryOut]:  # fmt: skip
     """The indexed images that match indexed image `image_id`, from its stored codes: the
     same bytes (exact), copies (near: PDQ within `near_threshold`), images within `radius`
-    (similar), in that order, each with its tier."""
-    if tier == "similar" and _light(1, radius, limit):
-        return [_query_out(reader.search_id(image_id, radius, limit, tier))]
-    return await _in_a_thread(reader.search_id, image_id, radius, limit, tier, near_threshold)  # type: ignore[return-value]
+    (similar), in that order, each with its tier; `limit` matches from `offset`."""
+    _check_answer_size(1, offset + limit)
+    if tier == "similar" and _light(1, radius, offset + limit):
+        return [_query_out(reader.search_id(image_id, radius, offset + limit, tier), offset)]
+    return await _in_a_thread(reader.search_id, image_id, radius, offset + limit, tier, near_threshold, offset=offset)  # type: ignore[return-value]
 
 
 @router.get("/search/code", response_model=list[QueryOut], summary="Search by code")
@@ -223,13 +227,14 @@ async def search_code(
     ],
     radius: Radius = 2,
     limit: Limit = 100,
+    offset: Offset = 0,
 ) -> list[QueryOut]:
-    """The indexed images within `radius` of each code. At most 10,000 matches in all may be
-    asked for (codes x limit)."""
-    _check_answer_size(len(code), limit)
-    if _light(len(code), radius, limit):
-        return [_query_out(r) for r in reader.search_codes(code, radius, limit)]
-    return await _in_a_thread(reader.search_codes, code, radius, limit)  # type: ignore[return-value]
+    """The indexed images within `radius` of each code, `limit` from `offset` (nearest first).
+    At most 10,000 matches in all may be asked for (codes x (offset + limit))."""
+    _check_answer_size(len(code), offset + limit)
+    if _light(len(code), radius, offset + limit):
+        return [_query_out(r, offset) for r in reader.search_codes(code, radius, offset + limit)]
+    return await _in_a_thread(reader.search_codes, code, radius, offset + limit, offset=offset)  # type: ignore[return-value]
 
 
 NearGroupThreshold = Annotated[

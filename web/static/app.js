@@ -30,9 +30,11 @@ function limitValue() {
   return limit;
 }
 
-function settings() {
+const MAX_ROWS = 10000; // what the API answers at most: offset + limit
+
+function settings(search) {
   const radius = Number($("radius").value);
-  return `radius=${radius}&limit=${limitValue()}`;
+  return `radius=${radius}&limit=${limitValue()}` + (search.offset ? `&offset=${search.offset}` : "");
 }
 
 // ---------------------------------------------------------------- the address bar
@@ -46,6 +48,7 @@ function searchToQuery(search) {
   else return null;
   params.set("radius", $("radius").value);
   params.set("limit", String(limitValue()));
+  if (search.offset) params.set("offset", String(search.offset));
   return "?" + params.toString();
 }
 
@@ -57,10 +60,11 @@ function searchFromLocation() {
     $("radius-value").textContent = String(radius);
   }
   if (params.has("limit")) $("limit").value = params.get("limit");
+  const offset = /^[0-9]+$/.test(params.get("offset") || "") ? Math.min(Number(params.get("offset")), MAX_ROWS - 1) : 0;
   const id = params.get("id");
-  if (id !== null && /^[0-9]+$/.test(id)) return { kind: "id", id: Number(id) };
+  if (id !== null && /^[0-9]+$/.test(id)) return { kind: "id", id: Number(id), offset };
   const code = params.get("code");
-  if (code !== null && /^[0-9]+$/.test(code)) return { kind: "code", code };
+  if (code !== null && /^[0-9]+$/.test(code)) return { kind: "code", code, offset };
   const bucket = params.get("bucket");
   if (bucket !== null && /^[0-9]+$/.test(bucket)) return { kind: "bucket", code: bucket };
   return null;
@@ -143,13 +147,14 @@ async function runSearch(search, fromHistory = false) {
     if (search.kind === "upload") {
       const form = new FormData();
       form.append("files", search.file, search.file.name);
-      results = await api(`/api/search/upload?${settings()}`, { method: "POST", body: form });
+      results = await api(`/api/search/upload?${settings(search)}`, { method: "POST", body: form });
     } else if (search.kind === "id") {
-      results = await api(`/api/search/id/${search.id}?${settings()}`);
+      results = await api(`/api/search/id/${search.id}?${settings(search)}`);
     } else if (search.kind === "code") {
-      results = await api(`/api/search/code?code=${search.code}&${settings()}`);
+      results = await api(`/api/search/code?code=${search.code}&${settings(search)}`);
     } else {
-      const bucket = await api(`/api/buckets/${search.code}?${settings()}`);
+      $("pager").hidden = true;
+      const bucket = await api(`/api/buckets/${search.code}?radius=${$("radius").value}&limit=${limitValue()}`);
       if (mine === searchCounter) {
         showBucket(bucket);
         if (note) say($("message").textContent + note);
@@ -170,12 +175,37 @@ async function runSearch(search, fromHistory = false) {
 function clearResults() {
   $("results").replaceChildren();
   $("query").hidden = true;
+  $("pager").hidden = true;
 }
 
-function showQuery(imageUrl, name, bits, countText) {
+// "Show at most" matches a page; Previous/Next step through them (each page in the URL)
+function showPager(search, result) {
+  const offset = search.offset || 0;
+  const limit = limitValue();
+  const reachable = Math.min(result.total, MAX_ROWS);
+  $("pager").hidden = result.total <= limit && offset === 0;
+  const last = offset + result.matches.length;
+  $("page-of").textContent = `matches ${result.matches.length ? offset + 1 : 0}–${last} of ${result.total.toLocaleString()}` +
+    (result.total > MAX_ROWS ? ` (the first ${MAX_ROWS.toLocaleString()} can be paged through)` : "");
+  $("previous").disabled = offset === 0;
+  $("next").disabled = last >= reachable;
+}
+
+function turnPage(direction) {
+  if (!lastSearch || lastSearch.kind === "bucket") return;
+  const limit = limitValue();
+  const offset = Math.max(0, Math.min((lastSearch.offset || 0) + direction * limit, MAX_ROWS - limit));
+  runSearch({ ...lastSearch, offset });
+  $("search-heading").scrollIntoView({ block: "start" });
+}
+
+let queryFull = null; // the query's image at full size: {src, alt, caption}
+
+function showQuery(imageUrl, name, bits, countText, fullUrl = imageUrl) {
   $("query").hidden = false;
-  $("query-image").hidden = !imageUrl;
+  $("query-open").hidden = !imageUrl;
   $("query-image").src = imageUrl || "data:,";
+  queryFull = fullUrl ? { src: fullUrl, alt: `Query: ${name}`, caption: name } : null;
   $("query-image").alt = `Query: ${name}`;
   $("query-name").replaceChildren(...pathText(name));
   $("query-bits").textContent = bits;
@@ -185,11 +215,14 @@ function showQuery(imageUrl, name, bits, countText) {
 function showResult(result, search) {
   const radius = Number($("radius").value);
   const shown = result.matches.length;
+  const offset = search.offset || 0;
+  const showing = offset ? ` (showing matches ${offset + 1}–${offset + shown})` : ` (showing the nearest ${shown.toLocaleString()})`;
   let count = `${plural(result.total, "match", "matches")}: copies, or similar within radius ${radius}`;
-  if (shown < result.total) count += ` (showing the nearest ${shown.toLocaleString()})`;
+  if (shown < result.total) count += showing;
   const image = search.kind === "upload" ? queryPreviewUrl : search.kind === "id" ? `/api/images/${search.id}/thumbnail?size=192` : "";
-  if (search.kind === "code") count = `${plural(result.total, "image", "images")} within radius ${radius} of this code` + (shown < result.total ? ` (showing the nearest ${shown.toLocaleString()})` : "");
-  showQuery(image, result.query, result.bits, count);
+  if (search.kind === "code") count = `${plural(result.total, "image", "images")} within radius ${radius} of this code` + (shown < result.total ? showing : "");
+  showQuery(image, result.query, result.bits, count, search.kind === "id" ? `/api/images/${search.id}/file` : image);
+  showPager(search, result);
   if (result.note) count += ` (${result.note})`;
   const results = $("results");
   results.replaceChildren();
@@ -222,6 +255,7 @@ function showBucket(bucket) {
     bucket.bits,
     `${plural(bucket.size, "image", "images")} share this code` +
       (bucket.members.length < bucket.size ? ` (showing the first ${bucket.members.length.toLocaleString()} by path)` : ""),
+    bucket.members.length ? bucket.members[0].file_url : "",
   );
   const results = $("results");
   results.replaceChildren();
@@ -331,8 +365,11 @@ function wire() {
   $("radius").addEventListener("input", () => {
     $("radius-value").textContent = $("radius").value;
   });
-  $("radius").addEventListener("change", () => lastSearch && runSearch(lastSearch));
-  $("limit").addEventListener("change", () => lastSearch && runSearch(lastSearch));
+  $("radius").addEventListener("change", () => lastSearch && runSearch({ ...lastSearch, offset: 0 }));
+  $("limit").addEventListener("change", () => lastSearch && runSearch({ ...lastSearch, offset: 0 }));
+  $("previous").addEventListener("click", () => turnPage(-1));
+  $("next").addEventListener("click", () => turnPage(1));
+  $("query-open").addEventListener("click", () => queryFull && openViewer([queryFull], 0));
   $("controls").addEventListener("submit", (event) => event.preventDefault());
   $("find").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -57,13 +57,14 @@ function viewerDialog() {
   dialog = el(
     "dialog",
     { id: "viewer", class: "viewer", "aria-labelledby": "viewer-caption" },
-    el("img", { id: "viewer-image", alt: "" }),
+    el("img", { id: "viewer-image", alt: "", onclick: () => zoomViewer() }),
     el("p", { id: "viewer-caption" }),
     el(
       "div",
       { class: "decide" },
       el("button", { id: "viewer-previous", type: "button", text: "← Previous", onclick: () => stepViewer(-1) }),
       el("button", { id: "viewer-next", type: "button", text: "Next →", onclick: () => stepViewer(1) }),
+      el("button", { id: "viewer-zoom", type: "button", text: "Actual size", "aria-pressed": "false", onclick: () => zoomViewer() }),
       el("button", { id: "viewer-close", type: "button", text: "Close (Esc)", onclick: () => dialog.close() }),
     ),
   );
@@ -72,6 +73,7 @@ function viewerDialog() {
     else if (event.key === "ArrowLeft") stepViewer(-1);
   });
   dialog.addEventListener("close", () => {
+    zoomViewer(false);
     if (viewing && viewing.from) viewing.from.focus();
     viewing = null;
   });
@@ -96,6 +98,13 @@ function showInViewer() {
   $("viewer-image").alt = item.alt;
   const where = viewing.items.length > 1 ? `${viewing.index + 1} of ${viewing.items.length}: ` : "";
   $("viewer-caption").replaceChildren(...pathText(where + item.caption));
+}
+
+// fit to the window, or every pixel (the dialog scrolls): the button, or a click on the image
+function zoomViewer(on = !$("viewer").classList.contains("zoomed")) {
+  $("viewer").classList.toggle("zoomed", on);
+  $("viewer-zoom").setAttribute("aria-pressed", String(on));
+  $("viewer-zoom").textContent = on ? "Fit to the window" : "Actual size";
 }
 
 function stepViewer(delta) {
