@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "bulk-load": "benchmarks.bulk_load",  # how semhash import writes a new SQLite index (issue 10)
     "copies": "benchmarks.copies",  # near-duplicate tier against pHash/dHash/PDQ on edited photos (issue 20)
     "review": "benchmarks.review",  # the review page's API at 10^5 groups (issue 21)
+    "copy-model": "benchmarks.copy_model",  # the learned copy kind against PDQ on the copies benchmark (issue 22)
 }
 
 

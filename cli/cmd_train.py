@@ -66,8 +66,8 @@ def format_train(data: dict) -> str:
 @click.option("--param", "extra", multiple=True, metavar="KEY=VALUE", help="Any other hyperparameter of the kind (repeatable).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="JSON written by 'semhash tune'; explicit options win.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where IDX files of fashion-mnist / mnist live.")
-@click.option("--image-size", type=click.IntRange(4, 512), default=None, help="Image folders: resize to SIZE x SIZE [default: 28].")
-@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Image folders: 1 (grayscale) or 3 (RGB) [default: 1].")
+@click.option("--image-size", type=click.IntRange(4, 512), default=None, help="Image folders: resize to SIZE x SIZE [default: 28; copy: 64].")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Image folders: 1 (grayscale) or 3 (RGB) [default: 1; copy: 3].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @home_option
 @json_option
@@ -102,8 +102,10 @@ def train(data, kind, name, config_path, extra, data_dir, image_size, channels, 
     kind = kind or config_kind or "autoencoder"
     shape = None
     if image_size or channels:
-        size = image_size or 28
-        shape = (size, size, int(channels or 1))
+        from semhash.models import get_kind
+
+        default = get_kind(kind).folder_shape  # the kind's own (copy: 64 x 64 RGB)
+        shape = (image_size or default[0], image_size or default[1], int(channels or default[2]))
     result = train_model(
         data,
         kind,

@@ -161,7 +161,7 @@ def train(
 
     dataset = load_data(
         source,
-        shape=image_shape,
+        shape=image_shape or cls.folder_shape,
         data_dir=data_dir,
         on_skip=lambda exc: log(f"warning: skipped {exc}"),
     )

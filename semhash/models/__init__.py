@@ -20,6 +20,7 @@ KINDS: dict[str, KindEntry] = {
     "vae": KindEntry("semhash.models.vae:VAEHashModel", "variational autoencoder (dense or --conv); hashes the binarised mean; generates images"),
     "classifier-hash": KindEntry("semhash.models.classifier:ClassifierHashModel", "CNN classifier whose noisy sigmoid penultimate layer is the hash (needs labels)"),
     "contrastive": KindEntry("semhash.models.contrastive:ContrastiveHashModel", "CNN trained without labels: two random views of an image share a code (NT-Xent on binary codes)"),
+    "copy": KindEntry("semhash.models.copy_detect:CopyHashModel", "CNN trained so that copies of a photo (cropped, rotated, padded, written over, re-encoded) share a code: a learned near tier"),
     "pretrained-classifier": KindEntry("semhash.models.pretrained_classifier:PretrainedClassifierHashModel", "classifier on a trained autoencoder's encoder (--encoder), few labels"),
     "lsh": KindEntry("semhash.models.baselines:LSHHashModel", "baseline: random hyperplanes on centred pixels (NumPy)"),
     "pcah": KindEntry("semhash.models.baselines:PCAHashModel", "baseline: signs of the top principal components (NumPy)"),

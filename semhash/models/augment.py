@@ -46,13 +46,30 @@ class ViewAugmentation:
     blur: float = 0.0
 
     def __post_init__(self):
-        for name, value in asdict(self).items():
-            if name != "flip" and (not isinstance(value, (int, float)) or value < 0):
-                raise ModelError(f"augmentation {name} must be a number >= 0, not {value!r}")
+        check_strengths(asdict(self), "augmentation")
         if self.shift >= 0.5 or self.erase >= 1:
             raise ModelError("augmentation shift must be < 0.5 and erase < 1 (fractions of the image)")
-        if self.blur > 1 / 3:
-            raise ModelError("augmentation blur must be <= 1/3 (the weight of each neighbour pixel)")
+
+
+def check_strengths(strengths: dict, what: str) -> None:
+    """Every strength a number >= 0 (``flip`` is a yes/no), a blur weight at most 1/3."""
+    for name, value in strengths.items():
+        if name != "flip" and (not isinstance(value, (int, float)) or value < 0):
+            raise ModelError(f"{what} {name} must be a number >= 0, not {value!r}")
+    if strengths.get("blur", 0) > 1 / 3:
+        raise ModelError(f"{what} blur must be <= 1/3 (the weight of each neighbour pixel)")
+
+
+def blur_3tap(images, a, mode: str = "CONSTANT"):
+    """The separable blur [a, 1 - 2a, a] along rows then columns (``a``: per image, shape
+    (batch, 1, 1, 1)); ``mode``: how the border is padded (CONSTANT: zeros, SYMMETRIC)."""
+    out = images
+    for axis in (1, 2):
+        padded = tf.pad(out, [[0, 0], [1, 1], [0, 0], [0, 0]] if axis == 1 else [[0, 0], [0, 0], [1, 1], [0, 0]], mode=mode)
+        before = padded[:, :-2] if axis == 1 else padded[:, :, :-2]
+        after = padded[:, 2:] if axis == 1 else padded[:, :, 2:]
+        out = (1.0 - 2.0 * a) * out + a * (before + after)
+    return out
 
 
 def _affine_transforms(batch: int, height: int, width: int, aug: ViewAugmentation, seed) -> tf.Tensor:
@@ -101,11 +118,7 @@ def random_views(images: tf.Tensor, aug: ViewAugmentation, seed: tf.Tensor) -> t
         )
     if aug.blur:
         a = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], 0.0, aug.blur)
-        for axis in (1, 2):  # zero padding at the border, like the affine map's fill
-            padded = tf.pad(out, [[0, 0], [1, 1], [0, 0], [0, 0]] if axis == 1 else [[0, 0], [0, 0], [1, 1], [0, 0]])
-            before = padded[:, :-2] if axis == 1 else padded[:, :, :-2]
-            after = padded[:, 2:] if axis == 1 else padded[:, :, 2:]
-            out = (1.0 - 2.0 * a) * out + a * (before + after)
+        out = blur_3tap(out, a)  # zero padding at the border, like the affine map's fill
     if aug.contrast:
         factor = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[1], 1.0 - aug.contrast, 1.0 + aug.contrast)
         mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)

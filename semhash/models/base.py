@@ -21,6 +21,8 @@ class HashModel(ABC):
     description: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
     uses_tensorflow: ClassVar[bool] = True
+    #: (H, W, C) an image folder is read at when the user gives no --image-size / --channels
+    folder_shape: ClassVar[tuple[int, int, int]] = (28, 28, 1)
 
     # -- hyperparameters ------------------------------------------------------------------
     @classmethod

@@ -84,6 +84,18 @@ def nt_xent(codes, temperature: float):
     return ops.mean(keras.losses.sparse_categorical_crossentropy(partner, logits, from_logits=True))
 
 
+def koleo_loss(embeddings):
+    """KoLeo (Sablayrolles et al., 2019; SSCD uses it): -mean log of each embedding's
+    distance to its nearest other one, on unit-length embeddings: a differential entropy
+    estimate that pushes distinct images apart, so that few share a code."""
+    z = embeddings / ops.maximum(ops.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    n = ops.shape(z)[0]
+    similarity = ops.matmul(z, ops.transpose(z)) - 3.0 * ops.eye(n, dtype=z.dtype)  # not itself
+    nearest = ops.max(similarity, axis=1)
+    distance = ops.sqrt(ops.maximum(2.0 - 2.0 * nearest, 1e-8))
+    return -ops.mean(ops.log(distance))
+
+
 def balance_decorrelation(codes, balance: float, decorrelation: float):
     """``balance`` * mean_j (batch mean of code j)^2 + ``decorrelation`` * mean over j != k
     of cov(code j, code k)^2, on codes in [-1, 1]."""
@@ -123,9 +135,13 @@ class ContrastiveHashNetwork(keras.Model):
         neighbour_weight: float = 1.0,
         augmentation: dict | None = None,
         seed: int | None = None,
+        koleo: float = 0.0,
+        downsample: str = "pool",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.koleo = float(koleo)
+        self.downsample = str(downsample)
         self.queue_size = int(queue_size)
         self.neighbour_weight = float(neighbour_weight)
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -147,7 +163,7 @@ class ContrastiveHashNetwork(keras.Model):
         self.seed = seed
         self.feature_layers = conv_feature_layers(
             self.filters, self.hidden, self.batch_norm, global_pool=self.global_pool,
-            input_blur=self.input_blur, channels=self.image_shape[-1],
+            input_blur=self.input_blur, channels=self.image_shape[-1], downsample=self.downsample,
         )  # fmt: skip
         self.coding_layer = keras.layers.Dense(self.bits, name="coding")
         self.binary_coding = BinaryCoding(self.bits, self.coding, self.coding_noise, self.gamma, seed=seed, name="binary_coding")
@@ -231,6 +247,8 @@ class ContrastiveHashNetwork(keras.Model):
                 loss = loss + self.alignment * tf.reduce_mean(tf.reduce_sum((t1 - t2) ** 2, axis=1)) / self.bits
             if self.queue_size:
                 loss = loss + self.neighbour_weight * self._neighbour_loss(z, codes)
+            if self.koleo:  # spread the images apart: each one's nearest other image as far as can be
+                loss = loss + self.koleo * koleo_loss(tf.split(tf.tanh(z), 2)[0])
         grads = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply(grads, self.trainable_weights)
         self.loss_tracker.update_state(loss)
@@ -269,6 +287,8 @@ class ContrastiveHashNetwork(keras.Model):
             "neighbour_weight": self.neighbour_weight,
             "augmentation": dict(self.augmentation),
             "seed": self.seed,
+            "koleo": self.koleo,
+            "downsample": self.downsample,
         }
 
 
@@ -385,6 +405,10 @@ class ContrastiveHashModel(KerasHashModel):
         }
 
     def _check_options(self) -> None:
+        from semhash.hashing import MAX_BITS
+
+        if not 1 <= int(self.bits) <= MAX_BITS:  # before training, not after it
+            raise ModelError(f"bits must be between 1 and {MAX_BITS}, not {self.bits}")
         check_coding(self.coding)
         ViewAugmentation(**self.augmentation())  # refuses bad strengths
         if float(self.temperature) <= 0:
