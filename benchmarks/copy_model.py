@@ -90,6 +90,8 @@ def run(args) -> dict:
     side = 128
     face_tiles = [np.asarray(Image.fromarray(f).resize((side, side), Image.Resampling.LANCZOS)) for f in faces]
     database = _distinct(_tiles(database_images, 64, 2) + face_tiles)
+    face_keys = {f.tobytes() for f in face_tiles}
+    is_face = np.array([t.tobytes() in face_keys for t in database])
     unrelated = _distinct(_tiles(held_out_images, 64, 2))
     chosen = np.sort(rng.choice(len(database), min(args.copies, len(database)), replace=False))
     log(f"{len(database)} database tiles, {len(unrelated)} unrelated, {len(chosen)} copied per edit")
@@ -123,7 +125,11 @@ def run(args) -> dict:
         "unrelated_with_a_match_at_threshold": round(float((d_unrelated <= threshold).mean()), 4),
         "per_edit": results,
         "database_nearest_other_bits": {"median": float(np.median(nearest_other)), "p5": float(np.percentile(nearest_other, 5)),
-                                        "share_within_threshold": round(float((nearest_other <= max(threshold, 0)).mean()), 4)},
+                                        "share_within_threshold": round(float((nearest_other <= max(threshold, 0)).mean()), 4),
+                                        # the 200 small face photos are alike: are they the ones that collide?
+                                        "faces": int(is_face.sum()),
+                                        "share_within_threshold_faces": round(float((nearest_other[is_face] <= max(threshold, 0)).mean()), 4),
+                                        "share_within_threshold_other": round(float((nearest_other[~is_face] <= max(threshold, 0)).mean()), 4)},
         "database_unique_codes": int(len(np.unique(db_codes, axis=0))),
         "train_cpu_s": round(train_cpu, 1),
         "train_wall_s": round(train_wall, 1),
