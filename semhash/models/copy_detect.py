@@ -63,7 +63,7 @@ class CopyHashModel(ContrastiveHashModel):
         downsample: str = "stride",
         coding: str = "bihalf",
         temperature: float = 0.1,
-        koleo: float = 1.0,
+        koleo: float = 3.0,
         decorrelation: float = 1.0,
         final_rotation: str = "none",
         crop: float = 0.2,
