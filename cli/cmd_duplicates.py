@@ -66,7 +66,7 @@ def format_csv(data: dict) -> str:
 
 @click.command()
 @click.option("--tier", type=click.Choice(TIER_CHOICES), default="near", show_default=True, help="The loosest tier that makes a copy: exact (the same bytes), near (also re-saved, resized, brightened... copies: PDQ), similar (also look-alikes: the model's code within --radius; all is the same).")
-@click.option("--near-threshold", type=click.IntRange(0, MAX_GROUP_THRESHOLD), default=None, metavar="BITS", help=f"Near tier: the most PDQ bits (of 256) a copy may differ by, at most {MAX_GROUP_THRESHOLD} [default: {NEAR_THRESHOLD}].")
+@click.option("--near-threshold", type=click.IntRange(0, MAX_GROUP_THRESHOLD), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256, at most {MAX_GROUP_THRESHOLD} [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 7 of 64].")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=None, help="Similar tier: Hamming radius of the model's code (needed with --tier similar).")
 @click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path.")
 @click.option("--min-quality", type=click.IntRange(0, 100), default=MIN_QUALITY, show_default=True, help="Images whose PDQ quality is below this (flat: blank, nearly uniform) take no part in the near tier (their exact copies are still found).")
@@ -174,9 +174,10 @@ def _calibrate(home, index_path, sample: int, min_quality: int, as_json: bool) -
 
     from semhash.duplicates import calibrate
 
-    _, path = index_location(home, index_path)
+    workspace, path = index_location(home, index_path)
     with tqdm(total=sample, desc="copying", unit="img", file=sys.stderr, leave=False, disable=as_json) as bar:
-        result = calibrate(path, sample=sample, min_quality=min_quality, on_progress=lambda n: bar.update(n - bar.n))
+        result = calibrate(path, sample=sample, min_quality=min_quality, on_progress=lambda n: bar.update(n - bar.n),
+                           workspace=workspace)  # fmt: skip
     data = result.to_json()
     if as_json:
         print_json(data)
@@ -189,7 +190,7 @@ def _calibrate(home, index_path, sample: int, min_quality: int, as_json: bool) -
     click.echo(format_table(["threshold", *edits, "false matches"], rows))
     click.echo(
         f"{data['sampled']} indexed images copied {len(edits)} ways (in memory): each column is the share of copies "
-        "that find their original within the threshold (PDQ bits of 256); false matches: the share of copies "
+        f"that find their original within the threshold (bits of the near code: {data['near_code']}); false matches: the share of copies "
         "matching another indexed image"
     )
     for line in data["skipped"][:5]:

@@ -24,7 +24,9 @@ def _index_path(home, index_path):
 def format_index(data: dict) -> str:
     """The text `semhash index` prints, made from its --json document."""
     lines = [
-        f"indexed {data['folder']} with model {data['model']}: {data['added']} added, {data['updated']} updated, "
+        f"indexed {data['folder']} with model {data['model']}"
+        + (f" (near codes: model {data['near_model']})" if data.get("near_model", "pdq") != "pdq" else "")
+        + f": {data['added']} added, {data['updated']} updated, "
         f"{data['unchanged']} unchanged, {data['removed']} removed, {data['skipped']} skipped; "
         f"{data['total']} images in the index"
     ]
@@ -48,6 +50,7 @@ def format_index(data: dict) -> str:
 @click.argument("folder", type=click.Path(readable=False))  # an unreadable folder: the library's one line
 @click.option("--model", "model_name", default=None, help="Model to hash with [default: the latest trained].")
 @click.option("--rebuild", is_flag=True, help="Drop every indexed row and re-bind the index to this model (a damaged index file is kept aside as *.damaged).")
+@click.option("--near-model", "near_model_name", default=None, metavar="NAME|pdq", help="Where the near tier's codes come from: a trained model (e.g. `semhash train --model copy`), or pdq [default: what the index has; PDQ for a new index]. Changing it needs --rebuild.")
 @click.option("--relabel", is_flag=True, help="Give rows under FOLDER the label FOLDER gives them, even where they were first indexed with another.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Files per hashing task and per transaction.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes that read, decode and hash files [default: one per CPU]; 1 hashes in this process. With --engine ray: hashing actors [default: every CPU the cluster has].")
@@ -69,7 +72,7 @@ def format_index(data: dict) -> str:
 @home_option
 @json_option
 @library_errors
-def index(folder, model_name, rebuild, relabel, batch_size, workers, quiet, engine, address, index_path, home, as_json):
+def index(folder, model_name, rebuild, near_model_name, relabel, batch_size, workers, quiet, engine, address, index_path, home, as_json):
     """Hash every image under FOLDER into the index (incremental: new files are added,
     changed ones rehashed, unchanged ones left alone, deleted ones removed).
 
@@ -85,6 +88,7 @@ def index(folder, model_name, rebuild, relabel, batch_size, workers, quiet, engi
     Examples:
       semhash index images/
       semhash index images/ --model ae30 --rebuild
+      semhash index photos/ --near-model copy-1 --rebuild
       semhash index images/cats --relabel
       semhash index images/ --workers 1
       semhash index images/ --engine ray --address ray://head:10001
@@ -95,7 +99,13 @@ def index(folder, model_name, rebuild, relabel, batch_size, workers, quiet, engi
     if address is not None and engine != "ray":
         raise click.UsageError("--address is for --engine ray")
     workspace, path = _index_path(home, index_path)
-    model = workspace.model(model_name)
+    near_model = None if near_model_name is None else "pdq" if near_model_name.lower() == "pdq" else workspace.model(near_model_name)
+    if model_name is None and near_model is not None and near_model != "pdq":
+        # the latest trained model other than the near one (a copy model hashes copies, not look-alikes)
+        others = [m for m in workspace.list_models() if m.name != near_model.name]
+        model = others[-1] if others else near_model
+    else:
+        model = workspace.model(model_name)
     summary = index_folder(
         folder,
         model,
@@ -108,11 +118,13 @@ def index(folder, model_name, rebuild, relabel, batch_size, workers, quiet, engi
         on_warning=lambda message: echo_err(f"warning: {message}"),
         engine=engine,
         address=address,
+        near_model=near_model,
     )
     shown = printable(str(folder))
     data = {
         "folder": shown,
         "model": model.name,
+        "near_model": summary.near_model,
         "added": summary.added,
         "updated": summary.updated,
         "unchanged": summary.unchanged,
@@ -258,7 +270,7 @@ def _read_codes_file(path: str) -> tuple[list[str], list[str]]:
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query (the count of all of them is still printed: 'N of M matches').")
 @click.option("--tier", type=click.Choice(TIER_CHOICES), default="all", show_default=True, help="Which matches: exact (the same bytes), near (copies: re-saved, resized, brightened, mirrored; PDQ), similar (look-alikes: the model's code within --radius), or all of them, in that order. A query by --code searches the similar tier only.")
-@click.option("--near-threshold", type=click.IntRange(0, 128), default=None, metavar="BITS", help=f"Near tier: the most PDQ bits (of 256) a copy may differ by [default: {NEAR_THRESHOLD}].")
+@click.option("--near-threshold", type=click.IntRange(0, 128), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256 [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 7 of 64].")
 @click.option(
     "--show",
     type=click.Path(dir_okay=False),
@@ -377,6 +389,8 @@ def format_status(info: dict) -> str:
         lines.append(f"model: {info['model']} ({info['bits']} bits{', input ' + shape if shape else ''})")
     else:
         lines.append("model: none yet (bound by the first `semhash index`)")
+    if info.get("near_code"):
+        lines.append(f"near codes: {info['near_code']}, default threshold {info['near_threshold']}")
     lines.append(f"created: {_when(info['created_at'])}")
     lines.append(f"last indexed: {_when(info['last_indexed_at'])}")
     lines.append(f"lookup: {info['lookup_path']} ({'current' if info['lookup_current'] else 'rebuilt from the record when next used'})")

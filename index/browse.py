@@ -57,7 +57,7 @@ from semhash.index import search as index_search
 from semhash.index.db import ImageRow, IndexDB, IndexLocation, IndexMeta, MetaRow, chunked, open_index
 from semhash.index.pathkeys import key_path, printable
 from semhash.index.search import CodeError, index_info
-from semhash.index.tiers import check_tier_threshold, query_facts
+from semhash.index.tiers import query_facts
 from semhash.tiers import tiers_for
 from semhash.workspace import Workspace
 
@@ -304,11 +304,12 @@ def _connection_lost(exc: BaseException, conn: Any) -> bool:
 # --------------------------------------------------------------------------- uploads
 def decode_upload(
     name: str, data: bytes, shape: Sequence[int], max_pixels: int, budget: DecodeBudget | None = None,
-    cancelled: Callable[[], bool] = lambda: False, views: bool = False,
+    cancelled: Callable[[], bool] = lambda: False, views: bool = False, near_coder: Any = None,
 ) -> Any:
     """An uploaded image's bytes -> (H, W, C) float32 in [0, 1], exactly as the indexer decodes
     a file (so an upload of an indexed file gets that file's code); with ``views``, (that
-    array, its :class:`~semhash.index.tiers.QueryFacts` for the exact and near tiers).
+    array, its :class:`~semhash.index.tiers.QueryFacts` for the exact and near tiers, the
+    near codes by ``near_coder``: PDQ when None).
 
     The header is read first: a format outside :data:`IMAGE_FORMATS` or not an image is an
     :class:`ImageError`, more than ``max_pixels`` pixels an :class:`UploadTooLarge`, both
@@ -319,7 +320,7 @@ def decode_upload(
     if cancelled():
         raise ClientGone("the client left before its upload was decoded")
     # the indexer's decoder on the uploaded bytes: EXIF, modes, 16-bit, alpha, resizing identical
-    decode = (lambda: query_facts(name, data, shape)) if views else (lambda: decode_image(name, shape, data=data))
+    decode = (lambda: query_facts(name, data, shape, near_coder)) if views else (lambda: decode_image(name, shape, data=data))
     if budget is None:
         return decode()
     with budget.hold(pixels, cancelled):
@@ -458,6 +459,7 @@ class IndexReader:
         self._open_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._hashers: dict[tuple[str, str], Any] = {}
+        self._near_coders: dict[tuple[str, str, str], Any] = {}
         self._hasher_lock = threading.Lock()
         self._thumbnails: OrderedDict[tuple, FileBytes] = OrderedDict()
         self._thumbnail_lock = threading.Lock()
@@ -690,6 +692,37 @@ class IndexReader:
                 self._hashers = {(name, fingerprint): hasher}
         return hasher
 
+    def _near_coder(self, state: _State) -> Any:
+        """The coder of the index's near codes (PDQ, or its near model: loaded once)."""
+        from semhash.near_codes import coder_for
+
+        scheme = state.meta.near_scheme
+        key = ("near", str(scheme.model), str(scheme.fingerprint))
+        with self._hasher_lock:
+            coder = self._near_coders.get(key)
+            if coder is None:
+                def load(name: str):
+                    try:
+                        return self.workspace.model(name).load_hasher()
+                    except (ModelError, OSError, ValueError, KeyError) as exc:
+                        raise ModelError(
+                            f"{self.path}: the index's near codes come from model {name!r}, which cannot be loaded "
+                            f"from {self.workspace.models_dir} ({exc}): serve with the --home that holds it"
+                        ) from None
+
+                coder = coder_for(scheme, load)
+                self._near_coders = {key: coder}
+        return coder
+
+    @staticmethod
+    def _near_threshold(state: _State, near_threshold: int | None) -> int:
+        from semhash.index.tiers import check_tier_threshold
+
+        try:
+            return check_tier_threshold(near_threshold, state.meta.near_scheme)
+        except ValueError as exc:
+            raise BadQuery(str(exc)) from None
+
     # -- searching ------------------------------------------------------------------------
     def _check_search(self, state: _State, radius: int, limit: int | None) -> tuple[int, int | None]:
         n_bits = int(state.meta.n_bits)  # type: ignore[arg-type]
@@ -766,10 +799,12 @@ class IndexReader:
         state = self._bound()
         self._check_search(state, radius, limit)  # before any decoding
         tiers = tiers_for(tier)
-        threshold = check_tier_threshold(near_threshold)
+        threshold = self._near_threshold(state, near_threshold)
         hasher = self._hasher(state)
+        coder = self._near_coder(state) if "near" in tiers else None
         decoded = [
-            decode_upload(name, data, hasher.input_shape, self.limits.max_pixels, self.decode_budget, cancelled, views=True)
+            decode_upload(name, data, hasher.input_shape, self.limits.max_pixels, self.decode_budget, cancelled, views=True,
+                          near_coder=coder)
             for name, data in uploads
         ]  # fmt: skip
         codes = hasher.hash(np.stack([array for array, _ in decoded]))
@@ -827,7 +862,7 @@ class IndexReader:
         state = self._bound()
         record = self._image(state, image_id)
         tiers = tiers_for(tier)
-        threshold = check_tier_threshold(near_threshold)
+        threshold = self._near_threshold(state, near_threshold)
         if tiers == ("similar",):
             return self._search(state, [record.code], radius, limit, [record.path])[0]
         self._check_search(state, radius, limit)
@@ -1109,6 +1144,8 @@ class IndexReader:
             "model_fingerprint": state.meta.model_fingerprint,
             "bits": state.meta.n_bits,
             "input_shape": list(state.meta.input_shape) if state.meta.input_shape else None,
+            "near_code": state.meta.near_scheme.describe(),
+            "near_threshold": state.meta.near_scheme.threshold,
             "created_at": state.meta.created_at,
             "last_indexed_at": info.get("last_indexed_at"),
             "generation": state.meta.generation,

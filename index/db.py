@@ -162,6 +162,14 @@ class IndexMeta:
     model_fingerprint: str | None = None
     n_bits: int | None = None
     input_shape: tuple[int, ...] | None = None
+    near_model: str | None = None  # JSON of the near tier's model (semhash.near_codes); None: PDQ
+
+    @property
+    def near_scheme(self):
+        """How this index's near codes are made (:class:`semhash.near_codes.NearScheme`)."""
+        from semhash.near_codes import NearScheme
+
+        return NearScheme.from_meta(self.near_model)
 
     @property
     def bound(self) -> bool:
@@ -408,7 +416,7 @@ def read_meta(session: Session, path: Path | str = "index") -> IndexMeta:
     try:
         shape = values.get("input_shape")
         bits = values.get("n_bits")
-        return IndexMeta(
+        meta = IndexMeta(
             schema_version=int(values["schema_version"]),
             created_at=values.get("created_at", ""),
             generation=int(values.get("generation", 0)),
@@ -416,7 +424,10 @@ def read_meta(session: Session, path: Path | str = "index") -> IndexMeta:
             model_fingerprint=values.get("model_fingerprint"),
             n_bits=int(bits) if bits is not None else None,
             input_shape=tuple(int(s) for s in json.loads(shape)) if shape is not None else None,
+            near_model=values.get("near_model") or None,
         )
+        meta.near_scheme  # a malformed near model is a damaged meta table too
+        return meta
     except (KeyError, ValueError, TypeError) as exc:
         raise IndexError_(f"{path}: damaged semhash index (bad meta table: {exc!r})") from None
 
@@ -452,6 +463,16 @@ def bind_model(
         n_bits=int(n_bits),
         input_shape=[int(s) for s in input_shape],
     )
+
+
+def bind_near_model(session: Session, scheme) -> None:
+    """Record how the near codes are made (a :class:`semhash.near_codes.NearScheme`; PDQ
+    removes the key)."""
+    value = scheme.to_meta()
+    if value is None:
+        session.execute(delete(MetaRow).where(MetaRow.key == "near_model"))
+    else:
+        set_meta(session, near_model=value)
 
 
 def delete_all_rows(session: Session) -> int:

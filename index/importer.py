@@ -411,10 +411,18 @@ _UPSERT_FROM_STAGING = (
 REINDEX_SHARE = 0.25
 
 
-def _bind_in(session, db: IndexDB, model, hasher) -> None:
+def _bind_in(session, db: IndexDB, model, hasher, files=()) -> None:
     """Inside the import's transaction: bind a new index to ``model``, or check it is bound
-    to the same encoder (codes of two encoders are not comparable)."""
+    to the same encoder (codes of two encoders are not comparable).  Near codes in ``files``
+    are PDQ's: refused where the index's near codes come from a model."""
     meta = read_meta(session, db.path)
+    scheme = meta.near_scheme
+    with_near = [f.name for f in files if "near_code" in f.columns or "near_variants" in f.columns]
+    if meta.bound and not scheme.is_pdq and with_near:
+        raise IndexError_(
+            f"{with_near[0]}: its near_code column holds PDQ codes, but the near codes of {db.path} come from "
+            f"{scheme.describe()}: import without the near columns, or into an index of PDQ codes"
+        )
     if meta.bound and (meta.model_fingerprint, meta.n_bits) != (hasher.fingerprint, hasher.n_bits):
         raise IndexError_(
             f"{db.path}: index was built with model {meta.model_name!r} ({meta.n_bits} bits, fingerprint "
@@ -481,7 +489,7 @@ def _import_sqlite(db: IndexDB, files: list[_File], model, hasher, indexed_at: s
                 bar.update(rows.n)
         conn.execution_options(sqlite_begin="IMMEDIATE")  # the write lock, up front
         with conn.begin(), Session(bind=conn) as s:
-            _bind_in(s, db, model, hasher)
+            _bind_in(s, db, model, hasher, files)
             s.flush()
             meta = read_meta(s, db.path)
             before = raw.execute(f"SELECT max(id) FROM {ImageRow.__tablename__}").fetchone()[0] or 0
@@ -524,7 +532,7 @@ def _import_generic(db: IndexDB, files: list[_File], model, hasher, indexed_at, 
             _prepare(batch, f, first, n_bits)
             bar.update(batch.num_rows)
     with db.write_session() as s, s.begin():
-        _bind_in(s, db, model, hasher)
+        _bind_in(s, db, model, hasher, files)
         before = int(s.scalar(select(func.max(ImageRow.id))) or 0)
         for f in files:
             for first, batch in f.batches():

@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select, update
 from tqdm import tqdm
 
 from semhash.data import WalkReport, check_folder, decode_views, iter_image_files
-from semhash.errors import DatasetError, ImageError, IndexError_
+from semhash.errors import DatasetError, ImageError, IndexError_, ModelError
 from semhash.hashing import to_signed64
 from semhash.lifetime import die_with_parent
 from semhash.index.db import (
@@ -41,6 +41,7 @@ from semhash.index.db import (
     IndexDB,
     IndexLocation,
     bind_model,
+    bind_near_model,
     bump_generation,
     chunked,
     database_errors,
@@ -54,6 +55,7 @@ from semhash.index.db import (
 )
 from semhash.index.pathkeys import key_path, path_key, printable
 from semhash.index.search import refresh_lookup
+from semhash.near_codes import PDQ
 from semhash.workspace import ModelInfo
 
 # columns a run sets on a row another run inserted first (never its label: first indexed wins)
@@ -80,6 +82,7 @@ class IndexSummary:
     lookup_path: Path | None = None
     damaged_index_moved_to: Path | None = None  # rebuild set a damaged index file aside here
     skipped_files: list[str] = field(default_factory=list)
+    near_model: str = "pdq"  # what made the near codes: "pdq" or a model's name
 
 
 class _Row(NamedTuple):
@@ -138,11 +141,11 @@ def file_is_gone(key: str) -> bool:
 class ImageFacts(NamedTuple):
     """What one decode tells besides the semantic code: the near tier's PDQ code (32 bytes),
     the codes of its 7 rotations and mirrors (224 bytes), PDQ's quality, and the image's
-    pixel size."""
+    pixel size.  A near model's code has no variants and no quality (None)."""
 
     near_code: bytes
-    near_variants: bytes
-    near_quality: int
+    near_variants: bytes | None
+    near_quality: int | None
     width: int
     height: int
 
@@ -156,16 +159,19 @@ class ImageFacts(NamedTuple):
 _Outcome = tuple[str, str, "int | None", "ImageFacts | None"]
 
 
-def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
+def hash_batch(hasher, items: list[tuple[Path, str | None]], near_coder=None) -> list[_Outcome]:
     """Read, sha256, decode and hash one batch of ``(path, content hash its row records)``,
     in order; the messages are the ones a run prints for an unreadable file.  Each file is
-    read once and decoded once: its content hash (the exact tier), its near codes and its
-    semantic code all come from the same bytes, even if it is rewritten while the batch runs."""
-    from semhash.perceptual import near_codes
+    read once and decoded once: its content hash (the exact tier), its near codes (PDQ, or
+    ``near_coder``'s: :mod:`semhash.near_codes`) and its semantic code all come from the same
+    bytes, even if it is rewritten while the batch runs."""
+    from semhash.near_codes import NearCoder
 
+    near_coder = near_coder or NearCoder()
     outcomes: list[list] = []
     images: list[np.ndarray] = []
-    facts: list[ImageFacts] = []
+    near_images: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
     for path, known in items:
         try:
             data = path.read_bytes()
@@ -181,11 +187,15 @@ def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
         except ImageError as exc:
             outcomes.append(["skip", _image_message(path, exc), None])
             continue
-        near, quality = near_codes(decoded.near)
         images.append(decoded.array)
-        facts.append(ImageFacts(near[0].tobytes(), near[1:].tobytes(), quality, decoded.width, decoded.height))
+        near_images.append(decoded.near)
+        sizes.append((decoded.width, decoded.height))
         outcomes.append(["code", digest, len(images) - 1])
     codes = hasher.hash(np.stack(images)).tolist() if images else []
+    facts = [
+        ImageFacts(near[0].tobytes(), near[1:].tobytes() if len(near) > 1 else None, quality, width, height)
+        for (near, quality), (width, height) in zip(near_coder.codes(near_images), sizes)
+    ]
     return [
         (kind, text, codes[ref], facts[ref]) if kind == "code" else (kind, text, None, None)
         for kind, text, ref in outcomes
@@ -193,15 +203,16 @@ def hash_batch(hasher, items: list[tuple[Path, str | None]]) -> list[_Outcome]:
 
 
 _worker_hasher = None
+_worker_near_coder = None
 
 
-def _init_worker(hasher, parent_pid: int) -> None:
+def _init_worker(hasher, parent_pid: int, near_coder=None) -> None:
     """Once per pool process: end with the indexing process however it ends (SIGKILL and
     the out-of-memory killer included), the model (sent once, when the process starts) and
     one BLAS thread, since the pool already runs one process per core."""
-    global _worker_hasher
+    global _worker_hasher, _worker_near_coder
     die_with_parent(parent_pid)
-    _worker_hasher = hasher
+    _worker_hasher, _worker_near_coder = hasher, near_coder
     try:
         from threadpoolctl import threadpool_limits
 
@@ -211,10 +222,10 @@ def _init_worker(hasher, parent_pid: int) -> None:
 
 
 def _hash_in_worker(items: list[tuple[Path, str | None]]) -> list[_Outcome]:
-    return hash_batch(_worker_hasher, items)
+    return hash_batch(_worker_hasher, items, _worker_near_coder)
 
 
-def _start_pool(hasher, workers: int):
+def _start_pool(hasher, workers: int, near_coder=None):
     """A pool of ``workers`` processes, each holding the model once.  Forked where the
     platform can (a worker starts in milliseconds and inherits the model), unless TensorFlow
     is loaded in this process (``semhash demo`` indexes right after training): a fork copies
@@ -226,7 +237,7 @@ def _start_pool(hasher, workers: int):
 
     fork = "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
-                               initializer=_init_worker, initargs=(hasher, os.getpid()))  # fmt: skip
+                               initializer=_init_worker, initargs=(hasher, os.getpid(), near_coder))  # fmt: skip
     if fork:
         pool.submit(int).result()  # every worker forked now, before a progress bar starts its thread
     return pool
@@ -239,9 +250,11 @@ class _Run:
     ``max_pending`` batches in flight (memory stays flat); their rows are committed here, one
     transaction per batch, in the order the batches were made (the SQLite writer stays one)."""
 
-    def __init__(self, db: IndexDB, hasher, summary: IndexSummary, warn, bar, pool=None, max_pending: int = 1):
+    def __init__(self, db: IndexDB, hasher, summary: IndexSummary, warn, bar, pool=None, max_pending: int = 1,
+                 near_coder=None):  # fmt: skip
         self.db = db
         self.hasher = hasher
+        self.near_coder = near_coder
         self.summary = summary
         self.warn = warn
         self.bar = bar
@@ -264,7 +277,7 @@ class _Run:
         # a row without every tier's code is hashed again even when its bytes are the same
         items = [(w.path, None if w.row is None or not w.row.complete else w.row.content_hash) for w in work]
         if self.pool is None:
-            self._commit(work, relabel, hash_batch(self.hasher, items) if items else [])
+            self._commit(work, relabel, hash_batch(self.hasher, items, self.near_coder) if items else [])
             return
         from concurrent.futures.process import BrokenProcessPool
 
@@ -348,7 +361,7 @@ class _Run:
         self.bar.update(len(work))
 
 
-def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool) -> int:
+def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool, near_scheme=None) -> int:
     """Tie the index to ``model`` (or check it already is).  Returns rows dropped by rebuild.
 
     An index never mixes encoders: codes from two models are not comparable, so a different
@@ -381,8 +394,53 @@ def _bind(db: IndexDB, model: ModelInfo, hasher, rebuild: bool) -> int:
             return 0  # bound by another run while we waited for the lock
         # new index, rebuild, or the same encoder saved under another name (codes identical)
         bind_model(s, name=model.name, fingerprint=fingerprint, n_bits=hasher.n_bits, input_shape=hasher.input_shape)
+        if rebuild or not meta.bound:
+            bind_near_model(s, near_scheme or PDQ)
         bump_generation(s)
         return removed
+
+
+def _near_coder(db: IndexDB, model: ModelInfo, near_model, rebuild: bool):
+    """The coder of the near codes this run writes: ``near_model`` (a :class:`ModelInfo`, or
+    "pdq"), else the one the index is bound to (its model loaded from the folder ``model``
+    is in), else PDQ.  A different one than the index's is refused unless ``rebuild``: an
+    index never mixes two kinds of near code."""
+    from semhash.near_codes import PDQ_NAME, ModelNearCoder, NearCoder, NearScheme, coder_for
+
+    meta = db.meta()
+    current = meta.near_scheme if meta.bound else None
+    if near_model is None:
+        scheme = current if current is not None and not rebuild else PDQ
+        try:
+            return coder_for(scheme, lambda name: _sibling_model(model, name).load_hasher())
+        except ModelError as exc:
+            raise IndexError_(
+                f"{db.path}: the index's near tier uses model {scheme.model!r}, which cannot be loaded ({exc}): "
+                f"pass --near-model NAME with --rebuild to change it"
+            ) from None
+    if near_model == PDQ_NAME:
+        coder = NearCoder()
+    else:
+        hasher = near_model.load_hasher()
+        coder = ModelNearCoder(NearScheme.for_model(near_model.name, hasher), hasher)
+        if current is not None and current.fingerprint == coder.scheme.fingerprint:  # same encoder: its threshold kept
+            coder.scheme = current
+    scheme = coder.scheme
+    if current is not None and not rebuild and (current.model, current.fingerprint) != (scheme.model, scheme.fingerprint):
+        raise IndexError_(
+            f"{db.path}: the index's near codes come from {current.describe()}, not {scheme.describe()}: "
+            f"add to it with --near-model {current.name}, or re-index everything with --rebuild"
+        )
+    return coder
+
+
+def _sibling_model(model: ModelInfo, name: str) -> ModelInfo:
+    """The model ``name`` from the models folder ``model`` is in."""
+    from semhash.workspace import Workspace
+
+    if name == model.name:
+        return model
+    return Workspace(model.directory.parent.parent).model(name)
 
 
 def _existing(db: IndexDB, root_key: str) -> dict[str, _Row]:
@@ -484,6 +542,7 @@ def index_folder(
     workers: int | None = None,
     engine: str = "local",
     address: str | None = None,
+    near_model: "ModelInfo | str | None" = None,
 ) -> IndexSummary:
     """Bring the index up to date with every image file under ``folder``.
 
@@ -502,6 +561,10 @@ def index_folder(
     machine's cores; ``workers`` hashing actors, default every CPU the cluster has) and loads
     them with the bulk import; everything else (which files, labels, removals, the lines of
     bad files) is as above.
+
+    ``near_model``: where the near tier's codes come from (:mod:`semhash.near_codes`): a
+    trained model (:class:`ModelInfo`, e.g. of the ``copy`` kind) or "pdq"; None keeps what
+    the index has (PDQ for a new one).  Changing it needs ``rebuild``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -515,6 +578,8 @@ def index_folder(
         from semhash.index import ray_engine
 
         ray_engine.require_ray(address)  # before anything is read or written
+    if isinstance(near_model, str) and near_model != "pdq":
+        raise ValueError(f"near_model is a ModelInfo or 'pdq', not {near_model!r}")
 
     def warn(message: str) -> None:
         if on_warning is not None:
@@ -542,16 +607,10 @@ def index_folder(
 
     local_workers = default_workers() if workers is None else int(workers)
     # a pool only where there is more than one batch to share out (and not for Ray's runs)
-    pool = None
-    if engine == "local" and local_workers > 1 and len(files) > batch_size:
-        pool = _start_pool(hasher, local_workers)
+    pool_workers = local_workers if engine == "local" and local_workers > 1 and len(files) > batch_size else 0
     ray_options = {"address": address, "workers": workers} if engine == "ray" else None
-    try:
-        _index_files(index_path, root, files, model, hasher, summary, warn, rebuild, relabel, batch_size, progress, pool,
-                     2 * local_workers, ray_options)  # fmt: skip
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    _index_files(index_path, root, files, model, hasher, summary, warn, rebuild, relabel, batch_size, progress,
+                 pool_workers, 2 * local_workers, ray_options, near_model)  # fmt: skip
     if summary.labels_kept:
         warn(
             f"{summary.labels_kept} indexed images kept the label they were first indexed with, which differs "
@@ -569,59 +628,75 @@ def default_workers() -> int:
 
 
 def _index_files(index_path, root: Path, files, model, hasher, summary: IndexSummary, warn, rebuild: bool,
-                 relabel: bool, batch_size: int, progress: bool, pool, max_pending: int,
-                 ray_options: dict | None = None) -> None:  # fmt: skip
+                 relabel: bool, batch_size: int, progress: bool, pool_workers: int, max_pending: int,
+                 ray_options: dict | None = None, near_model=None) -> None:  # fmt: skip
     with _open_for_indexing(index_path, rebuild, summary, warn) as db, database_errors(db.path):
         summary.index_path, summary.lookup_path = db.path, db.lookup_path
-        summary.removed += _bind(db, model, hasher, rebuild)
+        near_coder = _near_coder(db, model, near_model, rebuild)
+        if ray_options is not None and not near_coder.scheme.is_pdq:
+            raise IndexError_(f"{db.path}: --engine ray hashes near codes with PDQ only: index with a near model on this machine")
+        summary.removed += _bind(db, model, hasher, rebuild, near_coder.scheme)
+        summary.near_model = near_coder.scheme.name
         existing = _existing(db, path_key(root))
-        seen: set[str] = set()
-        with tqdm(
-            total=len(files), desc="indexing", unit="img", file=sys.stderr, disable=not progress, leave=False
-        ) as bar:
-            if ray_options is not None:
-                from semhash.index import ray_engine
-
-                run = ray_engine.ray_index_run(db, model, hasher, summary, warn, bar, batch_size=batch_size, **ray_options)
-            else:
-                run = _Run(db, hasher, summary, warn, bar, pool, max_pending)
-            relabel_limit = max(batch_size, 1000)
-            for path, folder_label in files:
-                key = path_key(path)
-                label = None if folder_label is None else path_key(folder_label)
-                seen.add(key)
-                try:
-                    st = path.stat()
-                except OSError as exc:
-                    run.skip(f"{key}: {_os_cause(exc)}")
-                    bar.update(1)
-                    continue
-                row = existing.get(key)
-                relabels = False
-                if row is not None and row.label != label:
-                    if relabel:
-                        relabels = True
-                    else:  # first indexed from another root: its label stays, and is counted
-                        summary.labels_kept += 1
-                        label = row.label
-                if row is not None and row.size == st.st_size and row.mtime == st.st_mtime and row.complete:
-                    summary.unchanged += 1
-                    bar.update(1)
-                    if relabels:
-                        run.relabel.append({"id": row.id, "label": label})
-                        if len(run.relabel) >= relabel_limit:
-                            run.flush()
-                    continue
-                run.work.append(_Work(path, key, label, relabels, st.st_size, st.st_mtime, row))
-                if len(run.work) >= batch_size:
-                    run.flush()
-            run.flush()
-            run.drain()
-
-        # only rows whose file is really gone: one not walked (unreadable or hidden folder,
-        # another extension) but still there keeps its row
-        gone = [row.id for key, row in existing.items() if key not in seen and file_is_gone(key)]
-        _remove(db, gone)
-        summary.removed += len(gone)
-        summary.total = db.count()
+        pool = _start_pool(hasher, pool_workers, near_coder) if pool_workers else None
+        try:
+            _hash_files(db, root, files, model, hasher, summary, relabel, batch_size, progress, pool, max_pending,
+                        ray_options, near_coder, existing, warn)  # fmt: skip
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         refresh_lookup(db)
+
+
+def _hash_files(db, root: Path, files, model, hasher, summary: IndexSummary, relabel: bool, batch_size: int,
+                progress: bool, pool, max_pending: int, ray_options, near_coder, existing, warn) -> None:  # fmt: skip
+    seen: set[str] = set()
+    with tqdm(
+        total=len(files), desc="indexing", unit="img", file=sys.stderr, disable=not progress, leave=False
+    ) as bar:
+        if ray_options is not None:
+            from semhash.index import ray_engine
+
+            run = ray_engine.ray_index_run(db, model, hasher, summary, warn, bar, batch_size=batch_size, **ray_options)
+        else:
+            run = _Run(db, hasher, summary, warn, bar, pool, max_pending, near_coder)
+        relabel_limit = max(batch_size, 1000)
+        for path, folder_label in files:
+            key = path_key(path)
+            label = None if folder_label is None else path_key(folder_label)
+            seen.add(key)
+            try:
+                st = path.stat()
+            except OSError as exc:
+                run.skip(f"{key}: {_os_cause(exc)}")
+                bar.update(1)
+                continue
+            row = existing.get(key)
+            relabels = False
+            if row is not None and row.label != label:
+                if relabel:
+                    relabels = True
+                else:  # first indexed from another root: its label stays, and is counted
+                    summary.labels_kept += 1
+                    label = row.label
+            if row is not None and row.size == st.st_size and row.mtime == st.st_mtime and row.complete:
+                summary.unchanged += 1
+                bar.update(1)
+                if relabels:
+                    run.relabel.append({"id": row.id, "label": label})
+                    if len(run.relabel) >= relabel_limit:
+                        run.flush()
+                continue
+            run.work.append(_Work(path, key, label, relabels, st.st_size, st.st_mtime, row))
+            if len(run.work) >= batch_size:
+                run.flush()
+        run.flush()
+        run.drain()
+
+    # only rows whose file is really gone: one not walked (unreadable or hidden folder,
+    # another extension) but still there keeps its row
+    gone = [row.id for key, row in existing.items() if key not in seen and file_is_gone(key)]
+    _remove(db, gone)
+    summary.removed += len(gone)
+    summary.total = db.count()
+

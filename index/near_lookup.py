@@ -166,15 +166,18 @@ class NearLookup:
         position j > i, distance), sorted by i then distance then j."""
         threshold = int(threshold)
         parts = []
-        if _kernel is not None and backend != "numpy" and 0 <= threshold and threshold // WORDS <= MAX_WORD_RADIUS:
+        # 16-bit words from bit 0: the lookup's own when it has them (a model's near code: its
+        # first 64 bits), else all 16 of the 256 bits
+        words = len(self.layout) if self.layout == NARROW[: len(self.layout)] else WORDS
+        if _kernel is not None and backend != "numpy" and 0 <= threshold and threshold // words <= MAX_WORD_RADIUS:
             # word by word (16 bits), over the codes sorted by that word: both sides of every
             # check are read in order (a search per row reads them at random: 14x slower)
-            narrow = self if self.layout == NARROW else NearLookup(self.ids, self.codes, NARROW)
-            masks = _word_masks(threshold // WORDS)
-            for w in range(WORDS):
+            narrow = self if self.layout == NARROW[:words] else NearLookup(self.ids, self.codes, NARROW)
+            masks = _word_masks(threshold // words)
+            for w in range(words):
                 in_order = narrow.codes[narrow._order[w]]
                 starts = narrow._starts[narrow._offsets[w] : narrow._offsets[w] + (1 << WORD_BITS) + 1].astype(np.int64)
-                found = _kernel.pairs(in_order, narrow._order[w], starts, w, masks, threshold, threshold // WORDS)
+                found = _kernel.pairs(in_order, narrow._order[w], starts, w, masks, threshold, threshold // words)
                 parts.append(tuple(np.frombuffer(x, np.int64) for x in found))
         elif backend == "c":
             raise RuntimeError("the compiled near kernel is not available for this search")

@@ -540,9 +540,9 @@ def query_files(
     from semhash.tiers import tiers_for
 
     tiers = tiers_for(tier)
-    threshold = check_tier_threshold(near_threshold)
     with open_index(index_path) as db, database_errors(db.path):
         meta = _bound_meta(db)
+        threshold = check_tier_threshold(near_threshold, meta.near_scheme)
         try:
             model = workspace.model(meta.model_name)
         except ModelError as exc:
@@ -566,7 +566,8 @@ def query_files(
                 db.require_near_tier()
             tiers = tuple(t for t in tiers if t != "near")
             note = f"{db.path}: this index (read-only) predates the near tier: no near-duplicate matches"
-        decoded = [query_facts(p, read_image_file(p), hasher.input_shape) for p in paths]
+        coder = near_coder(meta.near_scheme, workspace, db.path) if "near" in tiers else None
+        decoded = [query_facts(p, read_image_file(p), hasher.input_shape, coder) for p in paths]
         codes = hasher.hash(np.stack([array for array, _ in decoded]))
         similar = _search(db, meta, codes, radius, None, "lookup") if "similar" in tiers else [([], 0)] * len(paths)
         results = []
@@ -582,6 +583,23 @@ def query_files(
                 flat = facts.quality if facts.flat and "near" in tiers else None
                 results.append(QueryResult(path_key(p), int(c), code_to_str(int(c), hasher.n_bits), shown, len(matches), note, flat, tier))
         return results
+
+
+def near_coder(scheme, workspace: Workspace, index_name):
+    """The coder of an index's near codes (:mod:`semhash.near_codes`): PDQ, or the near
+    model from ``workspace``, checked against the fingerprint the index was bound with."""
+    from semhash.near_codes import coder_for
+
+    def load(name: str):
+        try:
+            return workspace.model(name).load_hasher()
+        except ModelError as exc:
+            raise IndexError_(
+                f"{index_name}: the index's near codes come from model {name!r}, which cannot be loaded ({exc}): "
+                f"use the --home that holds it, or re-run `semhash index --rebuild`"
+            ) from None
+
+    return coder_for(scheme, load)
 
 
 def _tier_matches(session: Session, exact: list[int], near, similar: list[Match]) -> list[Match]:
@@ -646,6 +664,8 @@ def index_info(index_path: str | Path) -> dict[str, Any]:
             "model_fingerprint": meta.model_fingerprint,
             "bits": meta.n_bits,
             "input_shape": list(meta.input_shape) if meta.input_shape else None,
+            "near_code": meta.near_scheme.describe(),
+            "near_threshold": meta.near_scheme.threshold,
             "created_at": utc_timestamp(meta.created_at),
             "last_indexed_at": utc_timestamp(figures["last_indexed_at"]),
             "generation": meta.generation,

@@ -5,7 +5,9 @@
   rotated by a multiple of 90 degrees: PDQ codes (:mod:`semhash.perceptual`) within the near
   threshold (default 31 of 256 bits), found by :mod:`semhash.index.near_lookup`; the query is
   expanded to its 8 dihedral codes.  Images too flat for PDQ (quality below
-  :data:`~semhash.perceptual.MIN_QUALITY`) never match in this tier, on either side.
+  :data:`~semhash.perceptual.MIN_QUALITY`) never match in this tier, on either side.  An
+  index bound to a near model (``semhash index --near-model NAME``) has that model's codes
+  here instead, one per image, with the model's threshold (:mod:`semhash.near_codes`).
 * ``similar``: a look-alike - the model's semantic code within the Hamming radius (the search
   semhash has always done).
 
@@ -23,30 +25,33 @@ from typing import Sequence
 import numpy as np
 
 from semhash.index.near_lookup import NearLookup
-from semhash.perceptual import NEAR_BYTES, check_threshold, near_codes
-from semhash.tiers import DIHEDRAL_MAX, MIN_QUALITY, NEAR_THRESHOLD
+from semhash.near_codes import PDQ, NearCoder, NearScheme
+from semhash.perceptual import NEAR_BYTES
+from semhash.tiers import DIHEDRAL_MAX, MIN_QUALITY
 
 @dataclass
 class QueryFacts:
-    """What the exact and near tiers need of a query image: its bytes' sha256, its 8 dihedral
-    near codes ((8, 32) uint8) and their quality."""
+    """What the exact and near tiers need of a query image: its bytes' sha256, its near codes
+    ((V, 32) uint8: PDQ's 8 dihedral codes, or a near model's one) and their quality (None:
+    a model's code, which has none)."""
 
     content_hash: str
     near: np.ndarray
-    quality: int
+    quality: int | None
 
     @property
     def flat(self) -> bool:
-        return self.quality < MIN_QUALITY
+        return self.quality is not None and self.quality < MIN_QUALITY
 
 
-def query_facts(name: str | Path, data: bytes, shape: Sequence[int]) -> tuple[np.ndarray, QueryFacts]:
+def query_facts(name: str | Path, data: bytes, shape: Sequence[int], coder: NearCoder | None = None) -> tuple[np.ndarray, QueryFacts]:
     """One query image's bytes -> (the model's input array, its :class:`QueryFacts`), from one
-    decode, exactly as the indexer decodes a file."""
+    decode, exactly as the indexer decodes a file; ``coder``: the index's near coder (PDQ
+    when None)."""
     from semhash.data import decode_views
 
     decoded = decode_views(name, shape, data=data)
-    codes, quality = near_codes(decoded.near)
+    ((codes, quality),) = (coder or NearCoder()).codes([decoded.near])
     return decoded.array, QueryFacts(hashlib.sha256(data).hexdigest(), codes, quality)
 
 
@@ -59,8 +64,9 @@ class NearIndex:
     quality: np.ndarray  # int16 per row position, -1 where unknown (an imported code)
 
     @classmethod
-    def from_rows(cls, rows) -> "NearIndex":
-        """``rows``: (id, near_code bytes, near_quality or None) tuples."""
+    def from_rows(cls, rows, scheme: NearScheme = PDQ) -> "NearIndex":
+        """``rows``: (id, near_code bytes, near_quality or None) tuples; ``scheme``: what made
+        the codes (a near model's are searched on their own bits' words)."""
         ids, codes, quality = [], [], []
         for i, code, q in rows:
             if code is None or len(code) != NEAR_BYTES:
@@ -69,7 +75,7 @@ class NearIndex:
             codes.append(bytes(code))
             quality.append(-1 if q is None else int(q))
         array = np.frombuffer(b"".join(codes), np.uint8).reshape(-1, NEAR_BYTES) if codes else np.zeros((0, NEAR_BYTES), np.uint8)
-        return cls(NearLookup(np.array(ids, np.int64), array), np.array(quality, np.int16))
+        return cls(NearLookup(np.array(ids, np.int64), array, scheme.layout()), np.array(quality, np.int16))
 
     def __len__(self) -> int:
         return len(self.lookup)
@@ -79,7 +85,7 @@ class NearIndex:
         distances) within ``threshold`` (the variants within min(threshold,
         :data:`~semhash.tiers.DIHEDRAL_MAX`)), each row once at its smallest distance; rows
         too flat to match are left out."""
-        threshold = check_threshold(threshold)
+        threshold = int(threshold)
         codes = np.asarray(codes, np.uint8).reshape(-1, NEAR_BYTES)
         _, pos, d = self.lookup.search(codes[:1], threshold)
         if len(codes) > 1:  # rotations and mirrors, within DIHEDRAL_MAX at most
@@ -122,7 +128,7 @@ def open_near_index(db, meta, connection, write: bool) -> NearIndex:
             return NearIndex(lookup, arrays["quality"])
         except ValueError:
             pass  # arrays that do not fit together: built again below
-    built = load_near_index(connection)
+    built = load_near_index(connection, meta.near_scheme)
     if write:
         try:
             save_arrays(path, {**built.lookup.arrays(), "quality": built.quality}, key, db.cache_file_mode())
@@ -144,9 +150,9 @@ def refresh_near_cache(db) -> None:
             open_near_index(db, meta, s.connection().connection, write=True)
 
 
-def load_near_index(dbapi_connection) -> NearIndex:
-    """The :class:`NearIndex` of the record, read on a DBAPI connection (sqlite3 or psycopg)
-    inside the caller's transaction."""
+def load_near_index(dbapi_connection, scheme: NearScheme = PDQ) -> NearIndex:
+    """The :class:`NearIndex` of the record (near codes made by ``scheme``), read on a DBAPI
+    connection (sqlite3 or psycopg) inside the caller's transaction."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(NEAR_ROWS_SQL)
@@ -158,7 +164,7 @@ def load_near_index(dbapi_connection) -> NearIndex:
             rows.extend(chunk)
     finally:
         cursor.close()
-    return NearIndex.from_rows(rows)
+    return NearIndex.from_rows(rows, scheme)
 
 
 def exact_ids_sql(paramstyle: str) -> str:
@@ -203,5 +209,7 @@ def tier_hits(
 
 
 
-def check_tier_threshold(near_threshold: int | None) -> int:
-    return NEAR_THRESHOLD if near_threshold is None else check_threshold(near_threshold)
+def check_tier_threshold(near_threshold: int | None, scheme: NearScheme = PDQ) -> int:
+    """The near threshold to search with: ``scheme``'s default when None, else checked
+    against its bits (ValueError)."""
+    return scheme.check_threshold(near_threshold)

@@ -38,7 +38,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 
 from semhash.errors import SemhashError
-from semhash.tiers import DIHEDRAL_MAX, MAX_GROUP_THRESHOLD, MIN_QUALITY, NEAR_THRESHOLD, TIERS, tiers_for
+from semhash.tiers import DIHEDRAL_MAX, MAX_GROUP_THRESHOLD, MIN_QUALITY, TIERS, tiers_for
 
 KEEP_RULES = ("largest", "oldest", "newest", "shortest-path")
 DECISIONS = ("not_duplicates", "keep", "skip")
@@ -311,11 +311,15 @@ def duplicates_in(
     """:func:`find_duplicates` on a DBAPI connection already inside a read snapshot (the web
     reader's own), for the record state ``meta``."""
     from semhash.index.near_lookup import NearLookup
-    from semhash.perceptual import N_DIHEDRAL, NEAR_BYTES, check_threshold
+    from semhash.perceptual import N_DIHEDRAL, NEAR_BYTES
 
     tiers = tiers_up_to(tier)
-    threshold = NEAR_THRESHOLD if near_threshold is None else check_threshold(near_threshold)
-    if threshold > MAX_GROUP_THRESHOLD:
+    scheme = meta.near_scheme
+    try:
+        threshold = scheme.check_threshold(near_threshold)
+    except ValueError as exc:
+        raise DuplicatesError(str(exc)) from None
+    if scheme.is_pdq and threshold > MAX_GROUP_THRESHOLD:
         raise DuplicatesError(f"near threshold {threshold} is over {MAX_GROUP_THRESHOLD} of 256 bits: that far apart, images are not copies")
     key_of = _keep_key(keep)
     if "similar" in tiers and radius is None:
@@ -341,7 +345,7 @@ def duplicates_in(
         too_flat = int((record.has_near & (record.quality >= 0) & (record.quality < min_quality)).sum())
         nodes = np.flatnonzero(usable)
         if len(nodes):
-            lookup = NearLookup(nodes, record.near[rep[nodes]])
+            lookup = NearLookup(nodes, record.near[rep[nodes]], scheme.layout())
             i, j, d = lookup.pairs(threshold)
             for a, b, dist in zip(nodes[i].tolist(), nodes[j].tolist(), d.tolist()):
                 _link(pairs, a, b, "near", dist)
@@ -832,17 +836,22 @@ class Calibration:
     false_match: list[float]  # per threshold
     default_threshold: int
     skipped: list[str] = field(default_factory=list)  # sampled images that could not be read
+    near_code: str = "PDQ (256 bits)"  # what made the near codes
 
     def to_json(self) -> dict[str, Any]:
         return {"sampled": len(self.sampled), "thresholds": self.thresholds, "default_threshold": self.default_threshold,
-                "recall": self.recall, "false_match": self.false_match, "skipped": self.skipped}  # fmt: skip
+                "recall": self.recall, "false_match": self.false_match, "skipped": self.skipped,
+                "near_code": self.near_code}  # fmt: skip
 
 
-def calibrate(index_path: str | Path, sample: int = 100, seed: int = 0, thresholds: Iterable[int] = CALIBRATION_THRESHOLDS,
-              min_quality: int = MIN_QUALITY, on_progress: Callable[[int], None] | None = None) -> Calibration:  # fmt: skip
+def calibrate(index_path: str | Path, sample: int = 100, seed: int = 0, thresholds: Iterable[int] | None = None,
+              min_quality: int = MIN_QUALITY, on_progress: Callable[[int], None] | None = None,
+              workspace=None) -> Calibration:  # fmt: skip
     """Copy a seeded sample of the indexed images with every edit of :mod:`semhash.edits`
     (in memory: no file is written anywhere) and search the index's near tier with each copy,
-    as ``semhash query`` does.  Nothing in the index changes."""
+    as ``semhash query`` does.  Nothing in the index changes.  ``thresholds``: by default
+    :data:`CALIBRATION_THRESHOLDS` for PDQ; for an index with a near model (loaded from
+    ``workspace``), 1 to a third of its bits and its default."""
     from PIL import Image
 
     from semhash.data import decode_views
@@ -850,21 +859,26 @@ def calibrate(index_path: str | Path, sample: int = 100, seed: int = 0, threshol
     from semhash.errors import ImageError
     from semhash.index.db import ImageRow, database_errors, open_index, read_meta
     from semhash.index.pathkeys import key_path
+    from semhash.index.search import near_coder
     from semhash.index.tiers import load_near_index
-    from semhash.perceptual import near_codes
+    from semhash.workspace import Workspace
 
-    thresholds = sorted({int(t) for t in thresholds})
     if sample < 1:
         raise DuplicatesError(f"--sample must be at least 1, got {sample}")
     with open_index(index_path) as db, database_errors(db.path):
         db.require_near_tier()
         with db.session() as s, s.begin():
             meta = read_meta(s, db.path)
-            near_index = load_near_index(s.connection().connection)
+            scheme = meta.near_scheme
+            near_index = load_near_index(s.connection().connection, scheme)
             rows = s.execute(select(ImageRow.id, ImageRow.path, ImageRow.near_code, ImageRow.near_quality)
                              .where(ImageRow.near_code.is_not(None)).order_by(ImageRow.id)).tuples().all()  # fmt: skip
     if not meta.bound or not rows:
         raise DuplicatesError(f"{db.path}: no indexed image has a near code: run `semhash index DIR` first")
+    coder = near_coder(scheme, workspace or Workspace(), db.path)
+    if thresholds is None:
+        thresholds = CALIBRATION_THRESHOLDS if scheme.is_pdq else [*range(1, scheme.bits // 3 + 1), scheme.threshold]
+    thresholds = sorted({int(t) for t in thresholds})
     shape = tuple(meta.input_shape or (8, 8, 1))
     order = np.random.default_rng(seed).permutation(len(rows))
     top = max(thresholds)
@@ -883,7 +897,7 @@ def calibrate(index_path: str | Path, sample: int = 100, seed: int = 0, threshol
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             skipped.append(f"{key}: {exc}")
             continue
-        own_ids, _ = near_index.search(np.frombuffer(code, np.uint8)[None, :], NEAR_THRESHOLD)
+        own_ids, _ = near_index.search(np.frombuffer(code, np.uint8)[None, :], scheme.threshold)
         own = {int(row_id), *own_ids.tolist()}  # the image and the copies the index already holds of it
         for edit in EDITS:
             try:
@@ -891,7 +905,7 @@ def calibrate(index_path: str | Path, sample: int = 100, seed: int = 0, threshol
             except ImageError as exc:
                 skipped.append(str(exc))
                 continue
-            found_ids, found_d = near_index.search(near_codes(decoded.near)[0], top)
+            found_ids, found_d = near_index.search(coder.codes([decoded.near])[0][0], top)
             distance = dict(zip(found_ids.tolist(), found_d.tolist()))
             mine = distance.get(int(row_id), top + 1)
             others = min((d for i, d in distance.items() if i not in own), default=top + 1)
@@ -907,5 +921,5 @@ def calibrate(index_path: str | Path, sample: int = 100, seed: int = 0, threshol
     n = len(sampled)
     return Calibration(
         sampled, thresholds, {edit: [round(float(h) / n, 3) for h in hits] for edit, hits in recall_hits.items()},
-        [round(float(h) / max(1, copies), 4) for h in false_hits], NEAR_THRESHOLD, skipped,
+        [round(float(h) / max(1, copies), 4) for h in false_hits], scheme.threshold, skipped, scheme.describe(),
     )  # fmt: skip

@@ -8,6 +8,8 @@ not here.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -129,6 +131,21 @@ def test_cli_trains_the_copy_kind_on_a_photo_folder(tiles, tmp_path):
     result = CliRunner().invoke(train, args)
     assert result.exit_code == 0, result.output
     assert "trained copies (copy, 16 bits)" in result.output
+    # ... and its codes serve as the near tier: a copy with the same pixels, other bytes, is
+    # found at distance 0 in the near tier (the similar tier's model is the same one here; a
+    # model this small gives other tiles the same code too: ties are listed by path)
+    from semhash.cli import main
+
+    home = ["--home", str(tmp_path / "home")]
+    indexed = CliRunner().invoke(main, ["index", str(folder), "--near-model", "copies", "--quiet", *home])
+    assert indexed.exit_code == 0 and "(near codes: model copies)" in indexed.output, indexed.output
+    copy = tmp_path / "copy.png"
+    Image.open(folder / "p07.png").save(copy, compress_level=1)
+    found = CliRunner().invoke(main, ["query", str(copy), "--tier", "near", "--limit", "100", "--json", *home])
+    assert found.exit_code == 0, found.output
+    matches = json.loads(found.output)[0]["matches"]
+    assert any(m["path"].endswith("p07.png") and (m["tier"], m["distance"]) == ("near", 0) for m in matches)
+    assert all(m["tier"] == "near" for m in matches)
 
 
 def test_an_itq_final_rotation_folds_into_the_coding_layer_and_exports(tiles):

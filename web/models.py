@@ -97,6 +97,8 @@ class StatusOut(BaseModel):
     model_fingerprint: str | None
     bits: int | None
     input_shape: list[int] | None
+    near_code: str = Field("PDQ (256 bits)", description="What makes the near tier's codes: PDQ, or a model (`semhash index --near-model`).")
+    near_threshold: int = Field(31, description="The near tier's default threshold, in bits of that code.")
     created_at: str
     last_indexed_at: str | None
     generation: int

@@ -98,7 +98,7 @@ TierParam = Annotated[
     Query(description="Which matches: exact (the same bytes), near (copies: PDQ), similar (the model's code), or all."),
 ]
 NearThreshold = Annotated[
-    int | None, Query(ge=0, le=128, description=f"Near tier: the most PDQ bits of 256 a copy may differ by (default {NEAR_THRESHOLD}).")
+    int | None, Query(ge=0, le=128, description=f"Near tier: the most bits a copy's near code may differ by (PDQ: of 256, default {NEAR_THRESHOLD}; an index with a near model: at most half its bits, default the index's).")
 ]
 ImageId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="Row id of an indexed image.")]
 
@@ -238,7 +238,7 @@ async def search_code(
 
 
 NearGroupThreshold = Annotated[
-    int | None, Query(ge=0, le=MAX_GROUP_THRESHOLD, description=f"Near tier: the most PDQ bits of 256 a copy may differ by (default {NEAR_THRESHOLD}).")
+    int | None, Query(ge=0, le=MAX_GROUP_THRESHOLD, description=f"Near tier: the most bits a copy's near code may differ by (PDQ: of 256, default {NEAR_THRESHOLD}; an index with a near model: at most half its bits, default the index's).")
 ]
 GroupRadius = Annotated[int | None, Query(ge=0, le=64, description="Similar tier: Hamming radius (needed with tier=similar or all).")]
 KeepRule = Annotated[Literal["largest", "oldest", "newest", "shortest-path"], Query(description="Which image of a group is kept.")]
