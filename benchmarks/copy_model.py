@@ -51,6 +51,25 @@ def _model_input(images, shape) -> np.ndarray:
     return np.stack(out)
 
 
+def _near_path_codes(hasher, images) -> np.ndarray:
+    """The codes the near tier stores and searches with this model (``semhash index
+    --near-model``): each image through ``decode_views``' 256 px near image, then
+    :class:`semhash.near_codes.ModelNearCoder`; -> (N, bytes) packed like :func:`_hamming` wants."""
+    from PIL import Image
+
+    from semhash.data import decode_views
+    from semhash.near_codes import ModelNearCoder, NearScheme
+
+    coder = ModelNearCoder(NearScheme.for_model("bench", hasher), hasher)
+    near = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")
+        near.append(decode_views("tile.png", (8, 8, 3), data=buffer.getvalue()).near)
+    codes = np.concatenate([c for c, _ in coder.codes(near)])
+    return codes[:, : (int(hasher.n_bits) + 7) // 8] if int(hasher.n_bits) % 8 == 0 else codes
+
+
 def _hamming(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(queries[:, None, :], database[None, :, :])).sum(axis=-1)
 
@@ -109,16 +128,31 @@ def run(args) -> dict:
     d_unrelated = _hamming(np.packbits(hasher.hash_bits(_model_input(unrelated, shape)), axis=1), db_codes).min(axis=1)
     # one threshold for every edit: the loosest at which <= 0.5% of the unrelated photos match
     threshold = max([t for t in range(bits + 1) if (d_unrelated <= t).mean() <= MAX_UNRELATED], default=-1)
-    results = {}
+    results, made = {}, {}
     for edit in ("exact_copy", *EDITS):
-        copies = [database[i] for i in chosen] if edit == "exact_copy" else [_copy(database[i], edit) for i in chosen]
+        copies = made[edit] = [database[i] for i in chosen] if edit == "exact_copy" else [_copy(database[i], edit) for i in chosen]
         d = _hamming(np.packbits(hasher.hash_bits(_model_input(copies, shape)), axis=1), db_codes)
         recall, t, precision = _best_recall(d, chosen, bits // 2)
         own = d[np.arange(len(chosen)), chosen]
         results[edit] = {"recall": round(recall, 3), "threshold": t, "precision": round(precision, 3),
                          "recall_at_threshold": round(float((own <= threshold).mean()), 3)}  # fmt: skip
+    # the same, through the path the near tier takes (decode_views' 256 px image, then the
+    # model's input): what `semhash index --near-model` stores and `query` searches with
+    near_db = _near_path_codes(hasher, database)
+    near_unrelated = _hamming(_near_path_codes(hasher, unrelated), near_db).min(axis=1)
+    near_threshold = max([t for t in range(bits + 1) if (near_unrelated <= t).mean() <= MAX_UNRELATED], default=-1)
+    near_path = {"threshold": near_threshold, "default_threshold": max(1, round(bits * 7 / 64)), "recall_at_99_precision": {},
+                 "recall_at_threshold": {}, "recall_at_default": {},
+                 "unrelated_with_a_match_at_default": round(float((near_unrelated <= max(1, round(bits * 7 / 64))).mean()), 4)}  # fmt: skip
+    for edit, copies in made.items():
+        d = _hamming(_near_path_codes(hasher, copies), near_db)
+        own = d[np.arange(len(chosen)), chosen]
+        near_path["recall_at_99_precision"][edit] = round(_best_recall(d, chosen, bits // 2)[0], 3)
+        near_path["recall_at_threshold"][edit] = round(float((own <= near_threshold).mean()), 3)
+        near_path["recall_at_default"][edit] = round(float((own <= near_path["default_threshold"]).mean()), 3)
     row = {
         "params": model.get_params() | {"input_shape": list(shape)},
+        "near_tier_path": near_path,
         "recall_at_99_precision": {e: r["recall"] for e, r in results.items()},
         "threshold": threshold,
         "recall_at_threshold": {e: r["recall_at_threshold"] for e, r in results.items()},

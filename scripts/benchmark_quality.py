@@ -282,6 +282,9 @@ def run_row(kind, dataset, db, queries, bits, args, workspace, reuse_names) -> d
         "constant_bits": result.get("constant_bits"),
         "near_duplicates": near_dup,
         "near_duplicate_rate_r2": None if near_dup is None else near_dup["min_rate"],
+        # issue 22's probe: a copy resized 2x, brightness x0.92-1.1, JPEG q75 (and brightness alone)
+        "copy_edit_rate_r2": None if near_dup is None else near_dup["transforms"]["resize_bright_jpeg"]["rate"],
+        "brightness_mean_bits": None if near_dup is None else near_dup["transforms"]["brightness"]["mean_distance"],
         "train_seconds": round(train_seconds, 3),
         "encode_images_per_s": round(len(both) / max(encode_seconds, 1e-9), 1),
         "device": getattr(model, "device_", "CPU"),

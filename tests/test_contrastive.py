@@ -200,6 +200,59 @@ def test_views_shift_and_mirror_as_asked():
 
 
 # --------------------------------------------------------------------------- loss and codings
+def test_views_take_the_edits_a_copy_goes_through_when_asked():
+    from semhash.models.augment import ViewAugmentation, random_views
+
+    rng = np.random.default_rng(1)
+    images = (0.2 + 0.4 * rng.random((8, 16, 16, 1))).astype("float32")  # no clipping at x1.5
+    still = dict(rotation=0, scale=0, shift=0, contrast=0, noise=0)
+    brighter = np.asarray(random_views(images, ViewAugmentation(**still, brightness=0.5), np.array([1, 2])))
+    ratio = brighter / images
+    per_image = ratio.reshape(8, -1)
+    assert np.allclose(per_image, per_image[:, :1], atol=1e-5)  # one factor per image
+    assert per_image.min() >= 0.5 - 1e-6 and per_image.max() <= 1.5 + 1e-6 and per_image[:, 0].std() > 0.05
+    for edit in (dict(gamma=0.5), dict(resample=0.6), dict(jpeg=0.9)):
+        aug = ViewAugmentation(**still, **edit)
+        views = [np.asarray(random_views(images, aug, np.array([s, 4]))) for s in range(6)]
+        assert all(v.min() >= 0 and v.max() <= 1 for v in views), edit
+        assert not all(np.allclose(v, images) for v in views), edit  # (resampling: half the time, per half batch)
+        np.testing.assert_array_equal(views[3], np.asarray(random_views(images, aug, np.array([3, 4]))))
+    # the copy edits draw from seeds of their own: switching one on leaves the others' draws
+    base = ViewAugmentation(rotation=10, scale=0, shift=0, contrast=0, noise=0)
+    rotated = np.asarray(random_views(images, base, np.array([5, 6])))
+    both = np.asarray(random_views(images, ViewAugmentation(rotation=10, scale=0, shift=0, contrast=0, noise=0, brightness=0.3),
+                                   np.array([5, 6])))  # fmt: skip
+    factor = (both.reshape(8, -1).sum(1) / np.maximum(rotated.reshape(8, -1).sum(1), 1e-6))
+    assert np.allclose(both, np.clip(rotated * factor[:, None, None, None], 0, 1), atol=1e-4)
+    with pytest.raises(ModelError, match="brightness, resample and jpeg"):
+        ViewAugmentation(jpeg=1.0)
+
+
+def test_bit_margin_is_zero_off_the_threshold_positive_near_it_and_scale_free():
+    from semhash.models.contrastive import bit_margin_loss
+
+    agree = np.array([[3.0, -2.0], [2.5, 3.0], [-3.0, 2.0], [-2.0, -3.0]] * 2, "float32")  # views 1 then 2, the same sides
+    assert float(bit_margin_loss(agree)) == pytest.approx(0.0, abs=1e-6)
+    straddle = agree.copy()
+    straddle[4, 0] = -0.1  # view 2 of image 0 crosses to the other side of the median, just
+    loss = float(bit_margin_loss(straddle))
+    assert loss > 0
+    assert float(bit_margin_loss(10.0 * straddle)) == pytest.approx(loss, rel=1e-4)
+
+
+def test_an_itq_final_rotation_folds_into_the_contrastive_coding_layer(digits):
+    model = build_model("contrastive", {"input_shape": digits.image_shape, **TINY, "final_rotation": "itq", "bit_margin": 1.0,
+                                        "brightness": 0.1, "view_gamma": 0.2, "resample": 0.4, "jpeg": 0.3})  # fmt: skip
+    model.fit(digits.images[:600], digits.labels[:600])
+    before, after = model.summary_metrics()["itq_quantization_loss"]
+    assert after <= before
+    _assert_hasher_matches(model, digits.images)
+    with pytest.raises(ModelError, match="final_rotation"):
+        build_model("contrastive", {"input_shape": digits.image_shape, **TINY, "final_rotation": "pca"}).fit(digits.images[:64])
+    with pytest.raises(ModelError, match="bit_margin"):
+        build_model("contrastive", {"input_shape": digits.image_shape, **TINY, "bit_margin": -1}).fit(digits.images[:64])
+
+
 def test_nt_xent_matches_a_numpy_reference():
     from semhash.models.contrastive import nt_xent
 

@@ -28,10 +28,10 @@ def test_near_duplicate_rates_of_a_real_hasher(digits):
 
     hasher = ITQHashModel(input_shape=digits.image_shape, bits=8, seed=0).fit(digits.images).export_hasher()
     result = near_duplicate_rates(hasher, digits.images, radius=2, sample=60, seed=0)
-    assert result["n_images"] == 60 and set(result["transforms"]) == set(TRANSFORMS) == {"jpeg", "resize_up", "resize_down", "shift"}
+    assert result["n_images"] == 60 and set(result["transforms"]) == set(TRANSFORMS) == {"jpeg", "resize_up", "resize_down", "shift", "brightness", "resize_bright_jpeg"}
     for name, row in result["transforms"].items():
         assert 0 <= row["rate"] <= 1 and row["mean_distance"] >= 0 and row["description"]
-    assert result["min_rate"] == min(row["rate"] for row in result["transforms"].values())
+    assert result["min_rate"] == min(result["transforms"][name]["rate"] for name in ("jpeg", "resize_up", "resize_down", "shift"))
     # radius 8 = every code of 8 bits: every copy comes back
     assert near_duplicate_rates(hasher, digits.images, radius=8, sample=20)["min_rate"] == 1.0
 
@@ -49,3 +49,9 @@ def test_the_copies_are_the_stated_transformations():
     assert TRANSFORMS["resize_up"][1](img)[0].size == (16, 16)
     assert TRANSFORMS["resize_down"][1](img)[0].size == (6, 6)
     assert TRANSFORMS["jpeg"][1](img)[1:] == (".jpg", {"quality": 75})
+    # brightness: one factor in [0.92, 1.1], the same every time for the same pixels
+    brighter, suffix, _ = TRANSFORMS["brightness"][1](img)
+    value = np.asarray(brighter)[2, 3]
+    assert suffix == ".png" and 184 <= value <= 220 and np.asarray(TRANSFORMS["brightness"][1](img)[0])[2, 3] == value
+    copy, suffix, options = TRANSFORMS["resize_bright_jpeg"][1](img)
+    assert copy.size == (16, 16) and (suffix, options) == (".jpg", {"quality": 75})

@@ -8,7 +8,9 @@ clips to [0, 1].  It runs in the train step of the ``contrastive`` kind, so a 2-
 spends its time in the network, not in Python.
 
 No colour jitter: the datasets here are grayscale; for 3-channel images the same contrast
-factor applies to every channel.
+factor applies to every channel.  The edits a copy goes through (brightness, gamma, down-up
+resampling, JPEG: :func:`photometric`, :func:`resample`, :func:`jpeg`) are here too, shared
+with the ``copy`` kind's views (:mod:`semhash.models.copy_views`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ class ViewAugmentation:
     erase     side of a random square set to 0 (cutout), a fraction of the image size
     blur      weight a of the separable 3-tap blur [a, 1 - 2a, a], uniform in [0, blur] per
               image (at most 1/3; what downscaling and re-saving do to the pixels)
+    brightness  brightness factor uniform in [1 - brightness, 1 + brightness] (< 1)
+    gamma     gamma drawn log-uniformly in [1/(1+gamma), 1+gamma]
+    resample  half the images downscaled to a share in [1 - resample, 1] and back (< 1)
+    jpeg      probability of a JPEG re-encoding at quality 30..95 (< 1)
+
+    The last four (copies' edits, issue 22) are off by default and drawn from seeds of their
+    own, so the views of the others are what they were without them.
     """
 
     rotation: float = 15.0
@@ -44,11 +53,17 @@ class ViewAugmentation:
     noise: float = 0.1
     erase: float = 0.0
     blur: float = 0.0
+    brightness: float = 0.0
+    gamma: float = 0.0
+    resample: float = 0.0
+    jpeg: float = 0.0
 
     def __post_init__(self):
         check_strengths(asdict(self), "augmentation")
         if self.shift >= 0.5 or self.erase >= 1:
             raise ModelError("augmentation shift must be < 0.5 and erase < 1 (fractions of the image)")
+        if max(self.brightness, self.resample, self.jpeg) >= 1:
+            raise ModelError("augmentation brightness, resample and jpeg must be below 1")
 
 
 def check_strengths(strengths: dict, what: str) -> None:
@@ -70,6 +85,63 @@ def blur_3tap(images, a, mode: str = "CONSTANT"):
         after = padded[:, 2:] if axis == 1 else padded[:, :, 2:]
         out = (1.0 - 2.0 * a) * out + a * (before + after)
     return out
+
+
+def photometric(images, seed, gamma: float = 0.0, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0):
+    """Per image: gamma drawn log-uniformly in [1/(1+gamma), 1+gamma], brightness factor in
+    [1 - brightness, 1 + brightness], contrast about the image mean and (RGB) saturation
+    about the grey value likewise; clipped to [0, 1]."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    out = images
+    if gamma:
+        g = tf.exp(tf.random.stateless_uniform([batch, 1, 1, 1], seeds[0], -1.0, 1.0) * math.log1p(gamma))
+        out = tf.pow(tf.clip_by_value(out, 1e-4, 1.0), g)
+    if brightness:
+        out = out * tf.random.stateless_uniform([batch, 1, 1, 1], seeds[1], 1.0 - brightness, 1.0 + brightness)
+    if contrast:
+        mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+        out = (out - mean) * tf.random.stateless_uniform([batch, 1, 1, 1], seeds[2], 1.0 - contrast, 1.0 + contrast) + mean
+    if saturation and int(images.shape[-1]) == 3:
+        grey = tf.reduce_mean(out, axis=-1, keepdims=True)
+        out = (out - grey) * tf.random.stateless_uniform([batch, 1, 1, 1], seeds[3], 1.0 - saturation, 1.0 + saturation) + grey
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def resample(images, seed, fraction: float):
+    """Half the time, down to a random share of the size in [1 - fraction, 1] (area) and
+    back up (bilinear): what a copy saved smaller and viewed larger goes through.  One share
+    per half batch (resizing needs one output size per call)."""
+    height, width = int(images.shape[1]), int(images.shape[2])
+    halves = tf.split(images, 2) if images.shape[0] is not None and images.shape[0] % 2 == 0 else [images]
+    out = []
+    for k, half in enumerate(halves):
+        draw = tf.random.experimental.stateless_fold_in(seed, k)
+        f = tf.random.stateless_uniform([], draw, 1.0 - fraction, 1.0)
+        f = tf.where(tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(draw, 1), 0.0, 1.0) < 0.5, 1.0, f)
+        small = tf.maximum(1, tf.cast(tf.round(f * height), tf.int32)), tf.maximum(1, tf.cast(tf.round(f * width), tf.int32))
+        down = tf.image.resize(half, tf.stack(small), method="area")
+        out.append(tf.image.resize(down, [height, width], method="bilinear"))
+    return tf.concat(out, axis=0) if len(out) > 1 else out[0]
+
+
+def jpeg(images, seed, probability: float):
+    """With ``probability`` per image, a JPEG re-encoding at a quality drawn in 30..95
+    (grey images through RGB and back)."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    quality = tf.cast(tf.random.stateless_uniform([batch], seeds[0], 30.0, 96.0), tf.int32)
+    on = tf.random.stateless_uniform([batch], seeds[1], 0.0, 1.0) < probability
+    channels = int(images.shape[-1])
+
+    def encode(args):
+        image, q, do = args
+        rgb = image if channels == 3 else tf.image.grayscale_to_rgb(image) if channels == 1 else image[..., :3]
+        coded = tf.image.adjust_jpeg_quality(rgb, q)
+        coded = coded if channels == 3 else tf.image.rgb_to_grayscale(coded) if channels == 1 else image
+        return tf.where(do, coded, image)
+
+    return tf.map_fn(encode, (images, quality, on), fn_output_signature=tf.float32)
 
 
 def _affine_transforms(batch: int, height: int, width: int, aug: ViewAugmentation, seed) -> tf.Tensor:
@@ -116,9 +188,14 @@ def random_views(images: tf.Tensor, aug: ViewAugmentation, seed: tf.Tensor) -> t
             interpolation="BILINEAR",
             fill_mode="CONSTANT",
         )
+    copy_seed = tf.random.experimental.stateless_fold_in(seeds[4], 7)  # the copy edits' own draws
+    if aug.resample:
+        out = resample(out, tf.random.experimental.stateless_fold_in(copy_seed, 0), aug.resample)
     if aug.blur:
         a = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], 0.0, aug.blur)
         out = blur_3tap(out, a)  # zero padding at the border, like the affine map's fill
+    if aug.brightness or aug.gamma:
+        out = photometric(out, tf.random.experimental.stateless_fold_in(copy_seed, 1), aug.gamma, aug.brightness)
     if aug.contrast:
         factor = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[1], 1.0 - aug.contrast, 1.0 + aug.contrast)
         mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
@@ -135,6 +212,8 @@ def random_views(images: tf.Tensor, aug: ViewAugmentation, seed: tf.Tensor) -> t
             & (cols >= left[:, None, None]) & (cols < left[:, None, None] + side)
         )  # fmt: skip
         out = tf.where(inside[..., None], 0.0, out)
+    if aug.jpeg:
+        out = jpeg(tf.clip_by_value(out, 0.0, 1.0), tf.random.experimental.stateless_fold_in(copy_seed, 2), aug.jpeg)
     if aug.noise:
         level = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[3], 0.0, aug.noise)
         out = out + level * tf.random.stateless_normal(shape, tf.random.experimental.stateless_fold_in(seeds[3], 1))

@@ -8,7 +8,8 @@ same code and different images get different codes:
 * every step draws two random views of each image of the batch inside the TensorFlow graph
   (:mod:`semhash.models.augment`: rotation, scaling, shift, contrast, pixel noise, a light
   blur, cutout, and a left-right mirror only with ``flip=True``, as ``classifier-hash``
-  decides it: right for clothing, wrong for digits);
+  decides it: right for clothing, wrong for digits; and, when asked, the edits a copy goes
+  through: ``brightness``, ``view_gamma``, ``resample``, ``jpeg``);
 * both views pass through the network in one batch; the coding layer
   (:class:`semhash.models.codings.BinaryCoding`, ``coding``: ``bihalf`` (default: each bit
   split half/half over the batch), a straight-through ``sign`` or the noisy ``sigmoid`` of
@@ -96,6 +97,20 @@ def koleo_loss(embeddings):
     return -ops.mean(ops.log(distance))
 
 
+def bit_margin_loss(z, margin: float = 0.5):
+    """For the two views' pre-activations ``z`` (2B, bits): each bit of each view pushed to
+    the side of the batch median its partner view is on, by ``margin`` of the bit's spread
+    (hinge): a bit that two copies of an image put near the threshold is the one that flips
+    between them.  In units of the batch's own spread, so scaling the codes up does not meet it."""
+    ordered = tf.sort(z, axis=0)
+    half = tf.shape(z)[0] // 2  # 2B rows: the median halfway between the two middle ones
+    median = (ordered[half - 1] + ordered[half]) / 2.0
+    spread = tf.stop_gradient(tf.math.reduce_std(z, axis=0)) + 1e-6
+    u1, u2 = tf.split((z - median) / spread, 2)
+    side1, side2 = tf.stop_gradient(tf.sign(u1)), tf.stop_gradient(tf.sign(u2))
+    return tf.reduce_mean(tf.nn.relu(margin - u1 * side2) + tf.nn.relu(margin - u2 * side1)) / 2.0
+
+
 def balance_decorrelation(codes, balance: float, decorrelation: float):
     """``balance`` * mean_j (batch mean of code j)^2 + ``decorrelation`` * mean over j != k
     of cov(code j, code k)^2, on codes in [-1, 1]."""
@@ -137,10 +152,12 @@ class ContrastiveHashNetwork(keras.Model):
         seed: int | None = None,
         koleo: float = 0.0,
         downsample: str = "pool",
+        bit_margin: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.koleo = float(koleo)
+        self.bit_margin = float(bit_margin)
         self.downsample = str(downsample)
         self.queue_size = int(queue_size)
         self.neighbour_weight = float(neighbour_weight)
@@ -249,6 +266,8 @@ class ContrastiveHashNetwork(keras.Model):
                 loss = loss + self.neighbour_weight * self._neighbour_loss(z, codes)
             if self.koleo:  # spread the images apart: each one's nearest other image as far as can be
                 loss = loss + self.koleo * koleo_loss(tf.split(tf.tanh(z), 2)[0])
+            if self.bit_margin:  # the two views' bits kept off the threshold, on the same side
+                loss = loss + self.bit_margin * bit_margin_loss(z)
         grads = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply(grads, self.trainable_weights)
         self.loss_tracker.update_state(loss)
@@ -289,6 +308,7 @@ class ContrastiveHashNetwork(keras.Model):
             "seed": self.seed,
             "koleo": self.koleo,
             "downsample": self.downsample,
+            "bit_margin": self.bit_margin,
         }
 
 
@@ -350,6 +370,12 @@ class ContrastiveHashModel(KerasHashModel):
         pixel_noise: float = 0.1,
         erase: float = 0.0,
         blur: float = 0.25,
+        brightness: float = 0.0,
+        view_gamma: float = 0.0,
+        resample: float = 0.0,
+        jpeg: float = 0.0,
+        bit_margin: float = 0.0,
+        final_rotation: str = "none",
         train_steps: int = 1800,
         epochs: int | None = None,
         batch_size: int = 256,
@@ -383,6 +409,12 @@ class ContrastiveHashModel(KerasHashModel):
         self.pixel_noise = pixel_noise
         self.erase = erase
         self.blur = blur
+        self.brightness = brightness
+        self.view_gamma = view_gamma
+        self.resample = resample
+        self.jpeg = jpeg
+        self.bit_margin = bit_margin
+        self.final_rotation = final_rotation
         self.train_steps = train_steps
         self.epochs = epochs
         self.batch_size = batch_size
@@ -402,6 +434,10 @@ class ContrastiveHashModel(KerasHashModel):
             "noise": float(self.pixel_noise),
             "erase": float(self.erase),
             "blur": float(self.blur),
+            "brightness": float(self.brightness),
+            "gamma": float(self.view_gamma),
+            "resample": float(self.resample),
+            "jpeg": float(self.jpeg),
         }
 
     def _check_options(self) -> None:
@@ -424,6 +460,10 @@ class ContrastiveHashModel(KerasHashModel):
             raise ModelError("batch_size must be at least 2 (a view needs other images to contrast with)")
         if not self.filters and not self.hidden:
             raise ModelError("filters and hidden are both empty: the encoder needs a layer")
+        if float(self.bit_margin) < 0:
+            raise ModelError("bit_margin must be >= 0")
+        if self.final_rotation not in ("none", "itq"):
+            raise ModelError(f"final_rotation must be 'none' or 'itq', not {self.final_rotation!r}")
 
     def _build_network(self) -> ContrastiveHashNetwork:
         net = ContrastiveHashNetwork(
@@ -445,6 +485,7 @@ class ContrastiveHashModel(KerasHashModel):
             neighbour_weight=float(self.neighbour_weight),
             augmentation=self.augmentation(),
             seed=self.seed,
+            bit_margin=float(self.bit_margin),
         )
         net.build((None, *tuple(self.input_shape)))
         return net
@@ -514,7 +555,35 @@ class ContrastiveHashModel(KerasHashModel):
             self.metrics_["selected_epoch"] = selector.best_epoch + 1
             self.metrics_["val_loss"] = selector.losses[selector.best_epoch]
         self.metrics_.update(code_stats(self.preactivations(train_x), self.network_.binary_coding.threshold_values()))
+        if self.final_rotation == "itq":
+            self._rotate_codes(train_x, context)
         return self
+
+    def _rotate_codes(self, images: np.ndarray, context: FitContext) -> None:
+        """ITQ on the coding pre-activations, folded into the coding layer: centred, turned to
+        their principal axes, then rotated (Gong & Lazebnik) so that their signs lose the least;
+        kernel W -> W T, bias b -> (b - mean) T with T = axes x rotation (bits x bits)."""
+        from semhash.models.baselines import itq_rotation
+        from semhash.models.codings import median_thresholds
+        from semhash.models.keras_common import code_stats
+
+        bits = int(self.bits)
+        if len(images) < bits:
+            context.log(f"final_rotation itq needs at least {bits} images, not {len(images)}: left out")
+            return
+        z = self.preactivations(images).astype(np.float64)
+        mean = z.mean(axis=0)
+        _, _, axes = np.linalg.svd(z - mean, full_matrices=False)
+        rotation, losses = itq_rotation((z - mean) @ axes.T, 50, int(self.seed))
+        transform = axes.T @ rotation
+        layer = self.network_.coding_layer
+        kernel, bias = layer.get_weights()
+        layer.set_weights([(kernel @ transform).astype(np.float32), ((bias - mean) @ transform).astype(np.float32)])
+        coding = self.network_.binary_coding
+        if self.coding == "bihalf":  # the medians of the new pre-activations
+            coding.set_threshold(median_thresholds(self.preactivations(images)))
+        self.metrics_["itq_quantization_loss"] = [round(float(losses[0]) / len(z), 4), round(float(losses[-1]) / len(z), 4)]
+        self.metrics_.update(code_stats(self.preactivations(images), coding.threshold_values()))
 
     # -- use ------------------------------------------------------------------------------
     def preactivations(self, images) -> np.ndarray:

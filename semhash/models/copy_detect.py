@@ -22,10 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Sequence
 
-import numpy as np
-
 from semhash.errors import ModelError
-from semhash.models.base import FitContext
 from semhash.models.contrastive import ContrastiveHashModel, ContrastiveHashNetwork
 from semhash.models.copy_views import CopyEdits, copy_views
 from semhash.models.tf_common import keras, tf
@@ -126,8 +123,6 @@ class CopyHashModel(ContrastiveHashModel):
         self.edits()  # refuses bad strengths
         if float(self.koleo) < 0:
             raise ModelError("koleo must be >= 0")
-        if self.final_rotation not in ("none", "itq"):
-            raise ModelError(f"final_rotation must be 'none' or 'itq', not {self.final_rotation!r}")
 
     def _build_network(self) -> CopyHashNetwork:
         net = CopyHashNetwork(
@@ -148,35 +143,3 @@ class CopyHashModel(ContrastiveHashModel):
         net.build((None, *tuple(self.input_shape)))
         return net
 
-    def fit(self, images, labels=None, *, context: FitContext | None = None):
-        context = context or FitContext()
-        super().fit(images, labels, context=context)
-        if self.final_rotation == "itq":
-            self._rotate_codes(np.asarray(images, dtype=np.float32), context)
-        return self
-
-    def _rotate_codes(self, images: np.ndarray, context: FitContext) -> None:
-        """ITQ on the coding pre-activations, folded into the coding layer: centred, turned to
-        their principal axes, then rotated (Gong & Lazebnik) so that their signs lose the least;
-        kernel W -> W T, bias b -> (b - mean) T with T = axes x rotation (bits x bits)."""
-        from semhash.models.baselines import itq_rotation
-        from semhash.models.codings import median_thresholds
-        from semhash.models.keras_common import code_stats
-
-        bits = int(self.bits)
-        if len(images) < bits:
-            context.log(f"final_rotation itq needs at least {bits} images, not {len(images)}: left out")
-            return
-        z = self.preactivations(images).astype(np.float64)
-        mean = z.mean(axis=0)
-        _, _, axes = np.linalg.svd(z - mean, full_matrices=False)
-        rotation, losses = itq_rotation((z - mean) @ axes.T, 50, int(self.seed))
-        transform = axes.T @ rotation
-        layer = self.network_.coding_layer
-        kernel, bias = layer.get_weights()
-        layer.set_weights([(kernel @ transform).astype(np.float32), ((bias - mean) @ transform).astype(np.float32)])
-        coding = self.network_.binary_coding
-        if self.coding == "bihalf":  # the medians of the new pre-activations
-            coding.set_threshold(median_thresholds(self.preactivations(images)))
-        self.metrics_["itq_quantization_loss"] = [round(float(losses[0]) / len(z), 4), round(float(losses[-1]) / len(z), 4)]
-        self.metrics_.update(code_stats(self.preactivations(images), coding.threshold_values()))

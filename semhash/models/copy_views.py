@@ -20,7 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from semhash.errors import ModelError
-from semhash.models.augment import blur_3tap, check_strengths
+from semhash.models.augment import blur_3tap, check_strengths, jpeg, photometric, resample
 from semhash.models.tf_common import tf
 
 
@@ -121,64 +121,12 @@ def _overlay(images, edits: CopyEdits, seed):
     return tf.where(text & text_on, colours[:, 1], out)
 
 
-def _photometric(images, edits: CopyEdits, seed):
-    batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-    out = images
-    if edits.gamma:
-        g = tf.exp(_uniform([batch, 1, 1, 1], seeds[0], -1.0, 1.0) * math.log1p(edits.gamma))
-        out = tf.pow(tf.clip_by_value(out, 1e-4, 1.0), g)
-    if edits.brightness:
-        out = out * _uniform([batch, 1, 1, 1], seeds[1], 1.0 - edits.brightness, 1.0 + edits.brightness)
-    if edits.contrast:
-        mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
-        out = (out - mean) * _uniform([batch, 1, 1, 1], seeds[2], 1.0 - edits.contrast, 1.0 + edits.contrast) + mean
-    if edits.saturation and int(images.shape[-1]) == 3:
-        grey = tf.reduce_mean(out, axis=-1, keepdims=True)
-        out = (out - grey) * _uniform([batch, 1, 1, 1], seeds[3], 1.0 - edits.saturation, 1.0 + edits.saturation) + grey
-    return tf.clip_by_value(out, 0.0, 1.0)
-
-
-def _resample(images, edits: CopyEdits, seed):
-    """Down to a random fraction of the size (area) and back up (bilinear): one fraction per
-    half batch (resizing needs one output size per call)."""
-    height, width = int(images.shape[1]), int(images.shape[2])
-    halves = tf.split(images, 2) if images.shape[0] is not None and images.shape[0] % 2 == 0 else [images]
-    out = []
-    for k, half in enumerate(halves):
-        draw = tf.random.experimental.stateless_fold_in(seed, k)
-        f = _uniform([], draw, 1.0 - edits.resample, 1.0)
-        f = tf.where(_uniform([], tf.random.experimental.stateless_fold_in(draw, 1), 0.0, 1.0) < 0.5, 1.0, f)  # half: no resampling
-        small = tf.maximum(1, tf.cast(tf.round(f * height), tf.int32)), tf.maximum(1, tf.cast(tf.round(f * width), tf.int32))
-        down = tf.image.resize(half, tf.stack(small), method="area")
-        out.append(tf.image.resize(down, [height, width], method="bilinear"))
-    return tf.concat(out, axis=0) if len(out) > 1 else out[0]
-
-
 def _blur(images, edits: CopyEdits, seed):
     batch = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(seed, 2)
     a = _uniform([batch, 1, 1, 1], seeds[0], 0.0, edits.blur)
     a = tf.where(_uniform([batch, 1, 1, 1], seeds[1], 0.0, 1.0) < 0.5, 0.0, a)  # half the copies sharp
     return blur_3tap(images, a, "SYMMETRIC")  # edge padding: a blur does not darken the border
-
-
-def _jpeg(images, edits: CopyEdits, seed):
-    """With probability ``jpeg`` a re-encoding at a quality drawn in 30..95 (per image)."""
-    batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    quality = tf.cast(_uniform([batch], seeds[0], 30.0, 96.0), tf.int32)
-    on = _uniform([batch], seeds[1], 0.0, 1.0) < edits.jpeg
-    channels = int(images.shape[-1])
-
-    def encode(args):
-        image, q, do = args
-        rgb = image if channels == 3 else tf.image.grayscale_to_rgb(image) if channels == 1 else image[..., :3]
-        coded = tf.image.adjust_jpeg_quality(rgb, q)
-        coded = coded if channels == 3 else tf.image.rgb_to_grayscale(coded) if channels == 1 else image
-        return tf.where(do, coded, image)
-
-    return tf.map_fn(encode, (images, quality, on), fn_output_signature=tf.float32)
 
 
 def copy_views(images: tf.Tensor, edits: CopyEdits, seed: tf.Tensor) -> tf.Tensor:
@@ -191,13 +139,13 @@ def copy_views(images: tf.Tensor, edits: CopyEdits, seed: tf.Tensor) -> tf.Tenso
         out = _geometry(out, edits, seeds[0])
     if edits.overlay:
         out = _overlay(out, edits, seeds[1])
-    out = _photometric(out, edits, seeds[2])
+    out = photometric(out, seeds[2], edits.gamma, edits.brightness, edits.contrast, edits.saturation)
     if edits.resample:
-        out = _resample(out, edits, seeds[3])
+        out = resample(out, seeds[3], edits.resample)
     if edits.blur:
         out = _blur(out, edits, seeds[4])
     if edits.jpeg:
-        out = _jpeg(tf.clip_by_value(out, 0.0, 1.0), edits, seeds[5])
+        out = jpeg(tf.clip_by_value(out, 0.0, 1.0), seeds[5], edits.jpeg)
     if edits.noise:
         level = _uniform([tf.shape(out)[0], 1, 1, 1], seeds[6], 0.0, edits.noise)
         out = out + level * tf.random.stateless_normal(tf.shape(out), tf.random.experimental.stateless_fold_in(seeds[6], 1))
