@@ -221,7 +221,7 @@ def run_row(kind, dataset, db, queries, bits, args, workspace, reuse_names) -> d
     if dep is not None:
         key = (dataset.name, bits)
         if key not in reuse_names:
-            raise SkipRow(f"needs an {DEPENDENCY_KIND} trained in this run at {bits} bits (add {DEPENDENCY_KIND} to --kinds)")
+            raise SkipRow(f"needs an {args.encoder_kind} trained in this run at {bits} bits (add {args.encoder_kind} to --kinds)")
         params[dep] = reuse_names[key]
     model = build_model(kind, params)
     context = FitContext(
@@ -250,7 +250,7 @@ def run_row(kind, dataset, db, queries, bits, args, workspace, reuse_names) -> d
         from semhash.near_duplicates import near_duplicate_rates
 
         near_dup = near_duplicate_rates(hasher, db_x, radius=2, sample=args.near_duplicates, seed=0)
-    if kind == DEPENDENCY_KIND:
+    if kind == args.encoder_kind:
         name = f"bench-{dataset.name}-{kind}-{bits}"
         save_for_reuse(model, hasher, workspace, name, dataset.name, dataset.image_shape)
         reuse_names[(dataset.name, bits)] = name
@@ -428,6 +428,8 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=None, help="where the fashion-mnist IDX files live")
     parser.add_argument("--param", action="append", default=[], metavar="KIND:KEY=VALUE",
                         help="override one hyperparameter of one kind (repeatable), e.g. classifier-hash:filters=32x64x128")
+    parser.add_argument("--encoder-kind", default=DEPENDENCY_KIND, metavar="KIND",
+                        help=f"the kind whose model a reusing kind (pretrained-classifier, ...) builds on [default: {DEPENDENCY_KIND}]")
     parser.add_argument("--near-duplicates", type=int, default=1000, metavar="N",
                         help="database images sampled for the near-duplicate rate (0: skip it) [default: 1000]")
     parser.add_argument("--tag", default=None, help="label of this run's rows (an experiment's configuration)")

@@ -357,6 +357,27 @@ def test_pretrained_classifier_on_a_contrastive_encoder(sign_model, digits, tmp_
     _assert_reload_same(model, tmp_path / "saved", digits.images)
 
 
+def test_pretrained_classifier_self_labels_with_the_encoders_clusters(sign_model, digits, tmp_path):
+    workspace = Workspace(tmp_path / "home")
+    directory = workspace.model_dir("enc")
+    directory.mkdir(parents=True)
+    sign_model.save(directory)
+    (directory / "meta.json").write_text('{"name": "enc", "kind": "contrastive", "bits": 12, "dataset": "digits", "input_shape": [8, 8, 1]}')
+    params = dict(input_shape=digits.image_shape, bits=10, encoder="enc", epochs=1, fine_tune=False, pseudo_labels=6)
+    model = build_model("pretrained-classifier", params)
+    scrambled = np.random.default_rng(0).permutation(digits.labels)  # the labels given are not used
+    model.fit(digits.images, scrambled, context=FitContext(workspace=workspace, verbose=0))
+    metrics = model.summary_metrics()
+    assert metrics["pseudo_labels"]["clusters"] == 6 and sum(metrics["pseudo_labels"]["sizes"]) == len(digits.images)
+    assert "accuracy_scratch_all_labels" not in metrics and model.network_.n_classes == 6
+    again = build_model("pretrained-classifier", params).fit(digits.images, digits.labels, context=FitContext(workspace=workspace, verbose=0))
+    np.testing.assert_array_equal(again.export_hasher().hash(digits.images), model.export_hasher().hash(digits.images))
+    _assert_hasher_matches(model, digits.images)
+    with pytest.raises(ModelError, match="pseudo_labels"):
+        build_model("pretrained-classifier", {**params, "pseudo_labels": 1}).fit(digits.images, digits.labels,
+                                                                                 context=FitContext(workspace=workspace, verbose=0))  # fmt: skip
+
+
 def test_input_blur_is_a_fixed_gaussian_that_exports_and_reaches_the_classifier(digits, tmp_path):
     model = _fit(digits, input_blur=1.0, epochs=1, coding="sign")
     blur = model.network_.feature_layers[0]

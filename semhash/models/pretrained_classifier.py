@@ -1,5 +1,10 @@
 """Semi-supervised kind (``pretrained-classifier``): unsupervised pretraining, few labels.
 
+With ``pseudo_labels=K`` it needs no labels at all (self-labelling, issue 22): the encoder's
+features (unit length) are clustered by k-means into K clusters and the classifier learns
+those as its classes, on every training image; the labels given, if any, are not used, and
+the reported accuracies are agreement with the clusters.
+
 The lower layers of a model trained without labels (``encoder``: the name of an
 ``autoencoder`` or ``contrastive`` model in the workspace; its convolution blocks, if any,
 and hidden dense layers, weights copied) become the first layers of a classifier
@@ -277,10 +282,12 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         validation_split: float = 0.1,
         patience: int = 10,
         seed: int = 0,
+        pseudo_labels: int = 0,
     ):
         self.input_shape = input_shape
         self.bits = bits
         self.encoder = encoder
+        self.pseudo_labels = pseudo_labels
         self.labeled_fraction = labeled_fraction
         self.noise = noise
         self.reuse_coding = reuse_coding
@@ -346,15 +353,47 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         net.build((None, *tuple(self.input_shape)))
         return net
 
+    def _cluster_labels(self, images: np.ndarray, spec: dict, k: int, context: FitContext) -> np.ndarray:
+        """Self-labelling: k-means (seeded) of the encoder's features, unit length -> one
+        cluster number per image (the classes the classifier head then learns)."""
+        from sklearn.cluster import MiniBatchKMeans
+
+        net = self._network(spec, k, frozen=True)
+        layers = {layer.name: layer for layer in net.feature_layers}
+        for name, w in spec["weights"].items():
+            layers[name].set_weights(w)
+        features = []
+        for start in range(0, len(images), 1024):
+            h = images[start : start + 1024]
+            for layer in net.feature_layers:
+                h = layer(h, training=False) if isinstance(layer, keras.layers.BatchNormalization) else layer(h)
+            features.append(np.asarray(h, dtype=np.float32).reshape(len(h), -1))
+        x = np.concatenate(features)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        clusters = MiniBatchKMeans(n_clusters=k, random_state=int(self.seed), n_init=3, batch_size=4096).fit_predict(x)
+        sizes = np.bincount(clusters, minlength=k)
+        context.log(f"self-labelling: {k} k-means clusters of {self.encoder!r}'s features, sizes {sizes.min()}-{sizes.max()}")
+        self.cluster_sizes_ = sizes.tolist()
+        return clusters.astype(np.int64)
+
     # -- learning -------------------------------------------------------------------------
     def fit(self, images, labels=None, *, context: FitContext | None = None):
         context = context or FitContext()
         images = np.asarray(images, dtype=np.float32)
-        labels = check_labels(self.kind, images, labels)
         spec, coding, encoder_dir = self._load_encoder(context)
+        pseudo = int(self.pseudo_labels)
+        if pseudo < 0 or pseudo == 1:
+            raise ModelError("pseudo_labels must be 0 (use the labels) or a number of clusters >= 2")
+        if pseudo:  # self-labelling: the encoder's own k-means clusters are the classes; labels unused
+            labels = self._cluster_labels(images, spec, pseudo, context)
+            context = FitContext(**{**vars(context), "class_names": [f"cluster {i}" for i in range(pseudo)],
+                                    "test_images": None, "test_labels": None})  # fmt: skip
+        else:
+            labels = check_labels(self.kind, images, labels)
         set_seed(self.seed)
         train_rows, val_rows = stratified_validation_split(labels, self.validation_split, self.seed)
-        subset_rows = train_rows[labeled_subset(labels[train_rows], self.labeled_fraction, self.seed)]
+        fraction = 1.0 if pseudo else self.labeled_fraction
+        subset_rows = train_rows[labeled_subset(labels[train_rows], fraction, self.seed)]
         n_classes = n_classes_of(labels, context)
         self.class_names_ = list(context.class_names or [str(i) for i in range(n_classes)])
         self.encoder_info_ = {
@@ -371,7 +410,7 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         common = dict(batch_size=self.batch_size, patience=self.patience, verbose=context.verbose)
         subset = (images[subset_rows], labels[subset_rows])
         context.log(
-            f"training {self.kind} on {len(subset_rows)} labelled images ({self.labeled_fraction:g} of "
+            f"training {self.kind} on {len(subset_rows)} {'self-labelled' if pseudo else 'labelled'} images ({fraction:g} of "
             f"{len(train_rows)}) over the frozen layers of {self.encoder!r} ({self.device_})"
         )
         started = time.time()
@@ -388,6 +427,8 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
             description=f"{self.kind} (frozen)", **common,
         )  # fmt: skip
         self.metrics_ = {"labeled_images": int(len(subset_rows)), "test_set": test_name}
+        if pseudo:  # the accuracies below are agreement with the clusters, not with any label
+            self.metrics_["pseudo_labels"] = {"clusters": pseudo, "sizes": self.cluster_sizes_}
         self.metrics_["accuracy_frozen"] = accuracy(self.network_, test_x, test_y)
         # 2. fine-tune everything at a lower learning rate
         if self.fine_tune and self.fine_tune_epochs:
@@ -403,7 +444,7 @@ class PretrainedClassifierHashModel(SigmoidClassifierHashModel):
         self.confusion_ = confusion_matrix(test_y, predict_labels(self.network_, test_x), n_classes).tolist()
         self.confusion_of_ = test_name
         # 3. the same architecture from scratch: same labelled subset, then every label
-        if self.compare_baselines:
+        if self.compare_baselines and not pseudo:
             for key, rows in (("accuracy_scratch_same_labels", subset_rows), ("accuracy_scratch_all_labels", train_rows)):
                 set_seed(self.seed)
                 baseline = self._network(spec, n_classes, frozen=False)
