@@ -33,6 +33,7 @@ def format_index(data: dict) -> str:
     left_out = [
         _count(data["hidden"], "hidden", "hidden"),
         _count(data["other_files"], "other file", "other files"),
+        _count(data.get("videos", 0), "video", "videos"),
         _count(data["symlinked_folders"], "symlinked folder (not followed)", "symlinked folders (not followed)"),
         _count(data["unreadable_folders"], "unreadable folder (its images kept)", "unreadable folders (their images kept)"),
     ]
@@ -133,6 +134,7 @@ def index(folder, model_name, rebuild, near_model_name, relabel, batch_size, wor
         "total": summary.total,
         "hidden": summary.hidden,
         "other_files": summary.other_files,
+        "videos": summary.videos,
         "symlinked_folders": summary.symlinked_folders,
         "unreadable_folders": summary.unreadable_folders,
         "labels_kept": summary.labels_kept,

@@ -83,6 +83,32 @@ __all__ = [
 #: Pillow formats an upload or a served file may be in (what the indexer reads; no EPS, PDF
 #: or other plugin that hands the bytes to an external program)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+
+
+def image_formats() -> tuple[str, ...]:
+    """:data:`IMAGE_FORMATS`, and HEIF and AVIF where this installation decodes them
+    (:mod:`semhash.formats`)."""
+    from semhash.formats import avif_available, heif_available
+
+    return IMAGE_FORMATS + (("HEIF",) if heif_available() else ()) + (("AVIF",) if avif_available() else ())
+
+
+def _open_for_display(data: bytes, path: Path):
+    """An indexed file's bytes opened for a thumbnail: a RAW file's preview (or demosaic),
+    else Pillow within :func:`image_formats`."""
+    from PIL import Image, ImageOps
+
+    from semhash.formats import is_raw, open_raw
+
+    if is_raw(path):
+        img, orientation, _ = open_raw(path, data)
+        img.load()
+        if orientation != 1:
+            img = img.transpose({3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_270, 8: Image.Transpose.ROTATE_90}[orientation])
+        return img
+    with Image.open(io.BytesIO(data), formats=image_formats()) as img:
+        img.load()
+        return ImageOps.exif_transpose(img)
 THUMBNAIL_SIZES = (16, 512)
 MAX_SERVED_FILE_BYTES = 64 << 20
 KEY_REUSE_S = 0.005
@@ -356,11 +382,11 @@ def upload_pixels(name: str, data: bytes, max_pixels: int) -> int:
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+        with Image.open(io.BytesIO(data), formats=image_formats()) as img:
             width, height = img.size
     except UnidentifiedImageError:
         raise ImageError(
-            f"{name}: not a recognised image format (accepted: {', '.join(IMAGE_FORMATS)})"
+            f"{name}: not a recognised image format (accepted: {', '.join(image_formats())})"
         ) from None
     except Image.DecompressionBombError:
         raise UploadTooLarge(f"{name}: image too large (over the decompression-bomb limit)") from None
@@ -1165,7 +1191,7 @@ class IndexReader:
         record = self.image(image_id)
         data, st = self._read_row_file(record)
         try:
-            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            with Image.open(io.BytesIO(data), formats=image_formats()) as img:
                 media_type = Image.MIME.get(str(img.format), "application/octet-stream")
         except Exception:  # noqa: BLE001 -- anything Pillow cannot identify is not served
             raise NotFound(f"image {image_id}: its file is no longer a readable image") from None
@@ -1175,7 +1201,9 @@ class IndexReader:
     def thumbnail(self, image_id: int, size: int = 128) -> FileBytes:
         """Row ``image_id``'s image scaled down to fit ``size`` x ``size`` pixels, as PNG
         (small images are left at their size: the page scales them up without smoothing)."""
-        from PIL import Image, ImageOps
+        from PIL import Image
+
+        from semhash.formats import is_raw
 
         lo, hi = THUMBNAIL_SIZES
         if not lo <= int(size) <= hi:
@@ -1188,11 +1216,11 @@ class IndexReader:
                 self._thumbnails.move_to_end(key)
                 return self._thumbnails[key]
         try:
-            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
-                if img.size[0] * img.size[1] > self.limits.max_pixels:
-                    raise NotFound(f"image {image_id}: too large for a thumbnail ({img.size[0]}x{img.size[1]})")
-                img.load()
-                shown = _displayable(ImageOps.exif_transpose(img))
+            if not is_raw(Path(record.path)):
+                with Image.open(io.BytesIO(data), formats=image_formats()) as img:
+                    if img.size[0] * img.size[1] > self.limits.max_pixels:
+                        raise NotFound(f"image {image_id}: too large for a thumbnail ({img.size[0]}x{img.size[1]})")
+            shown = _displayable(_open_for_display(data, Path(record.path)))
             shown.thumbnail((int(size), int(size)))
             out = io.BytesIO()
             shown.save(out, format="PNG")

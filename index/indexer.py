@@ -74,6 +74,7 @@ class IndexSummary:
     total: int = 0
     hidden: int = 0  # hidden files and folders not walked
     other_files: int = 0  # files without an image extension
+    videos: int = 0  # video files (not images): skipped
     symlinked_folders: int = 0  # links to folders, not followed
     unreadable_folders: int = 0  # folders that could not be listed (their rows are kept)
     labels_kept: int = 0  # rows whose label differs from what this root gives, left as they were
@@ -599,6 +600,7 @@ def index_folder(
     summary = IndexSummary(
         hidden=walk.hidden,
         other_files=walk.other_files,
+        videos=walk.videos,
         symlinked_folders=walk.symlinked_folders,
         unreadable_folders=len(walk.unreadable_folders),
     )

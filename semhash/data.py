@@ -20,7 +20,7 @@ import numpy as np
 
 from semhash.errors import DatasetError, ImageError, SemhashWarning
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+from semhash.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_raw, open_raw, prepare
 DEBIAN_DATA_DIRS = {
     "fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
     "mnist": Path("/usr/share/datasets/mnist"),
@@ -225,9 +225,18 @@ def _decode(path: str | Path, shape: Sequence[int], data: bytes | None, near: bo
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with Image.open(path if data is None else io.BytesIO(data)) as img:
+            orientation = raw_size = None
+            if is_raw(path):
+                opened, orientation, raw_size = open_raw(path, data)
+            else:
+                prepare(path)  # HEIC/AVIF: the decoder is there, or one line saying how to get it
+                opened = Image.open(path if data is None else io.BytesIO(data))
+            with opened as img:
                 size = img.size
-                upright, (own_width, own_height) = _decode_upright(img, (width, height), "L" if channels == 1 else "RGB")
+                upright, (own_width, own_height) = _decode_upright(img, (width, height), "L" if channels == 1 else "RGB",
+                                                                   orientation)  # fmt: skip
+                if raw_size is not None:  # the sensor's size, not the preview's
+                    own_width, own_height = raw_size
                 model_img = upright if upright.size == (width, height) else upright.resize((width, height), Image.Resampling.LANCZOS)
                 arr = np.asarray(model_img, dtype=np.float32) / 255.0
                 near_arr = None
@@ -307,17 +316,19 @@ def _image_warning(path: Path, size: tuple[int, int], record: warnings.WarningMe
     return f"{path}: {str(record.message).splitlines()[0] if str(record.message) else record.category.__name__}"
 
 
-def _decode_upright(img, size: tuple[int, int], mode: str):
+def _decode_upright(img, size: tuple[int, int], mode: str, orientation: int | None = None):
     """Decode an opened image into ``mode``, upright, reduced to no less than
     ``_REDUCE_MARGIN`` times the model's ``size`` (width, height) and the near code's side,
     without ever holding more than one full-size copy of its pixels.  -> (image, the file's
     own (width, height) upright).  Index and query both decode through here, so the model
-    sees the same pixels for the same file whichever asked."""
+    sees the same pixels for the same file whichever asked.  ``orientation``: the EXIF
+    orientation to apply instead of the image's own (a RAW file's, for its preview)."""
     from PIL import Image
 
     from semhash.perceptual import NEAR_SIDE
 
-    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation is None:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
     own = img.size if orientation not in (5, 6, 7, 8) else img.size[::-1]
     # EXIF rotation may swap the axes: keep both sides at least the larger target side
     side = max(max(size) * _REDUCE_MARGIN, NEAR_SIDE)
@@ -386,7 +397,8 @@ class WalkReport:
     """What a folder walk left out (filled in by :func:`iter_image_files`)."""
 
     hidden: int = 0  # files and folders whose name starts with '.' (a hidden folder counts once)
-    other_files: int = 0  # files without an image extension
+    other_files: int = 0  # files without an image extension (videos not included)
+    videos: int = 0  # video files: not images, skipped
     symlinked_folders: int = 0  # links to folders: not followed (no loops, no file twice)
     unreadable_folders: list[tuple[Path, OSError]] = field(default_factory=list)  # could not be listed
 
@@ -422,8 +434,11 @@ def iter_image_files(root: str | Path, report: WalkReport | None = None) -> Iter
                 report.hidden += 1
                 continue
             path = Path(dirpath) / filename
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
+            suffix = path.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS:
                 yield path, label
+            elif suffix in VIDEO_EXTENSIONS:
+                report.videos += 1
             else:
                 report.other_files += 1
 

@@ -1,0 +1,150 @@
+"""A photo library's formats (issue 23): HEIC (pillow-heif), AVIF (Pillow), RAW (rawpy, a DNG
+the test writes with tifffile), videos counted and skipped, and a clear line when a format's
+package is missing.  Every file is made here, small."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from index_fixtures import add_model
+from semhash.cli import main
+from semhash.data import decode_views
+
+pytest.importorskip("pillow_heif", reason="the [photos] extra (pillow-heif) is not installed")
+pytest.importorskip("rawpy", reason="the [photos] extra (rawpy) is not installed")
+
+
+def scene(width: int = 120, height: int = 90, seed: int = 0) -> np.ndarray:
+    """A smooth RGB picture (gradients and a few blocks): survives lossy coding."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    out = np.stack([xx, yy, (xx + yy) / 2], axis=-1)
+    for _ in range(4):
+        y, x = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        out[y : y + height // 4, x : x + width // 4] = rng.random(3)
+    return (out * 255).astype(np.uint8)
+
+
+def write_heic(path: Path, pixels: np.ndarray) -> Path:
+    from semhash.formats import heif_available
+
+    assert heif_available()
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+def write_dng(path: Path, pixels: np.ndarray) -> Path:
+    """A minimal uncompressed DNG: ``pixels`` sampled through an RGGB Bayer pattern, 12 bits,
+    no preview (LibRaw demosaics it)."""
+    import tifffile
+
+    rgb = pixels.astype(np.uint16) * 16
+    cfa = np.zeros(rgb.shape[:2], np.uint16)
+    cfa[0::2, 0::2] = rgb[0::2, 0::2, 0]
+    cfa[0::2, 1::2] = rgb[0::2, 1::2, 1]
+    cfa[1::2, 0::2] = rgb[1::2, 0::2, 1]
+    cfa[1::2, 1::2] = rgb[1::2, 1::2, 2]
+    identity = (10000, 10000, 0, 10000, 0, 10000, 0, 10000, 10000, 10000, 0, 10000, 0, 10000, 0, 10000, 10000, 10000)
+    tags = [
+        (50706, "B", 4, (1, 4, 0, 0), True),  # DNGVersion
+        (50707, "B", 4, (1, 1, 0, 0), True),  # DNGBackwardVersion
+        (50708, "s", 0, "semhash test camera", True),  # UniqueCameraModel
+        (33421, "H", 2, (2, 2), True),  # CFARepeatPatternDim
+        (33422, "B", 4, (0, 1, 1, 2), True),  # CFAPattern: RGGB
+        (50717, "I", 1, (4095,), True),  # WhiteLevel
+        (50721, "2i", 9, identity, True),  # ColorMatrix1
+        (50778, "H", 1, (21,), True),  # CalibrationIlluminant1: D65
+        (50728, "2I", 3, (1, 1, 1, 1, 1, 1), True),  # AsShotNeutral
+    ]
+    tifffile.imwrite(path, cfa, photometric=32803, extratags=tags, subfiletype=0)
+    return path
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    """One picture per format, a video and a text file."""
+    folder = tmp_path / "library"
+    folder.mkdir()
+    Image.fromarray(scene(seed=1)).save(folder / "a.png")
+    Image.fromarray(scene(seed=2)).save(folder / "b.jpg", quality=92)
+    write_heic(folder / "c.heic", scene(seed=3))
+    Image.fromarray(scene(seed=4)).save(folder / "d.avif", quality=90)
+    Image.fromarray(scene(seed=5)).save(folder / "e.webp", quality=90)
+    write_dng(folder / "f.dng", scene(128, 96, seed=6))
+    (folder / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "ws"
+    add_model(home, "m1", seed=0, n_bits=16)
+    return home
+
+
+def test_every_format_is_indexed_and_videos_are_counted(home, library):
+    result = CliRunner().invoke(main, ["index", str(library), "--quiet", "--json", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["added"], data["skipped"], data["videos"], data["other_files"]) == (6, 0, 1, 1)
+    text = CliRunner().invoke(main, ["index", str(library), "--quiet", "--home", str(home)])
+    assert "not indexed: 1 other file, 1 video" in text.output
+
+
+@pytest.mark.parametrize("name, save", [("x.heic", write_heic), ("x.avif", lambda p, a: Image.fromarray(a).save(p, quality=95))])
+def test_heic_and_avif_decode_to_the_pictures_pixels(tmp_path, name, save):
+    pixels = scene(seed=7)
+    save(tmp_path / name, pixels)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    got, want = decode_views(tmp_path / name, (30, 40, 3)), decode_views(tmp_path / "x.png", (30, 40, 3))
+    assert (got.width, got.height) == (120, 90)
+    assert np.abs(got.array - want.array).mean() < 0.03  # lossy, but the same picture
+
+
+def test_a_dng_is_demosaiced_at_half_size_and_keeps_the_sensors_size(tmp_path):
+    pixels = scene(128, 96, seed=8)
+    decoded = decode_views(write_dng(tmp_path / "x.dng", pixels), (24, 32, 3))
+    assert (decoded.width, decoded.height) == (128, 96)
+    # the demosaiced picture is the scene's (colour calibration aside): it correlates strongly
+    want = np.asarray(Image.fromarray(pixels).resize((32, 24), Image.Resampling.LANCZOS), np.float32) / 255
+    other = np.asarray(Image.fromarray(scene(128, 96, seed=9)).resize((32, 24), Image.Resampling.LANCZOS), np.float32) / 255
+    same = np.corrcoef(decoded.array.mean(axis=-1).ravel(), want.mean(axis=-1).ravel())[0, 1]
+    assert same > 0.8 and same > np.corrcoef(decoded.array.mean(axis=-1).ravel(), other.mean(axis=-1).ravel())[0, 1] + 0.2
+
+
+def test_a_missing_decoder_or_a_broken_raw_file_is_one_line_naming_the_file(home, library, monkeypatch):
+    from semhash import formats
+
+    (library / "broken.cr2").write_bytes(b"definitely not a raw file" * 50)
+    monkeypatch.setattr(formats, "_heif_registered", False)  # as if pillow-heif were not installed
+    result = CliRunner().invoke(main, ["index", str(library), "--quiet", "--json", "--home", str(home), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["skipped"] == 2
+    assert "c.heic: HEIC/HEIF needs the pillow-heif package: pip install 'semhash[photos]'" in result.stderr
+    assert "broken.cr2: not a readable RAW file" in result.stderr and "Traceback" not in result.output
+
+
+def test_the_web_reader_makes_thumbnails_of_heic_avif_and_raw(home, library):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from semhash.web.app import create_app
+    from semhash.workspace import Workspace
+
+    assert CliRunner().invoke(main, ["index", str(library), "--quiet", "--home", str(home)]).exit_code == 0
+    ws = Workspace(home)
+    with TestClient(create_app(ws.index_path, ws), base_url="http://127.0.0.1") as client:
+        for name in ("c.heic", "d.avif", "f.dng"):
+            row = client.get("/api/images", params={"path": str(library.resolve() / name)})
+            assert row.status_code == 200, row.text
+            thumb = client.get(f"/api/images/{row.json()['id']}/thumbnail?size=64")
+            assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png", name
+            with Image.open(__import__("io").BytesIO(thumb.content)) as img:
+                assert max(img.size) == 64
