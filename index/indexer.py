@@ -256,6 +256,7 @@ class _Run:
         self.db = db
         self.hasher = hasher
         self.near_coder = near_coder
+        self.bytes_read = 0
         self.summary = summary
         self.warn = warn
         self.bar = bar
@@ -359,6 +360,9 @@ class _Run:
         self.summary.relabelled += relabelled
         for message in skipped_msgs:
             self.skip(message)
+        self.bytes_read += sum(w.size for w, (kind, *_) in zip(work, outcomes) if kind != "skip")
+        if not self.bar.disable:
+            self.bar.set_postfix_str(f"{self.bytes_read / 1e6:,.1f} MB read")
         self.bar.update(len(work))
 
 
@@ -652,9 +656,40 @@ def _index_files(index_path, root: Path, files, model, hasher, summary: IndexSum
 
 def _hash_files(db, root: Path, files, model, hasher, summary: IndexSummary, relabel: bool, batch_size: int,
                 progress: bool, pool, max_pending: int, ray_options, near_coder, existing, warn) -> None:  # fmt: skip
+    # first every file's stat: the unchanged ones are counted before any hashing starts, so
+    # the bar's rate and ETA are those of the files that are hashed
     seen: set[str] = set()
+    unreadable: list[str] = []
+    todo: list[_Work] = []
+    relabel_unchanged: list[dict] = []
+    for path, folder_label in files:
+        key = path_key(path)
+        label = None if folder_label is None else path_key(folder_label)
+        seen.add(key)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            unreadable.append(f"{key}: {_os_cause(exc)}")
+            continue
+        row = existing.get(key)
+        relabels = False
+        if row is not None and row.label != label:
+            if relabel:
+                relabels = True
+            else:  # first indexed from another root: its label stays, and is counted
+                summary.labels_kept += 1
+                label = row.label
+        if row is not None and row.size == st.st_size and row.mtime == st.st_mtime and row.complete:
+            summary.unchanged += 1
+            if relabels:
+                relabel_unchanged.append({"id": row.id, "label": label})
+            continue
+        todo.append(_Work(path, key, label, relabels, st.st_size, st.st_mtime, row))
+    if progress and summary.unchanged and todo:
+        tqdm.write(f"{summary.unchanged:,} of {len(files):,} files unchanged since they were indexed: hashing the other "
+                   f"{len(todo) + len(unreadable):,}", file=sys.stderr)  # fmt: skip
     with tqdm(
-        total=len(files), desc="indexing", unit="img", file=sys.stderr, disable=not progress, leave=False
+        total=len(todo), desc="indexing", unit="img", file=sys.stderr, disable=not progress, leave=False
     ) as bar:
         if ray_options is not None:
             from semhash.index import ray_engine
@@ -662,34 +697,15 @@ def _hash_files(db, root: Path, files, model, hasher, summary: IndexSummary, rel
             run = ray_engine.ray_index_run(db, model, hasher, summary, warn, bar, batch_size=batch_size, **ray_options)
         else:
             run = _Run(db, hasher, summary, warn, bar, pool, max_pending, near_coder)
+        for message in unreadable:
+            run.skip(message)
         relabel_limit = max(batch_size, 1000)
-        for path, folder_label in files:
-            key = path_key(path)
-            label = None if folder_label is None else path_key(folder_label)
-            seen.add(key)
-            try:
-                st = path.stat()
-            except OSError as exc:
-                run.skip(f"{key}: {_os_cause(exc)}")
-                bar.update(1)
-                continue
-            row = existing.get(key)
-            relabels = False
-            if row is not None and row.label != label:
-                if relabel:
-                    relabels = True
-                else:  # first indexed from another root: its label stays, and is counted
-                    summary.labels_kept += 1
-                    label = row.label
-            if row is not None and row.size == st.st_size and row.mtime == st.st_mtime and row.complete:
-                summary.unchanged += 1
-                bar.update(1)
-                if relabels:
-                    run.relabel.append({"id": row.id, "label": label})
-                    if len(run.relabel) >= relabel_limit:
-                        run.flush()
-                continue
-            run.work.append(_Work(path, key, label, relabels, st.st_size, st.st_mtime, row))
+        for change in relabel_unchanged:
+            run.relabel.append(change)
+            if len(run.relabel) >= relabel_limit:
+                run.flush()
+        for work in todo:
+            run.work.append(work)
             if len(run.work) >= batch_size:
                 run.flush()
         run.flush()

@@ -226,3 +226,22 @@ def test_compare_names_every_missing_model_before_any_work(home, cli, monkeypatc
     result = cli("evaluate", "--compare", "tiny", "cnn30", "itq-1", home=home, ok=False)
     line = one_line_error(result)
     assert "'cnn30', 'itq-1'" in line and "trained: tiny" in line and "semhash train" in line
+
+
+def test_a_resumed_index_run_says_what_it_skips_and_the_bar_counts_bytes(tmp_path):
+    from index_fixtures import add_model, write_digit_folder
+
+    home = tmp_path / "ws"
+    add_model(home, "m1", seed=0, n_bits=16)
+    folder = tmp_path / "imgs"
+    written = write_digit_folder(folder, per_class=4, classes=(0, 1))
+    runner = CliRunner()
+    first = runner.invoke(main, ["index", str(folder), "--home", str(home), "--workers", "1"])
+    assert first.exit_code == 0, first.output
+    assert "MB read" in first.stderr and "unchanged since" not in first.stderr  # nothing to resume
+    written[0].with_name("new.png").write_bytes(written[0].read_bytes()[:-1] + b"\x00")  # one more file (same pixels)
+    again = runner.invoke(main, ["index", str(folder), "--home", str(home), "--workers", "1"])
+    assert again.exit_code == 0, again.output
+    assert "8 of 9 files unchanged since they were indexed: hashing the other 1" in again.stderr
+    quiet = runner.invoke(main, ["index", str(folder), "--home", str(home), "--quiet"])
+    assert "unchanged since" not in quiet.stderr and "9 unchanged" in quiet.stdout
