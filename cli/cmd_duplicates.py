@@ -12,7 +12,7 @@ import click
 from semhash.cli.common import echo_err, format_table, home_option, index_location, index_option, json_option, library_errors, print_json
 from semhash.tiers import MAX_GROUP_THRESHOLD, MIN_QUALITY, NEAR_THRESHOLD, TIER_CHOICES
 
-KEEP_CHOICES = ("largest", "oldest", "newest", "shortest-path")
+KEEP_CHOICES = ("largest", "oldest", "newest", "shortest-path", "original-format")
 CSV_FIELDS = ("group", "role", "tier", "distance", "path", "size", "width", "height", "mtime")
 
 
@@ -68,7 +68,7 @@ def format_csv(data: dict) -> str:
 @click.option("--tier", type=click.Choice(TIER_CHOICES), default="near", show_default=True, help="The loosest tier that makes a copy: exact (the same bytes), near (also re-saved, resized, brightened... copies: PDQ), similar (also look-alikes: the model's code within --radius; all is the same).")
 @click.option("--near-threshold", type=click.IntRange(0, MAX_GROUP_THRESHOLD), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256, at most {MAX_GROUP_THRESHOLD} [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 7 of 64].")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=None, help="Similar tier: Hamming radius of the model's code (needed with --tier similar).")
-@click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path.")
+@click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path, original-format (a RAW file over HEIC/AVIF over JPEG and the rest, then the largest).")
 @click.option("--min-quality", type=click.IntRange(0, 100), default=MIN_QUALITY, show_default=True, help="Images whose PDQ quality is below this (flat: blank, nearly uniform) take no part in the near tier (their exact copies are still found).")
 @click.option("--mirrors", is_flag=True, help="Also find copies that were mirrored or rotated by 90/180/270 degrees (searches each image's 8 orientations: slower).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per file (group, role, tier, distance, path, size, width, height, mtime).")

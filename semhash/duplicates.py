@@ -31,7 +31,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -40,7 +40,7 @@ from sqlalchemy import delete, insert, select
 from semhash.errors import SemhashError
 from semhash.tiers import DIHEDRAL_MAX, MAX_GROUP_THRESHOLD, MIN_QUALITY, TIERS, tiers_for
 
-KEEP_RULES = ("largest", "oldest", "newest", "shortest-path")
+KEEP_RULES = ("largest", "oldest", "newest", "shortest-path", "original-format")
 DECISIONS = ("not_duplicates", "keep", "skip")
 MANIFEST_FORMAT = "semhash-moves"
 
@@ -148,6 +148,10 @@ def _keep_key(keep: str) -> Callable[["Member"], tuple]:
         return lambda m: (-m.mtime, m.path)
     if keep == "shortest-path":
         return lambda m: (len(m.path), m.path)
+    if keep == "original-format":  # a camera's RAW file over its HEIC/AVIF over a JPEG, then the largest
+        from semhash.formats import FORMAT_RANK
+
+        return lambda m: (-FORMAT_RANK.get(PurePath(m.path).suffix.lower(), 1), -m.pixels, -m.size, m.path)
     raise DuplicatesError(f"unknown keep rule {keep!r}: use one of {', '.join(KEEP_RULES)}")
 
 

@@ -148,3 +148,24 @@ def test_the_web_reader_makes_thumbnails_of_heic_avif_and_raw(home, library):
             assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png", name
             with Image.open(__import__("io").BytesIO(thumb.content)) as img:
                 assert max(img.size) == 64
+
+
+def test_duplicates_can_keep_the_original_format_over_a_larger_jpeg(home, tmp_path):
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    dng = write_dng(folder / "IMG_0001.dng", scene(128, 96, seed=11))
+    developed = decode_views(dng, (8, 8, 3))  # what the camera file shows, as a JPEG twice its preview's size
+    Image.fromarray(developed.near).resize((256, 192), Image.Resampling.LANCZOS).save(folder / "IMG_0001.jpg", quality=90)
+    write_heic(folder / "IMG_0002.heic", scene(seed=13))
+    Image.fromarray(scene(seed=13)).resize((240, 180), Image.Resampling.LANCZOS).save(folder / "IMG_0002.jpg", quality=90)
+    assert CliRunner().invoke(main, ["index", str(folder), "--quiet", "--home", str(home)]).exit_code == 0
+
+    def keepers(rule: str) -> list[str]:
+        result = CliRunner().invoke(main, ["duplicates", "--keep", rule, "--json", "--home", str(home)])
+        assert result.exit_code == 0, result.output
+        groups = json.loads(result.stdout)["groups"]
+        assert len(groups) == 2 and all(len(g["duplicates"]) == 1 for g in groups)
+        return sorted(Path(g["keeper"]["path"]).name for g in groups)
+
+    assert keepers("largest") == ["IMG_0001.jpg", "IMG_0002.jpg"]
+    assert keepers("original-format") == ["IMG_0001.dng", "IMG_0002.heic"]

@@ -34,7 +34,7 @@ function view() {
   const offset = Number(params.get("offset"));
   return {
     tier: params.get("tier") === "exact" ? "exact" : "near",
-    keep: ["largest", "oldest", "newest", "shortest-path"].includes(params.get("keep")) ? params.get("keep") : "largest",
+    keep: ["largest", "oldest", "newest", "shortest-path", "original-format"].includes(params.get("keep")) ? params.get("keep") : "largest",
     offset: Number.isInteger(offset) && offset >= 0 ? offset : 0,
     folder: params.get("folder") || "",
     label: params.get("label") || "",
