@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -35,6 +37,9 @@ def add_arguments(parser) -> None:
                         help="a hyperparameter of the copy kind (JSON value), e.g. koleo=0, train_steps=600, filters=[16,32,64,128]")  # fmt: skip
     parser.add_argument("--name", default="default", help="the row's name in the JSON")
     parser.add_argument("--out", default=None, help="JSON to add the row to [docs/benchmarks/copy_model.json]")
+    parser.add_argument("--mark-default", default=None, metavar="ROW",
+                        help="train nothing: mark ROW as the one measured with the copy kind's current defaults "
+                             "(checked: its parameters must be them); the README's copies table shows it")  # fmt: skip
 
 
 def _model_input(images, shape) -> np.ndarray:
@@ -93,12 +98,36 @@ def _cost_320_jpeg(hasher, shape) -> float:
     return round(1000 * float(np.median(times)), 2)
 
 
+def mark_default(args) -> dict:
+    """Point ``default_row`` at a row whose parameters are the copy kind's defaults now."""
+    from benchmarks.common import RESULTS
+    from semhash.models import build_model
+
+    path = RESULTS / "copy_model.json" if args.out is None else args.out
+    payload = json.loads(open(path).read())
+    row = payload["rows"].get(args.mark_default)
+    if row is None:
+        raise SystemExit(f"{path}: no row {args.mark_default!r} (rows: {', '.join(payload['rows'])})")
+    model = build_model("copy", {})
+    defaults = json.loads(json.dumps(model.get_params() | {"input_shape": list(model.input_shape)}))
+    differ = sorted(k for k in defaults if row["params"].get(k) != defaults[k])
+    if differ:
+        raise SystemExit(f"row {args.mark_default!r} differs from the defaults in: {', '.join(differ)}")
+    payload["default_row"] = args.mark_default
+    payload["default_row_command"] = f"python -m benchmarks copy-model --mark-default {shlex.quote(args.mark_default)}"
+    log(f"wrote {write_json('copy_model', payload, path)}")
+    return payload
+
+
 def run(args) -> dict:
+    if args.mark_default:
+        return mark_default(args)
     from PIL import Image
 
     from benchmarks.copies import _best_recall, _copy, _distinct, _photos, _tiles
     from semhash.edits import EDITS
     from semhash.models import build_model
+    from semhash.near_codes import MODEL_THRESHOLD_SHARE
 
     params = {}
     for item in args.set:
@@ -141,9 +170,10 @@ def run(args) -> dict:
     near_db = _near_path_codes(hasher, database)
     near_unrelated = _hamming(_near_path_codes(hasher, unrelated), near_db).min(axis=1)
     near_threshold = max([t for t in range(bits + 1) if (near_unrelated <= t).mean() <= MAX_UNRELATED], default=-1)
-    near_path = {"threshold": near_threshold, "default_threshold": max(1, round(bits * 7 / 64)), "recall_at_99_precision": {},
+    default_threshold = max(1, round(bits * MODEL_THRESHOLD_SHARE))
+    near_path = {"threshold": near_threshold, "default_threshold": default_threshold, "recall_at_99_precision": {},
                  "recall_at_threshold": {}, "recall_at_default": {},
-                 "unrelated_with_a_match_at_default": round(float((near_unrelated <= max(1, round(bits * 7 / 64))).mean()), 4)}  # fmt: skip
+                 "unrelated_with_a_match_at_default": round(float((near_unrelated <= default_threshold).mean()), 4)}  # fmt: skip
     for edit, copies in made.items():
         d = _hamming(_near_path_codes(hasher, copies), near_db)
         own = d[np.arange(len(chosen)), chosen]
@@ -182,6 +212,7 @@ def run(args) -> dict:
         payload = {"description": __doc__.split("\n\n")[0], "database_tiles": len(database), "unrelated_tiles": len(unrelated),
                    "copies_per_edit": int(len(chosen)), "rows": {}}  # fmt: skip
     payload["rows"][args.name] = {"machine": machine_info(), **row}
+    payload.setdefault("commands", {})[args.name] = "python -m benchmarks copy-model " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     written = write_json("copy_model", payload, path)
     log(f"wrote {written}")
     return payload

@@ -66,7 +66,7 @@ def format_csv(data: dict) -> str:
 
 @click.command()
 @click.option("--tier", type=click.Choice(TIER_CHOICES), default="near", show_default=True, help="The loosest tier that makes a copy: exact (the same bytes), near (also re-saved, resized, brightened... copies: PDQ), similar (also look-alikes: the model's code within --radius; all is the same).")
-@click.option("--near-threshold", type=click.IntRange(0, MAX_GROUP_THRESHOLD), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256, at most {MAX_GROUP_THRESHOLD} [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 7 of 64].")
+@click.option("--near-threshold", type=click.IntRange(0, MAX_GROUP_THRESHOLD), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256, at most {MAX_GROUP_THRESHOLD} [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 9 of 64].")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=None, help="Similar tier: Hamming radius of the model's code (needed with --tier similar).")
 @click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path, original-format (a RAW file over HEIC/AVIF over JPEG and the rest, then the largest).")
 @click.option("--min-quality", type=click.IntRange(0, 100), default=MIN_QUALITY, show_default=True, help="Images whose PDQ quality is below this (flat: blank, nearly uniform) take no part in the near tier (their exact copies are still found).")

@@ -272,7 +272,7 @@ def _read_codes_file(path: str) -> tuple[list[str], list[str]]:
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=2, show_default=True, help="Hamming radius.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None, help="At most N matches per query (the count of all of them is still printed: 'N of M matches').")
 @click.option("--tier", type=click.Choice(TIER_CHOICES), default="all", show_default=True, help="Which matches: exact (the same bytes), near (copies: re-saved, resized, brightened, mirrored; PDQ), similar (look-alikes: the model's code within --radius), or all of them, in that order. A query by --code searches the similar tier only.")
-@click.option("--near-threshold", type=click.IntRange(0, 128), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256 [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 7 of 64].")
+@click.option("--near-threshold", type=click.IntRange(0, 128), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256 [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 9 of 64].")
 @click.option(
     "--show",
     type=click.Path(dir_okay=False),

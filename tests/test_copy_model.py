@@ -157,3 +157,19 @@ def test_an_itq_final_rotation_folds_into_the_coding_layer_and_exports(tiles):
     _assert_hasher_matches(model, tiles)
     with pytest.raises(ModelError, match="final_rotation"):
         build_model("copy", {**TINY, "final_rotation": "pca"}).fit(tiles[:64])
+
+
+def test_the_benchmarks_default_row_is_the_kinds_defaults_and_sets_the_near_threshold():
+    """docs/benchmarks/copy_model.json's ``default_row`` (the README's copies table shows it)
+    was measured with the kind's current defaults, and the near tier's default threshold for a
+    64-bit model is the one that row calibrated on its unrelated photos."""
+    from pathlib import Path
+
+    from semhash.near_codes import MODEL_THRESHOLD_SHARE
+
+    doc = json.loads((Path(__file__).parents[1] / "docs" / "benchmarks" / "copy_model.json").read_text())
+    row = doc["rows"][doc["default_row"]]
+    model = build_model("copy", {})
+    defaults = json.loads(json.dumps(model.get_params() | {"input_shape": list(model.input_shape)}))
+    assert {k: row["params"].get(k) for k in defaults} == defaults
+    assert row["near_tier_path"]["threshold"] == round(64 * MODEL_THRESHOLD_SHARE)

@@ -91,7 +91,7 @@ def test_index_stores_the_models_codes_as_the_near_tier(home, photos):
         meta = db.meta()
         rows = s.connection().exec_driver_sql("SELECT path, near_code, near_variants, near_quality FROM images").fetchall()
     scheme = meta.near_scheme
-    assert (scheme.model, scheme.bits, scheme.threshold) == ("near", NEAR_BITS, round(NEAR_BITS * 7 / 64))
+    assert (scheme.model, scheme.bits, scheme.threshold) == ("near", NEAR_BITS, round(NEAR_BITS * 9 / 64))
     hasher = ws.model("near").load_hasher()
     assert scheme.fingerprint == hasher.fingerprint
     # each row's near code is the model's code of the decoded image, padded: nothing else

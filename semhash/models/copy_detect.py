@@ -7,7 +7,7 @@ from the user's own photos: a CNN (strided 3x3 convolutions with batch norm, ``f
 (:mod:`semhash.models.copy_views`: the edits of the copies benchmark at random strengths)
 with NT-Xent on the binary codes, where only the two copies of one image are positives
 (no nearest-neighbour positives: two different photos of one kind are not copies), plus
-KoLeo on the embeddings, which spreads distinct images apart.  64 bits by default, RGB
+KoLeo on the embeddings (weight 10), which spreads distinct images apart.  64 bits by default, RGB
 64x64 inputs.
 
 It is :class:`semhash.models.contrastive.ContrastiveHashNetwork` with other views and terms.
@@ -60,7 +60,7 @@ class CopyHashModel(ContrastiveHashModel):
         downsample: str = "stride",
         coding: str = "bihalf",
         temperature: float = 0.1,
-        koleo: float = 3.0,
+        koleo: float = 10.0,
         decorrelation: float = 1.0,
         final_rotation: str = "none",
         crop: float = 0.2,
