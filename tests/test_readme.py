@@ -130,7 +130,11 @@ def test_scale_lines_follow_the_benchmark_json(readme_script):
 def test_copies_block_follows_the_benchmark_json(readme_script):
     """The near tier's figures in the README are made from docs/benchmarks/copies.json."""
     copies = readme_script.load(readme_script.COPIES)
-    before = readme_script.copies_block(copies)
+    copy_model = readme_script.load(readme_script.COPY_MODEL)
+    before = readme_script.copies_block(copies, copy_model)
     copies["recall_at_99_precision"]["PDQ"]["crop_5pct"]["recall"] = 0.123
-    after = readme_script.copies_block(copies)
+    after = readme_script.copies_block(copies, copy_model)
     assert before != after and "| cropped 5% |" in after and "12%" in after
+    # ... and the copy model's columns from copy_model.json's default row
+    copy_model["rows"][copy_model["default_row"]]["near_tier_path"]["recall_at_99_precision"]["pad_10pct"] = 0.777
+    assert "78%" in readme_script.copies_block(copies, copy_model).split("| padded 10% |")[1].split("\n")[0]
