@@ -8,6 +8,9 @@ reloaded model the same bits again (test_zoo's helpers: the same rule for every 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,10 +74,18 @@ def test_sign_model_exports_reloads_and_selects_by_validation_map(sign_model, di
 def test_defaults_are_the_logged_best_configuration(default_model, digits, tmp_path):
     # docs/benchmarks/contrastive_experiments.json, tags cnn-e60-blur-bihalf-nnclr2048 and
     # mnist5k-epochs120 (the same, twice the steps)
+    # + docs/benchmarks/contrastive_copy_views_{fashion,mnist}.json, tags *-copy-views-itq (issue 22)
     params = build_model("contrastive", {}).get_params()
     assert {k: params[k] for k in ("coding", "queue_size", "blur", "train_steps", "epochs")} == {
         "coding": "bihalf", "queue_size": 2048, "blur": 0.25, "train_steps": 1800, "epochs": None,
     }  # fmt: skip
+    assert {k: params[k] for k in ("brightness", "view_gamma", "resample", "jpeg", "bit_margin", "final_rotation")} == {
+        "brightness": 0.15, "view_gamma": 0.2, "resample": 0.5, "jpeg": 0.5, "bit_margin": 0.0, "final_rotation": "itq",
+    }  # fmt: skip
+    logged = json.loads((Path(__file__).parents[1] / "docs" / "benchmarks" / "contrastive_copy_views_fashion.json").read_text())
+    row = next(r for r in logged["results"] if r["tag"] == "fmnist-copy-views-itq")
+    assert {k: row["params"][k] for k in ("brightness", "view_gamma", "resample", "jpeg", "final_rotation")} == {
+        k: params[k] for k in ("brightness", "view_gamma", "resample", "jpeg", "final_rotation")}
     net = default_model.network_
     config = net.get_config()
     assert config["coding"] == "bihalf" and config["queue_size"] == 2048 and config["augmentation"]["blur"] == 0.25
