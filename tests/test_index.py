@@ -644,3 +644,20 @@ def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_
     assert len(rows(index_path)) % 2 == 0  # whole batches only
     again, _ = run(folder, m1, index_path)
     assert again.total == 15
+
+
+def test_batches_end_at_a_file_count_or_a_byte_budget():
+    """Photos of a few MB make batches of a few files (a pool shares out whole batches);
+    small files still go 256 at a time; order kept, nothing lost, a huge file alone."""
+    from semhash.index.indexer import BATCH_BYTES, _batches, _Work
+
+    def work(i: int, size: int) -> _Work:
+        return _Work(Path(f"/x/{i}.jpg"), f"/x/{i}.jpg", None, False, size, 0.0, None)
+
+    small = [work(i, 1000) for i in range(600)]
+    assert [len(b) for b in _batches(small, 256)] == [256, 256, 88]
+    photos = [work(i, 4 << 20) for i in range(10)]
+    cut = _batches(photos, 256)
+    assert [len(b) for b in cut] == [4, 4, 2] and sum(cut, []) == photos
+    assert [len(b) for b in _batches([work(0, 3 * BATCH_BYTES), work(1, 10)], 256)] == [1, 1]
+    assert _batches([], 256) == []
