@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from index_fixtures import add_model
+from index_fixtures import home  # noqa: F401  (the shared workspace with model m1)
 from semhash.cli import main
 from semhash.data import decode_views
 
@@ -80,13 +80,6 @@ def library(tmp_path: Path) -> Path:
     (folder / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     (folder / "notes.txt").write_text("not a photo")
     return folder
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "ws"
-    add_model(home, "m1", seed=0, n_bits=16)
-    return home
 
 
 def test_every_format_is_indexed_and_videos_are_counted(home, library):
