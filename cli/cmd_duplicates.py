@@ -12,8 +12,8 @@ import click
 from semhash.cli.common import echo_err, format_table, home_option, index_location, index_option, json_option, library_errors, print_json
 from semhash.tiers import MAX_GROUP_THRESHOLD, MIN_QUALITY, NEAR_THRESHOLD, TIER_CHOICES
 
-KEEP_CHOICES = ("largest", "oldest", "newest", "shortest-path", "original-format")
-CSV_FIELDS = ("group", "role", "tier", "distance", "path", "size", "width", "height", "mtime")
+KEEP_CHOICES = ("largest", "oldest", "newest", "shortest-path", "original-format", "oldest-capture")
+CSV_FIELDS = ("group", "role", "tier", "distance", "path", "size", "width", "height", "mtime", "format", "taken_at", "camera")
 
 
 def _size(n: int) -> str:
@@ -24,8 +24,8 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _when(mtime: float) -> str:
-    return datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M") if mtime else ""
+def _when(seconds: float | None) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M") if seconds else ""
 
 
 def _rows(data: dict):
@@ -42,10 +42,12 @@ def format_duplicates(data: dict) -> str:
     if data["groups"]:
         table = [
             (number, role, "" if role == "keep" else m["tier"], "" if role == "keep" else m["distance"], m["path"],
-             _size(m["size"]), f"{m['width']}x{m['height']}" if m["width"] else "", _when(m["mtime"]))
+             _size(m["size"]), f"{m['width']}x{m['height']}" if m["width"] else "", m.get("format") or "",
+             _when(m.get("taken_at")), _when(m["mtime"]))
             for number, role, m in _rows(data)
         ]  # fmt: skip
-        lines.append(format_table(["group", "role", "tier", "distance", "path", "size", "pixels", "modified (UTC)"], table))
+        headers = ["group", "role", "tier", "distance", "path", "size", "pixels", "format", "taken (UTC)", "modified (UTC)"]
+        lines.append(format_table(headers, table))
     tiers = data["tiers"][0] if len(data["tiers"]) == 1 else ", ".join(data["tiers"][:-1]) + " and " + data["tiers"][-1]
     lines.append(
         f"{totals['groups']} group{'s' if totals['groups'] != 1 else ''} of copies ({tiers} tiers) among "
@@ -60,7 +62,8 @@ def format_csv(data: dict) -> str:
     writer.writerow(CSV_FIELDS)
     for number, role, m in _rows(data):
         writer.writerow([number, role, "" if role == "keep" else m["tier"], "" if role == "keep" else m["distance"], m["path"],
-                         m["size"], m["width"] or "", m["height"] or "", m["mtime"]])  # fmt: skip
+                         m["size"], m["width"] or "", m["height"] or "", m["mtime"], m.get("format") or "",
+                         "" if m.get("taken_at") is None else m["taken_at"], m.get("camera") or ""])  # fmt: skip
     return out.getvalue()
 
 
@@ -68,7 +71,7 @@ def format_csv(data: dict) -> str:
 @click.option("--tier", type=click.Choice(TIER_CHOICES), default="near", show_default=True, help="The loosest tier that makes a copy: exact (the same bytes), near (also re-saved, resized, brightened... copies: PDQ), similar (also look-alikes: the model's code within --radius; all is the same).")
 @click.option("--near-threshold", type=click.IntRange(0, MAX_GROUP_THRESHOLD), default=None, metavar="BITS", help=f"Near tier: the most bits a copy's near code may differ by: PDQ's of 256, at most {MAX_GROUP_THRESHOLD} [default: {NEAR_THRESHOLD}]; a near model's, at most half its bits [default: the index's, 9 of 64].")
 @click.option("--radius", "-r", type=click.IntRange(0, 64), default=None, help="Similar tier: Hamming radius of the model's code (needed with --tier similar).")
-@click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path, original-format (a RAW file over HEIC/AVIF over JPEG and the rest, then the largest).")
+@click.option("--keep", type=click.Choice(KEEP_CHOICES), default="largest", show_default=True, help="Which image of a group is kept: largest (most pixels, then bytes), oldest or newest (modification time), shortest-path, original-format (a RAW file over HEIC/AVIF over JPEG and the rest, then the largest), oldest-capture (the EXIF capture time, else the modification time; then the largest).")
 @click.option("--min-quality", type=click.IntRange(0, 100), default=MIN_QUALITY, show_default=True, help="Images whose PDQ quality is below this (flat: blank, nearly uniform) take no part in the near tier (their exact copies are still found).")
 @click.option("--mirrors", is_flag=True, help="Also find copies that were mirrored or rotated by 90/180/270 degrees (searches each image's 8 orientations: slower).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per file (group, role, tier, distance, path, size, width, height, mtime).")

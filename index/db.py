@@ -6,7 +6,7 @@ Three tables (SQLAlchemy 2.0 typed ORM):
 
 * ``images``  one row per image file: the path's key (:mod:`semhash.index.pathkeys`: the
   path as text, undecodable bytes written ``\\xNN``), sha256 of its bytes (the exact tier),
-  size, mtime, pixel width and height, label (first-level subfolder's name, same scheme),
+  size, mtime, pixel width and height, capture time, camera and format, label (first-level subfolder's name, same scheme),
   the near-duplicate tier's code (``near_code``: the image's PDQ code of
   :mod:`semhash.perceptual`, 32 bytes, the one the near lookup indexes; ``near_variants``:
   the codes of its 7 rotations and mirrors, 224 bytes; ``near_quality``) and the
@@ -27,7 +27,9 @@ IMMEDIATE``) for up to ``_BUSY_TIMEOUT_S``.
 
 Schema versions: 1 stored paths as plain text (a name that is not UTF-8 could not be stored);
 2 stores path keys; 3 adds the near tier, pixel sizes and decisions (rows indexed before get
-their near codes on the next ``semhash index`` run).  An older file is upgraded in one
+their near codes on the next ``semhash index`` run); 4 adds what a photo says of itself
+(``taken_at``: EXIF capture time, ``camera``, ``format``; filled in as files are hashed
+again, which the next run does for every row without them).  An older file is upgraded in one
 transaction when opened; a newer version than this code knows is refused.  Every database error that reaches a caller becomes
 one :class:`IndexError_` line naming the file (:func:`database_errors`).
 
@@ -86,7 +88,7 @@ from semhash.errors import IndexBusyError, IndexDamagedError, IndexError_
 from semhash.index.pathkeys import printable
 from semhash.lifetime import interruptible, remove_abandoned, reraise_interrupt
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _BUSY_TIMEOUT_S = 30.0
 _CONNECT_TIMEOUT_S = 10
 # pg_advisory_xact_lock key of semhash's write lock (advisory locks are per database)
@@ -123,10 +125,17 @@ class ImageRow(Base):
     near_quality: Mapped[int | None] = mapped_column(Integer, nullable=True)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # schema 4: what the photo says of itself (semhash.exif); NULL where it says nothing, on
+    # rows indexed before (filled in when the file is next hashed) and on imports without them
+    taken_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # EXIF DateTimeOriginal, POSIX seconds
+    camera: Mapped[str | None] = mapped_column(Text, nullable=True)  # EXIF make and model
+    format: Mapped[str | None] = mapped_column(Text, nullable=True)  # "JPEG", "HEIF", "PNG", a RAW file's "DNG", ...
 
 
 #: the columns schema 3 added to ``images`` (an upgrade adds them in place)
 V3_COLUMNS = ("near_code", "near_variants", "near_quality", "width", "height")
+#: the columns schema 4 added
+V4_COLUMNS = ("taken_at", "camera", "format")
 
 
 class DecisionRow(Base):
@@ -374,6 +383,12 @@ class IndexDB:
     def has_near_tier(self) -> bool:
         """Whether the record has the near tier's columns (schema 3)."""
         return self.schema_version >= 3
+
+    @property
+    def has_photo_facts(self) -> bool:
+        """Schema 4's capture time, camera and format columns are there (an older index read
+        as it is, on read-only media, has none)."""
+        return self.schema_version >= 4
 
     def require_near_tier(self) -> None:
         if not self.has_near_tier:
@@ -770,7 +785,9 @@ def _upgrade(engine: Engine) -> None:
     """Bring an older index to :data:`SCHEMA_VERSION` in one transaction: version 1 -> 2
     rewrites the few paths and labels whose text differs as keys (those with a backslash);
     2 -> 3 adds the near-tier and pixel-size columns (NULL until the next index run) and the
-    decisions table.  Sets schema_version and bumps the generation."""
+    decisions table; 3 -> 4 the capture time, camera and format columns (NULL: the rows keep
+    their codes, so only files hashed again get them).  Sets schema_version and bumps the
+    generation."""
     with Session(_writer(engine)) as s, s.begin():
         version = int(s.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version")))
         if version >= SCHEMA_VERSION:
@@ -780,7 +797,7 @@ def _upgrade(engine: Engine) -> None:
         conn = s.connection()
         present = {c["name"] for c in inspect(conn).get_columns(ImageRow.__tablename__)}
         table = ImageRow.__table__
-        for name in V3_COLUMNS:
+        for name in (*V3_COLUMNS, *V4_COLUMNS):
             if name not in present:
                 column_type = table.c[name].type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {column_type}")

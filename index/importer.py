@@ -17,6 +17,9 @@ image file (others are ignored, with a warning):
     near_quality  integer   optional: PDQ's quality, 0-100 (unknown when absent)
     width         integer   optional: the image's pixel width
     height        integer   optional: its pixel height
+    taken_at      number    optional: capture time (EXIF), seconds since the epoch
+    camera        string    optional: the camera's make and model
+    format        string    optional: the file format ("JPEG", "HEIF", "DNG", ...)
 
 Every file is read and checked before anything is written, and all rows are then written
 in one transaction, so a bad file, a bad row or a failed write (a full disk) leaves the
@@ -68,9 +71,9 @@ from semhash.index.search import refresh_lookup, refresh_lookup_after_upsert, sa
 
 BATCH_ROWS = 1 << 16
 OPTIONAL_COLUMNS = ("label", "label_bytes", "content_hash", "size", "mtime", "near_code", "near_variants", "near_quality", "width",
-                    "height")
+                    "height", "taken_at", "camera", "format")
 #: the optional columns that stay NULL when a file leaves them out (no default value)
-NULLABLE_COLUMNS = ("near_code", "near_variants", "near_quality", "width", "height")
+NULLABLE_COLUMNS = ("near_code", "near_variants", "near_quality", "width", "height", "taken_at", "camera", "format")
 PATH_COLUMNS = ("path_bytes", "path")  # in order of preference
 _IMPORT_CACHE_KIB = 256 * 1024  # SQLite page cache for the import's connection: index inserts stay in memory
 
@@ -147,11 +150,13 @@ class _File:
             "near_code": lambda t: _is_binary(t) or _is_text(t), "near_variants": lambda t: _is_binary(t) or _is_text(t),
             "near_quality": pa.types.is_integer,
             "width": pa.types.is_integer, "height": pa.types.is_integer,
+            "taken_at": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t), "camera": _is_text, "format": _is_text,
         }  # fmt: skip
         kinds = {"path": "string", "path_bytes": "binary", "code": "integer", "label": "string", "label_bytes": "binary",
                  "content_hash": "string", "size": "integer", "mtime": "number", "near_code": "binary or hex text",
                  "near_variants": "binary or hex text",
-                 "near_quality": "integer", "width": "integer", "height": "integer"}  # fmt: skip
+                 "near_quality": "integer", "width": "integer", "height": "integer", "taken_at": "number",
+                 "camera": "string", "format": "string"}  # fmt: skip
         for name, is_ok in expected.items():
             if name in types and not (is_ok(types[name]) or pa.types.is_null(types[name])):
                 raise ImportFileError(f"{self.name}: column '{name}' is {types[name]}, not {kinds[name]}")
@@ -325,7 +330,26 @@ def _checked(batch, file: _File, first_row: int, n_bits: int) -> dict[str, Any]:
             raise ImportFileError(f"{file.name}: row {row}: mtime {mtime[row - first_row].as_py()} is not a number of seconds")
         checked["mtime"] = mtime
     _check_near(column, checked, file, first_row)
+    _check_photo_facts(column, checked, file, first_row)
     return checked
+
+
+def _check_photo_facts(column: dict, checked: dict, file: "_File", first_row: int) -> None:
+    """The optional photo facts: ``taken_at`` a finite number of seconds, ``camera`` and
+    ``format`` text; nulls stay null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "taken_at" in column and not pa.types.is_null(column["taken_at"].type):
+        taken = column["taken_at"].cast(pa.float64())
+        odd = pc.fill_null(pc.invert(pc.is_finite(taken)), False)
+        if pc.any(odd).as_py():
+            row = _first_true(odd)
+            raise ImportFileError(f"{file.name}: row {first_row + row}: taken_at {taken[row].as_py()} is not a number of seconds")
+        checked["taken_at"] = taken
+    for name in ("camera", "format"):
+        if name in column and not pa.types.is_null(column[name].type):
+            checked[name] = _plain(column[name]).cast(pa.large_string())
 
 
 def _check_near(column: dict, checked: dict, file: _File, first_row: int) -> None:
@@ -394,7 +418,8 @@ _STAGING_TABLE = (  # what a file leaves out takes the default; indexed_at is on
     f"CREATE TEMP TABLE {_STAGING.split('.')[1]} "
     "(path TEXT, code INTEGER, label TEXT DEFAULT NULL, content_hash TEXT DEFAULT '', size INTEGER DEFAULT 0, "
     "mtime REAL DEFAULT 0.0, near_code TEXT DEFAULT NULL, near_variants TEXT DEFAULT NULL, near_quality INTEGER DEFAULT NULL, "
-    "width INTEGER DEFAULT NULL, height INTEGER DEFAULT NULL)"
+    "width INTEGER DEFAULT NULL, height INTEGER DEFAULT NULL, taken_at REAL DEFAULT NULL, camera TEXT DEFAULT NULL, "
+    "format TEXT DEFAULT NULL)"
 )
 # near codes travel as hex in the JSON batches; SQLite before 3.41 has no unhex(): this
 # function is registered on the import's connection
@@ -608,7 +633,7 @@ def _read_all(files: list[_File], n_bits: int, bar) -> _Columns:
 
     parts: dict[str, list] = {c: [] for c in ("path", "code", "label", "content_hash", "size", "mtime", *NULLABLE_COLUMNS)}
     near_types = {"near_code": pa.binary(), "near_variants": pa.binary(), "near_quality": pa.int64(), "width": pa.int64(),
-                  "height": pa.int64()}  # fmt: skip
+                  "height": pa.int64(), "taken_at": pa.float64(), "camera": pa.large_string(), "format": pa.large_string()}  # fmt: skip
     given: set[str] = set()
     for f in files:
         for first, batch in f.batches():

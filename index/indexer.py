@@ -59,7 +59,8 @@ from semhash.near_codes import PDQ
 from semhash.workspace import ModelInfo
 
 # columns a run sets on a row another run inserted first (never its label: first indexed wins)
-_CONTENT_COLUMNS = ("content_hash", "size", "mtime", "code", "indexed_at", "near_code", "near_variants", "near_quality", "width", "height")
+_CONTENT_COLUMNS = ("content_hash", "size", "mtime", "code", "indexed_at", "near_code", "near_variants", "near_quality", "width", "height",
+                    "taken_at", "camera", "format")
 
 
 @dataclass
@@ -92,7 +93,7 @@ class _Row(NamedTuple):
     mtime: float
     content_hash: str
     label: str | None
-    complete: bool = True  # has every tier's code (rows indexed before schema 3 lack the near codes)
+    complete: bool = True  # has every tier's code and the photo's facts (rows indexed before schema 3 / 4 lack them)
 
 
 class _Work(NamedTuple):
@@ -142,13 +143,17 @@ def file_is_gone(key: str) -> bool:
 class ImageFacts(NamedTuple):
     """What one decode tells besides the semantic code: the near tier's PDQ code (32 bytes),
     the codes of its 7 rotations and mirrors (224 bytes), PDQ's quality, and the image's
-    pixel size.  A near model's code has no variants and no quality (None)."""
+    pixel size, format, capture time and camera (:mod:`semhash.exif`).  A near model's code
+    has no variants and no quality (None)."""
 
     near_code: bytes
     near_variants: bytes | None
     near_quality: int | None
     width: int
     height: int
+    format: str | None = None
+    taken_at: float | None = None
+    camera: str | None = None
 
     def columns(self) -> dict:
         return self._asdict()
@@ -172,7 +177,7 @@ def hash_batch(hasher, items: list[tuple[Path, str | None]], near_coder=None) ->
     outcomes: list[list] = []
     images: list[np.ndarray] = []
     near_images: list[np.ndarray] = []
-    sizes: list[tuple[int, int]] = []
+    photos: list[tuple] = []  # (width, height, format, taken_at, camera) per decoded file
     for path, known in items:
         try:
             data = path.read_bytes()
@@ -190,12 +195,12 @@ def hash_batch(hasher, items: list[tuple[Path, str | None]], near_coder=None) ->
             continue
         images.append(decoded.array)
         near_images.append(decoded.near)
-        sizes.append((decoded.width, decoded.height))
+        photos.append((decoded.width, decoded.height, decoded.format, decoded.taken_at, decoded.camera))
         outcomes.append(["code", digest, len(images) - 1])
     codes = hasher.hash(np.stack(images)).tolist() if images else []
     facts = [
-        ImageFacts(near[0].tobytes(), near[1:].tobytes() if len(near) > 1 else None, quality, width, height)
-        for (near, quality), (width, height) in zip(near_coder.codes(near_images), sizes)
+        ImageFacts(near[0].tobytes(), near[1:].tobytes() if len(near) > 1 else None, quality, *photo)
+        for (near, quality), photo in zip(near_coder.codes(near_images), photos)
     ]
     return [
         (kind, text, codes[ref], facts[ref]) if kind == "code" else (kind, text, None, None)
@@ -452,7 +457,7 @@ def _existing(db: IndexDB, root_key: str) -> dict[str, _Row]:
     low, high = key_range(root_key)
     stmt = select(
         ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime, ImageRow.content_hash, ImageRow.label,
-        ImageRow.near_code.is_not(None),
+        ImageRow.near_code.is_not(None) & ImageRow.format.is_not(None),
     ).where(ImageRow.path >= low, ImageRow.path < high)  # fmt: skip
     with db.session() as s, s.begin():
         return {p: _Row(i, size, mtime, h, label, bool(done)) for p, i, size, mtime, h, label, done in s.execute(stmt).tuples()}

@@ -35,6 +35,9 @@ Shard columns (one row per hashed file):
     near_quality  int32    PDQ's quality, 0-100
     width         int32    the image's pixel width, upright
     height        int32    its pixel height
+    taken_at      float64  EXIF DateTimeOriginal, seconds since the epoch (null: none)
+    camera        string   EXIF make and model (null: none)
+    format        string   the file format ("JPEG", "HEIF", a RAW file's "DNG", ...)
 
 Errors are "<path key>: <cause>" lines, made by the local indexer's own functions
 (``indexer.file_error``), so a bad file reads the same whichever engine hashed it.
@@ -77,6 +80,9 @@ SHARD_SCHEMA_FIELDS = (
     ("near_quality", "int32"),
     ("width", "int32"),
     ("height", "int32"),
+    ("taken_at", "float64"),
+    ("camera", "string"),
+    ("format", "string"),
 )
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_ROWS_PER_SHARD = 1_000_000
@@ -141,7 +147,7 @@ def hash_one_batch(hasher, raw_paths: Sequence[bytes], labels: Sequence[bytes | 
         out["content_hash"].append(digest if ok else None)
         out["size"].append(st.st_size if ok else None)
         out["mtime"].append(st.st_mtime if ok else None)
-        for name in ("near_code", "near_variants", "near_quality", "width", "height"):
+        for name in ("near_code", "near_variants", "near_quality", "width", "height", "taken_at", "camera", "format"):
             out[name].append(getattr(facts, name) if ok else None)
     return out
 

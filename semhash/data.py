@@ -20,7 +20,9 @@ import numpy as np
 
 from semhash.errors import DatasetError, ImageError, SemhashWarning
 
+from semhash.exif import NO_FACTS, facts_from_exif, facts_from_tiff_bytes
 from semhash.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_raw, open_raw, prepare
+
 DEBIAN_DATA_DIRS = {
     "fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
     "mnist": Path("/usr/share/datasets/mnist"),
@@ -178,6 +180,9 @@ class DecodedImage:
     near: np.ndarray  # (NEAR_SIDE, NEAR_SIDE, C) uint8: the near-duplicate code's input
     width: int  # the image's own size, upright (EXIF orientation applied)
     height: int
+    format: str | None = None  # Pillow's name of the file format ("JPEG", "HEIF", ...); a RAW file's extension ("DNG")
+    taken_at: float | None = None  # EXIF DateTimeOriginal as POSIX seconds (semhash.exif)
+    camera: str | None = None  # EXIF make and model
 
 
 def decode_image(path: str | Path, shape: Sequence[int], data: bytes | None = None) -> np.ndarray:
@@ -226,13 +231,23 @@ def _decode(path: str | Path, shape: Sequence[int], data: bytes | None, near: bo
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             orientation = raw_size = None
+            facts = NO_FACTS
             if is_raw(path):
+                if data is None:
+                    data = path.read_bytes()
                 opened, orientation, raw_size = open_raw(path, data)
+                file_format = path.suffix.lstrip(".").upper()
+                if near:
+                    facts = facts_from_tiff_bytes(data)
             else:
                 prepare(path)  # HEIC/AVIF: the decoder is there, or one line saying how to get it
                 opened = Image.open(path if data is None else io.BytesIO(data))
             with opened as img:
                 size = img.size
+                if not is_raw(path):
+                    file_format = img.format
+                    if near:
+                        facts = facts_from_exif(img.getexif())
                 upright, (own_width, own_height) = _decode_upright(img, (width, height), "L" if channels == 1 else "RGB",
                                                                    orientation)  # fmt: skip
                 if raw_size is not None:  # the sensor's size, not the preview's
@@ -263,7 +278,8 @@ def _decode(path: str | Path, shape: Sequence[int], data: bytes | None, near: bo
         arr = arr[..., None]
         near_arr = None if near_arr is None else near_arr[..., None]
     empty = np.zeros((0, 0, channels), np.uint8)
-    return DecodedImage(np.clip(arr, 0.0, 1.0), empty if near_arr is None else near_arr, own_width, own_height)
+    return DecodedImage(np.clip(arr, 0.0, 1.0), empty if near_arr is None else near_arr, own_width, own_height,
+                        file_format, *facts)
 
 
 def read_image_file(path: str | Path) -> bytes:

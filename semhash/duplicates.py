@@ -11,7 +11,8 @@ group is those neighbours - so every member is within the threshold of its group
 and A~B~C never puts A and C together when they are far apart.
 
 Keep rules: ``largest`` (most pixels, then most bytes), ``oldest`` / ``newest`` (file mtime),
-``shortest-path``; ties by path.  Groups a user marked "not duplicates" (the ``decisions``
+``shortest-path``, ``original-format`` (RAW over HEIC/AVIF over the rest, then the largest),
+``oldest-capture`` (EXIF capture time, else mtime; then the largest); ties by path.  Groups a user marked "not duplicates" (the ``decisions``
 table) never come back, unless a new copy joins them (then the group differs, and shows).
 
 Moving (:func:`move_duplicates`): every non-keeper goes into a folder, under its absolute
@@ -40,7 +41,7 @@ from sqlalchemy import delete, insert, select
 from semhash.errors import SemhashError
 from semhash.tiers import DIHEDRAL_MAX, MAX_GROUP_THRESHOLD, MIN_QUALITY, TIERS, tiers_for
 
-KEEP_RULES = ("largest", "oldest", "newest", "shortest-path", "original-format")
+KEEP_RULES = ("largest", "oldest", "newest", "shortest-path", "original-format", "oldest-capture")
 DECISIONS = ("not_duplicates", "keep", "skip")
 MANIFEST_FORMAT = "semhash-moves"
 
@@ -62,10 +63,18 @@ class Member:
     height: int | None
     mtime: float
     label: str | None = None  # the label it was indexed with (its top folder, or the import's)
+    taken_at: float | None = None  # EXIF capture time, seconds since the epoch (None: the photo says none)
+    camera: str | None = None  # EXIF make and model
+    format: str | None = None  # the file format as decoded ("JPEG", "HEIF", "DNG", ...)
 
     @property
     def pixels(self) -> int:
         return int(self.width or 0) * int(self.height or 0)
+
+    @property
+    def captured_at(self) -> float:
+        """When the photo was taken: its EXIF capture time, else its file's mtime."""
+        return self.mtime if self.taken_at is None else self.taken_at
 
 
 @dataclass
@@ -152,6 +161,8 @@ def _keep_key(keep: str) -> Callable[["Member"], tuple]:
         from semhash.formats import FORMAT_RANK
 
         return lambda m: (-FORMAT_RANK.get(PurePath(m.path).suffix.lower(), 1), -m.pixels, -m.size, m.path)
+    if keep == "oldest-capture":  # the first shot; an edited or exported copy keeps the EXIF time, so then the largest
+        return lambda m: (m.captured_at, -m.pixels, -m.size, m.path)
     raise DuplicatesError(f"unknown keep rule {keep!r}: use one of {', '.join(KEEP_RULES)}")
 
 
@@ -242,21 +253,23 @@ def _read_record(conn, has_near_tier: bool, mirrors: bool, similar: bool) -> _Re
     )
 
 
-def _members(conn, ids: list[int], paramstyle: str, has_sizes: bool = True) -> dict[int, "Member"]:
-    """The rows ``ids`` as members (tier and distance filled in later); ``has_sizes``: the
-    record has the pixel-size columns (schema 3)."""
+def _members(conn, ids: list[int], paramstyle: str, schema_version: int = 4) -> dict[int, "Member"]:
+    """The rows ``ids`` as members (tier and distance filled in later); an index read as an
+    older ``schema_version`` has no pixel sizes (before 3) nor photo facts (before 4)."""
     from semhash.index.db import chunked
 
     marker = "?" if paramstyle == "qmark" else "%s"
-    sizes = "width, height" if has_sizes else "NULL, NULL"
+    sizes = "width, height" if schema_version >= 3 else "NULL, NULL"
+    facts = "taken_at, camera, format" if schema_version >= 4 else "NULL, NULL, NULL"
     found = {}
     for chunk in chunked(sorted(ids)):
         cursor = conn.cursor()
         try:
-            cursor.execute(f"SELECT id, path, size, {sizes}, mtime, label FROM images WHERE id IN ({', '.join([marker] * len(chunk))})",
-                           tuple(chunk))  # fmt: skip
-            for i, path, size, width, height, mtime, label in cursor.fetchall():
-                found[int(i)] = Member(int(i), path, "", 0, int(size or 0), width, height, float(mtime or 0.0), label)
+            cursor.execute(f"SELECT id, path, size, {sizes}, mtime, label, {facts} FROM images WHERE id IN "
+                           f"({', '.join([marker] * len(chunk))})", tuple(chunk))  # fmt: skip
+            for i, path, size, width, height, mtime, label, taken_at, camera, file_format in cursor.fetchall():
+                found[int(i)] = Member(int(i), path, "", 0, int(size or 0), width, height, float(mtime or 0.0), label,
+                                       None if taken_at is None else float(taken_at), camera, file_format)  # fmt: skip
         finally:
             cursor.close()
     return found
@@ -375,7 +388,8 @@ def duplicates_in(
     rows_of: dict[int, list[int]] = {}
     for row in np.flatnonzero(np.isin(node_of, np.fromiter(linked, np.int64, len(linked)))).tolist():
         rows_of.setdefault(int(node_of[row]), []).append(row)
-    members = _members(conn, [int(record.ids[r]) for rows in rows_of.values() for r in rows], paramstyle, has_near_tier)
+    members = _members(conn, [int(record.ids[r]) for rows in rows_of.values() for r in rows], paramstyle,
+                       meta.schema_version if has_near_tier else 2)  # fmt: skip
     ids = record.ids.tolist()
     best = {k: members[ids[rows[0]]] if len(rows) == 1 else min((members[ids[r]] for r in rows), key=key_of)
             for k, rows in rows_of.items()}  # fmt: skip

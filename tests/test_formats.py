@@ -162,3 +162,76 @@ def test_duplicates_can_keep_the_original_format_over_a_larger_jpeg(home, tmp_pa
 
     assert keepers("largest") == ["IMG_0001.jpg", "IMG_0002.jpg"]
     assert keepers("original-format") == ["IMG_0001.dng", "IMG_0002.heic"]
+
+
+def exif_of(make: str, model: str, taken: str, offset: str | None = None) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = make, model
+    exif.get_ifd(0x8769)[0x9003] = taken  # DateTimeOriginal
+    if offset is not None:
+        exif.get_ifd(0x8769)[0x9011] = offset  # OffsetTimeOriginal
+    return exif
+
+
+def test_capture_time_camera_and_format_are_stored_and_pick_the_keeper(home, tmp_path):
+    import os
+    import sqlite3
+    from datetime import datetime, timedelta, timezone
+
+    folder = tmp_path / "trip"
+    folder.mkdir()
+    pixels = scene(seed=16)  # PDQ quality 76: a picture with detail enough for the near tier
+    # the first shot (a HEIC from the phone), an edited JPEG export of it written later but
+    # keeping no EXIF, and a JPEG copy whose EXIF says it was taken later still
+    write_heic(folder / "IMG_0100.heic", pixels)
+    with Image.open(folder / "IMG_0100.heic") as img:  # the HEIC again, with its EXIF
+        img.save(folder / "IMG_0100.heic", exif=exif_of("Apple", "iPhone 12", "2021:06:01 09:30:00", "+02:00"), quality=90)
+    Image.fromarray(pixels).resize((240, 180), Image.Resampling.LANCZOS).save(
+        folder / "export.jpg", quality=92, exif=exif_of("Canon", "Canon EOS R5", "2022:01:02 03:04:05"))
+    Image.fromarray(pixels).save(folder / "screenshot.png")
+    os.utime(folder / "IMG_0100.heic", (2e9, 2e9))  # the original's file is the newest on disk
+    os.utime(folder / "export.jpg", (1.7e9, 1.7e9))
+    os.utime(folder / "screenshot.png", (1.8e9, 1.8e9))
+    write_dng(tmp_path / "raw.dng", scene(128, 96, seed=22))
+    assert CliRunner().invoke(main, ["index", str(folder), "--quiet", "--home", str(home)]).exit_code == 0
+
+    con = sqlite3.connect(home / "index" / "index.sqlite")
+    stored = {Path(p).name: rest for p, *rest in con.execute("SELECT path, format, camera, taken_at, width, height FROM images")}
+    con.close()
+    first = datetime(2021, 6, 1, 9, 30, tzinfo=timezone(timedelta(hours=2))).timestamp()
+    assert stored["IMG_0100.heic"] == ["HEIF", "Apple iPhone 12", first, 120, 90]
+    assert stored["export.jpg"] == ["JPEG", "Canon EOS R5", datetime(2022, 1, 2, 3, 4, 5).timestamp(), 240, 180]
+    assert stored["screenshot.png"] == ["PNG", None, None, 120, 90]
+
+    def group(rule: str) -> dict:
+        result = CliRunner().invoke(main, ["duplicates", "--keep", rule, "--json", "--home", str(home)])
+        assert result.exit_code == 0, result.output
+        (only,) = json.loads(result.stdout)["groups"]
+        return only
+
+    # oldest capture: the HEIC (EXIF 2021) over the JPEG (EXIF 2022) and the PNG (no EXIF: its mtime, 2027)
+    found = group("oldest-capture")
+    assert Path(found["keeper"]["path"]).name == "IMG_0100.heic"
+    assert (found["keeper"]["taken_at"], found["keeper"]["camera"], found["keeper"]["format"]) == (first, "Apple iPhone 12", "HEIF")
+    assert Path(group("oldest")["keeper"]["path"]).name == "export.jpg"  # by file time, the export is oldest
+    table = CliRunner().invoke(main, ["duplicates", "--keep", "oldest-capture", "--home", str(home)]).stdout
+    assert "taken (UTC)" in table and "2021-06-01 07:30" in table and "HEIF" in table
+
+
+def test_a_raw_files_camera_and_time_come_from_its_own_tags(tmp_path):
+    import tifffile
+
+    path = write_dng(tmp_path / "x.dng", scene(64, 48, seed=23))
+    # tifffile cannot add tags to a written file: write it again with Make, Model and DateTime
+    data = tifffile.imread(path)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        extra = [(t.code, t.dtype, t.count, t.value, True) for t in page.tags.values()
+                 if t.code >= 33421 and t.code not in (33432,)]  # fmt: skip
+    tifffile.imwrite(path, data, photometric=32803, subfiletype=0, datetime="2020:02:03 04:05:06",
+                     extratags=[*extra, (271, "s", 0, "Nikon", True), (272, "s", 0, "NIKON Z 6", True)])  # fmt: skip
+    decoded = decode_views(path, (8, 8, 3))
+    assert (decoded.format, decoded.camera) == ("DNG", "NIKON Z 6")
+    from datetime import datetime
+
+    assert decoded.taken_at == datetime(2020, 2, 3, 4, 5, 6).timestamp()

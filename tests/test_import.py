@@ -347,7 +347,8 @@ def test_import_a_ray_engine_shard(tmp_path, home, index_path):
          "code": np.array([3, 4], np.uint64), "label": ["0", "d\\xe9j\\xe0"], "label_bytes": [b"0", b"d\xe9j\xe0"],
          "content_hash": ["a" * 64, "b" * 64],
          "size": np.array([10, 20], np.int64), "mtime": np.array([1.5, 2.5]),
-         "near_code": [bytes(range(32)), None], "near_variants": [bytes(range(32, 256)), None], "near_quality": [90, None], "width": [640, None], "height": [480, None]},
+         "near_code": [bytes(range(32)), None], "near_variants": [bytes(range(32, 256)), None], "near_quality": [90, None], "width": [640, None], "height": [480, None],
+         "taken_at": [1.6e9, None], "camera": ["Apple iPhone 12", None], "format": ["HEIF", "PNG"]},
         schema=shard_schema(),
     )  # fmt: skip
     pq.write_table(table, tmp_path / "codes-00000.parquet")
@@ -356,10 +357,11 @@ def test_import_a_ray_engine_shard(tmp_path, home, index_path):
     assert summary.added == 2 and warnings == []
     assert stored_rows(index_path)["/data/caf\\xe9/b.png"] == ("d\\xe9j\\xe0", 4, "b" * 64, 20, 2.5)
     con = sqlite3.connect(index_path)
-    near = con.execute("SELECT path, near_code, near_variants, near_quality, width, height FROM images ORDER BY path").fetchall()
+    near = con.execute("SELECT path, near_code, near_variants, near_quality, width, height, taken_at, camera, format "
+                       "FROM images ORDER BY path").fetchall()
     con.close()
-    assert near == [("/data/0/a.png", bytes(range(32)), bytes(range(32, 256)), 90, 640, 480),
-                    ("/data/caf\\xe9/b.png", None, None, None, None, None)]
+    assert near == [("/data/0/a.png", bytes(range(32)), bytes(range(32, 256)), 90, 640, 480, 1.6e9, "Apple iPhone 12", "HEIF"),
+                    ("/data/caf\\xe9/b.png", None, None, None, None, None, None, None, "PNG")]
 
 
 def test_import_and_query_by_code_never_import_tensorflow_or_faiss(tmp_path, home, index_path):

@@ -224,7 +224,7 @@ def test_a_schema_1_index_is_upgraded_in_place_and_keeps_working(tmp_path):
     write_v1_index(path, old_paths, [1, 3, 0b1111, 0xFF00, 0xFF00])
     with open_index(path) as db:
         meta = db.meta()
-        assert meta.schema_version == SCHEMA_VERSION == 3 and meta.generation == 4
+        assert meta.schema_version == SCHEMA_VERSION == 4 and meta.generation == 4
     stored = rows(path)
     assert sorted(stored) == sorted(path_key(p) for p in old_paths)
     assert {key_path(k) for k in stored} == set(old_paths)  # v1 paths were raw text: same files

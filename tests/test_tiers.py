@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 from index_fixtures import add_model
 from semhash.duplicates import group_pairs, record_decision
+from semhash.index.db import SCHEMA_VERSION
 from semhash.index.near_lookup import NARROW, WIDE, WIDER, NearLookup, brute_force
 from waiting import wait_for
 
@@ -189,7 +190,7 @@ def test_duplicates_groups_copies_around_the_largest_original(library, home, cli
     shortest = _groups(cli, home, "--keep", "shortest-path")
     assert all(len(g["keeper"]["path"]) <= min(len(m["path"]) for m in g["duplicates"]) for g in shortest["groups"])
     csv_lines = cli("duplicates", "--csv", home=home).stdout.splitlines()
-    assert csv_lines[0] == "group,role,tier,distance,path,size,width,height,mtime" and len(csv_lines) == 1 + 4 + 2
+    assert csv_lines[0] == "group,role,tier,distance,path,size,width,height,mtime,format,taken_at,camera" and len(csv_lines) == 1 + 4 + 2
 
 
 def test_a_group_marked_not_duplicates_stays_hidden_until_a_new_copy_joins(library, home, cli):
@@ -278,17 +279,17 @@ def test_an_index_from_before_the_near_tier_gains_it_on_the_next_run(library, ho
     index = home / "index" / "index.sqlite"
     con = sqlite3.connect(index)
     with con:
-        for column in ("near_code", "near_variants", "near_quality", "width", "height"):
+        for column in ("near_code", "near_variants", "near_quality", "width", "height", "taken_at", "camera", "format"):
             con.execute(f"ALTER TABLE images DROP COLUMN {column}")
         con.execute("DROP TABLE decisions")
         con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     con.close()
     status = json.loads(cli("status", "--json", home=home).stdout)  # opening upgrades it in place
-    assert status["schema_version"] == 3 and status["count"] == 14
+    assert status["schema_version"] == SCHEMA_VERSION == 4 and status["count"] == 14
     summary = json.loads(cli("index", library, "--json", "--quiet", home=home).stdout)
-    assert summary["updated"] == 14  # every row decoded once more for its near code
+    assert summary["updated"] == 14  # every row decoded once more for its near code and photo facts
     con = sqlite3.connect(index)
-    assert con.execute("SELECT count(*) FROM images WHERE near_code IS NULL").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM images WHERE near_code IS NULL OR format IS NULL").fetchone()[0] == 0
     con.close()
     assert _groups(cli, home)["totals"]["redundant_files"] == 4
 

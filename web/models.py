@@ -134,6 +134,9 @@ class MemberOut(BaseModel):
     height: int | None
     mtime: float = Field(description="The file's modification time, seconds since the epoch.")
     label: str | None = Field(None, description="The label it was indexed with.")
+    taken_at: float | None = Field(None, description="When the photo was taken (EXIF DateTimeOriginal), seconds since the epoch; null when it says nothing.")
+    camera: str | None = Field(None, description="The camera's make and model (EXIF).")
+    format: str | None = Field(None, description="The file format as decoded: JPEG, PNG, WEBP, HEIF, AVIF, a RAW file's extension (DNG, CR2, ...).")
 
 
 class GroupOut(BaseModel):

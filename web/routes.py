@@ -241,7 +241,7 @@ NearGroupThreshold = Annotated[
     int | None, Query(ge=0, le=MAX_GROUP_THRESHOLD, description=f"Near tier: the most bits a copy's near code may differ by (PDQ: of 256, default {NEAR_THRESHOLD}; an index with a near model: at most half its bits, default the index's).")
 ]
 GroupRadius = Annotated[int | None, Query(ge=0, le=64, description="Similar tier: Hamming radius (needed with tier=similar or all).")]
-KeepRule = Annotated[Literal["largest", "oldest", "newest", "shortest-path", "original-format"], Query(description="Which image of a group is kept.")]
+KeepRule = Annotated[Literal["largest", "oldest", "newest", "shortest-path", "original-format", "oldest-capture"], Query(description="Which image of a group is kept.")]
 MinQuality = Annotated[int | None, Query(ge=0, le=100, description="PDQ quality below which an image takes no part in the near tier.")]
 Folder = Annotated[str | None, Query(max_length=4096, description="Only groups with an image inside this folder (at any depth), as the paths are stored.")]
 Label = Annotated[str | None, Query(max_length=4096, description="Only groups with an image of this label.")]

@@ -34,7 +34,7 @@ function view() {
   const offset = Number(params.get("offset"));
   return {
     tier: params.get("tier") === "exact" ? "exact" : "near",
-    keep: ["largest", "oldest", "newest", "shortest-path", "original-format"].includes(params.get("keep")) ? params.get("keep") : "largest",
+    keep: ["largest", "oldest", "newest", "shortest-path", "original-format", "oldest-capture"].includes(params.get("keep")) ? params.get("keep") : "largest",
     offset: Number.isInteger(offset) && offset >= 0 ? offset : 0,
     folder: params.get("folder") || "",
     label: params.get("label") || "",
@@ -60,7 +60,11 @@ function go(changes) {
 // ---------------------------------------------------------------- showing the groups
 function memberCard(member, role, group) {
   const pixels = member.width ? `${member.width}×${member.height}` : "size unknown";
-  const when = member.mtime ? new Date(member.mtime * 1000).toISOString().slice(0, 10) : "";
+  // the capture time the photo's EXIF gives, else the file's modification time
+  const when = member.taken_at != null
+    ? `taken ${new Date(member.taken_at * 1000).toISOString().slice(0, 16).replace("T", " ")}`
+    : member.mtime ? `modified ${new Date(member.mtime * 1000).toISOString().slice(0, 10)}` : "";
+  const kind = [member.format, member.camera].filter(Boolean).join(" · ");
   const badge = role === "keeper" ? "keep" : member.tier;
   const chosen = group.decision === "keep" && group.decided_keeper === member.path;
   return el(
@@ -84,7 +88,7 @@ function memberCard(member, role, group) {
       el("span", { text: role === "keeper" ? "" : `distance ${member.distance}` }),
     ),
     el("span", { class: "file-name", title: member.path }, ...pathText(name(member.path))),
-    el("span", { class: "fact", text: `${size(member.size)} · ${pixels}${when ? " · " + when : ""}${member.label ? " · label " + member.label : ""}` }),
+    el("span", { class: "fact", text: `${size(member.size)} · ${pixels}${kind ? " · " + kind : ""}${when ? " · " + when : ""}${member.label ? " · label " + member.label : ""}` }),
     el("span", { class: "fact folder" }, ...pathText(folder(member.path))),
   );
 }
