@@ -56,6 +56,7 @@ def format_index(data: dict) -> str:
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Files per hashing task and per transaction.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes that read, decode and hash files [default: one per CPU]; 1 hashes in this process. With --engine ray: hashing actors [default: every CPU the cluster has].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--watch", is_flag=True, help="After indexing, keep the index following FOLDER: files added, changed, moved (ids, labels and decisions kept) or deleted, the folder unmounted and mounted again. Ctrl-C or SIGTERM stops it (pip install 'semhash[watch]').")
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -73,7 +74,8 @@ def format_index(data: dict) -> str:
 @home_option
 @json_option
 @library_errors
-def index(folder, model_name, rebuild, near_model_name, relabel, batch_size, workers, quiet, engine, address, index_path, home, as_json):
+def index(folder, model_name, rebuild, near_model_name, relabel, batch_size, workers, quiet, watch, engine, address, index_path, home,
+          as_json):  # fmt: skip
     """Hash every image under FOLDER into the index (incremental: new files are added,
     changed ones rehashed, unchanged ones left alone, deleted ones removed).
 
@@ -92,13 +94,16 @@ def index(folder, model_name, rebuild, near_model_name, relabel, batch_size, wor
       semhash index photos/ --near-model copy-1 --rebuild
       semhash index images/cats --relabel
       semhash index images/ --workers 1
+      semhash index ~/Pictures --watch
       semhash index images/ --engine ray --address ray://head:10001
       semhash index images/ --index postgresql+psycopg://me@db.example/semhash
     """
-    from semhash.index import index_folder, printable
+    from semhash.index import index_folder
 
     if address is not None and engine != "ray":
         raise click.UsageError("--address is for --engine ray")
+    if watch and engine != "local":
+        raise click.UsageError("--watch hashes on this machine: leave out --engine ray")
     workspace, path = _index_path(home, index_path)
     near_model = None if near_model_name is None else "pdq" if near_model_name.lower() == "pdq" else workspace.model(near_model_name)
     if model_name is None and near_model is not None and near_model != "pdq":
@@ -107,22 +112,53 @@ def index(folder, model_name, rebuild, near_model_name, relabel, batch_size, wor
         model = others[-1] if others else near_model
     else:
         model = workspace.model(model_name)
-    summary = index_folder(
-        folder,
-        model,
-        path,
-        rebuild=rebuild,
-        relabel=relabel,
-        batch_size=batch_size,
-        workers=workers,
-        progress=not quiet,
-        on_warning=lambda message: echo_err(f"warning: {message}"),
-        engine=engine,
-        address=address,
-        near_model=near_model,
-    )
+    warn = lambda message: echo_err(f"warning: {message}")  # noqa: E731
+    options = dict(rebuild=rebuild, relabel=relabel, workers=workers, near_model=near_model)
+    if watch:
+        _index_and_watch(folder, model, path, options, quiet, as_json, warn)
+        return
+    summary = index_folder(folder, model, path, batch_size=batch_size, progress=not quiet, on_warning=warn, engine=engine,
+                           address=address, **options)  # fmt: skip
+    _report_index(folder, model, summary, as_json)
+
+
+def _index_and_watch(folder, model, path, options: dict, quiet: bool, as_json: bool, warn) -> None:
+    """`semhash index FOLDER --watch`: the run's summary as usual, then a line per burst of
+    changes (stderr) until Ctrl-C or SIGTERM, then what the watch did (with --json, one
+    document at the end: the run's summary with "watch" in it)."""
+    from semhash.index import printable
+    from semhash.index.watch import watch_folder
+
+    first: dict = {}
+
+    def indexed(summary) -> None:
+        first.setdefault("data", _index_data(folder, model, summary))  # a catch-up after an unmount: printed, not kept
+        if not as_json:
+            click.echo(format_index(_index_data(folder, model, summary)))
+        echo_err(f"watching {printable(str(folder))} for changes (Ctrl-C stops)")
+
+    def nothing_yet(message: str) -> None:
+        warn(message)
+        if "no image files yet" in message:
+            echo_err(f"watching {printable(str(folder))} for changes (Ctrl-C stops)")
+
+    done = watch_folder(folder, model, path, progress=not quiet, on_indexed=indexed, on_change=echo_err, on_warning=nothing_yet,
+                        **options)  # fmt: skip
+    watched = {"added": done.added, "updated": done.updated, "moved": done.moved, "removed": done.removed, "skipped": done.skipped,
+               "bursts": done.bursts, "away": done.away, "total": done.total}  # fmt: skip
+    if as_json:
+        print_json({**first.get("data", {}), "watch": watched})
+    else:
+        click.echo(f"stopped watching {printable(str(folder))}: {done.added} added, {done.updated} updated, {done.moved} moved, "
+                   f"{done.removed} removed, {done.skipped} skipped; {done.total} images in the index")  # fmt: skip
+
+
+def _index_data(folder, model, summary) -> dict:
+    """The --json document of a run."""
+    from semhash.index import printable
+
     shown = printable(str(folder))
-    data = {
+    return {
         "folder": shown,
         "model": model.name,
         "near_model": summary.near_model,
@@ -143,6 +179,13 @@ def index(folder, model_name, rebuild, near_model_name, relabel, batch_size, wor
         "lookup": str(summary.lookup_path),
         "damaged_index_moved_to": str(summary.damaged_index_moved_to) if summary.damaged_index_moved_to else None,
     }
+
+
+def _report_index(folder, model, summary, as_json: bool) -> None:
+    from semhash.index import printable
+
+    data = _index_data(folder, model, summary)
+    shown = printable(str(folder))
     if as_json:
         print_json(data)
     else:

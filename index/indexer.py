@@ -453,14 +453,19 @@ def _sibling_model(model: ModelInfo, name: str) -> ModelInfo:
     return Workspace(model.directory.parent.parent).model(name)
 
 
-def _existing(db: IndexDB, root_key: str) -> dict[str, _Row]:
-    low, high = key_range(root_key)
+def _rows_where(s, where) -> dict[str, _Row]:
+    """The rows matching ``where`` as the run compares them with the files, by path key."""
     stmt = select(
         ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime, ImageRow.content_hash, ImageRow.label,
         ImageRow.near_code.is_not(None) & ImageRow.format.is_not(None),
-    ).where(ImageRow.path >= low, ImageRow.path < high)  # fmt: skip
+    ).where(where)  # fmt: skip
+    return {p: _Row(i, size, mtime, h, label, bool(done)) for p, i, size, mtime, h, label, done in s.execute(stmt).tuples()}
+
+
+def _existing(db: IndexDB, root_key: str) -> dict[str, _Row]:
+    low, high = key_range(root_key)
     with db.session() as s, s.begin():
-        return {p: _Row(i, size, mtime, h, label, bool(done)) for p, i, size, mtime, h, label, done in s.execute(stmt).tuples()}
+        return _rows_where(s, (ImageRow.path >= low) & (ImageRow.path < high))
 
 
 def _remove(db: IndexDB, ids: list[int]) -> None:
@@ -749,3 +754,37 @@ def _hash_batches(db, model, hasher, summary: IndexSummary, batch_size: int, pro
         run.flush()
         run.drain()
 
+
+
+def watched_label(root: Path, path: Path) -> tuple[bool, str | None]:
+    """Whether ``path`` is a file :func:`semhash.data.iter_image_files` would walk under
+    ``root`` (an image extension, nothing hidden on the way), and its label (the first-level
+    folder's name, None in the root itself)."""
+    from semhash.formats import IMAGE_EXTENSIONS
+
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return False, None
+    if not parts or any(part.startswith(".") for part in parts) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return False, None
+    return True, parts[0] if len(parts) > 1 else None
+
+
+def index_changed(db: IndexDB, root: Path, paths, model: ModelInfo, hasher, near_coder, summary: IndexSummary, warn) -> None:
+    """Bring the rows of ``paths`` (files under ``root`` that an event named: new, changed,
+    or gone) up to date, as a run over the whole folder would: a new or changed image file is
+    hashed in this process, an unchanged one left alone, a row whose file is gone removed.
+    The watcher's step (:mod:`semhash.index.watch`); ``db`` is bound already."""
+    files: list[tuple[Path, str | None]] = []
+    keys = []
+    for path in sorted(set(paths)):
+        keys.append(path_key(path))
+        walked, label = watched_label(root, path)
+        if walked and path.is_file() and not any(p.is_symlink() for p in path.parents if p != root and root in p.parents):
+            files.append((path, label))
+    existing: dict[str, _Row] = {}
+    with db.session() as s, s.begin():
+        for chunk in chunked(keys):
+            existing.update(_rows_where(s, ImageRow.path.in_(chunk)))
+    _hash_files(db, root, files, model, hasher, summary, False, 256, False, 0, 1, None, near_coder, existing, warn)

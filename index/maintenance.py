@@ -157,3 +157,62 @@ def check_index(
             result.update({"checked": checked, "missing": n_gone, "missing_examples": shown})
     return result
 
+
+
+def move_rows(db: IndexDB, moves: Sequence[tuple[str, str, bool]]) -> int:
+    """Rows follow files and folders that were renamed (``semhash index --watch``): each
+    ``(old key, new key, is_folder)`` changes the path of the row (a folder's: of every row
+    under it) and nothing else, so its id, codes and label stay, and so do the decisions
+    that name it (their members and keeper are renamed, their group key made again).  A row
+    already at a new key (a file renamed over another) is dropped first.  One transaction;
+    -> rows moved."""
+    import json
+
+    from sqlalchemy import insert, update
+
+    from semhash.duplicates import group_key
+    from semhash.index.db import DecisionRow
+
+    renamed: dict[str, str] = {}  # the key a row had before the first move -> its key now
+    origin: dict[str, str] = {}  # the other way (a file renamed twice: a -> b -> c is a -> c)
+    with db.write_session() as s, s.begin():
+        for old, new, is_folder in moves:
+            if old == new:
+                continue
+            if is_folder:
+                low, high = key_range(old)
+                rows = s.execute(select(ImageRow.id, ImageRow.path).where(ImageRow.path >= low, ImageRow.path < high)).tuples().all()
+                if not rows:
+                    continue
+                new_low, new_high = key_range(new)
+                s.execute(delete(ImageRow).where(ImageRow.path >= new_low, ImageRow.path < new_high))
+                changes = [{"id": i, "path": new + key[len(old):]} for i, key in rows]
+            else:
+                row_id = s.scalar(select(ImageRow.id).where(ImageRow.path == old))
+                if row_id is None:
+                    continue
+                s.execute(delete(ImageRow).where(ImageRow.path == new))
+                changes = [{"id": row_id, "path": new}]
+                rows = [(row_id, old)]
+            for chunk in chunked(changes):
+                s.execute(update(ImageRow), chunk)
+            for (_, key), change in zip(rows, changes):
+                first = origin.pop(key, key)
+                renamed[first] = origin_key = change["path"]
+                origin[origin_key] = first
+        if not renamed:
+            return 0
+        if db.has_near_tier:  # the decisions table is schema 3's
+            for key, decision, members, keeper, decided_at in s.execute(
+                select(DecisionRow.group_key, DecisionRow.decision, DecisionRow.members, DecisionRow.keeper, DecisionRow.decided_at)
+            ).tuples().all():  # fmt: skip
+                paths = json.loads(members)
+                if not any(p in renamed for p in paths):
+                    continue
+                paths = sorted(renamed.get(p, p) for p in paths)
+                s.execute(delete(DecisionRow).where(DecisionRow.group_key.in_([key, group_key(paths)])))
+                s.execute(insert(DecisionRow), [{"group_key": group_key(paths), "decision": decision, "members": json.dumps(paths),
+                                                 "keeper": renamed.get(keeper, keeper) if keeper else keeper,
+                                                 "decided_at": decided_at}])  # fmt: skip
+        bump_generation(s)
+    return len(renamed)
