@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "copies": "benchmarks.copies",  # near-duplicate tier against pHash/dHash/PDQ on edited photos (issue 20)
     "review": "benchmarks.review",  # the review page's API at 10^5 groups (issue 21)
     "copy-model": "benchmarks.copy_model",  # the learned copy kind against PDQ on the copies benchmark (issue 22)
+    "photos": "benchmarks.photos",  # a photo library's formats: decode floor, semhash index 1/2 workers, --watch latency (issue 23)
 }
 
 

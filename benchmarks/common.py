@@ -243,3 +243,41 @@ def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, markdown: b
 def log(message: str) -> None:
     """Progress to stderr, so stdout stays the result."""
     print(message, file=sys.stderr, flush=True)
+
+
+def shipped_photos():
+    """The photos installed packages ship (no download): -> (scikit-image's ``skimage.data``
+    photos that load offline, scikit-learn's and matplotlib's sample photos, scikit-image's
+    small face photos), each a list of RGB uint8 arrays (the copies and photos benchmarks)."""
+    import matplotlib.cbook as cbook
+    import skimage.data as data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    names = ["astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
+             "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket", "microaneurysms",
+             "page", "text"]  # fmt: skip
+    database = []
+    for name in names:
+        try:
+            image = np.asarray(getattr(data, name)())
+        except Exception:  # noqa: BLE001 - a photo this scikit-image cannot load offline is left out
+            continue
+        if image.dtype == bool:
+            continue
+        image = image.astype(np.uint8) if image.dtype == np.uint8 else (255 * (image / max(1, image.max()))).astype(np.uint8)
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        database.append(image[..., :3])
+    faces = []  # scikit-image's 200 small face photos (Labeled Faces in the Wild), one tile each
+    try:
+        import os
+
+        stack = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))
+        faces = [np.stack([(255 * np.clip(face, 0, 1)).astype(np.uint8)] * 3, axis=-1) for face in stack]
+    except (OSError, ValueError):
+        pass
+    held_out = list(load_sample_images().images)
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        held_out.append(np.asarray(Image.open(fh).convert("RGB")))
+    return database, held_out, faces

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import log, machine_info, table, write_json
+from benchmarks.common import log, machine_info, shipped_photos, table, write_json
 
 DESCRIPTION = __doc__
 DEFAULT_THRESHOLD = {"semhash near (PDQ, dihedral)": 31, "PDQ": 31, "pHash": 10, "dHash": 10}
@@ -48,42 +48,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--only-duplicates", action="store_true",
                         help="only the whole `semhash duplicates` runs (at --duplicates-at), into their own JSON")
     parser.add_argument("--out", default=None)
-
-
-def _photos():
-    """-> (database sources, held-out sources) as lists of RGB uint8 arrays."""
-    import matplotlib.cbook as cbook
-    import skimage.data as data
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    names = ["astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
-             "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket", "microaneurysms",
-             "page", "text"]  # fmt: skip
-    database = []
-    for name in names:
-        try:
-            image = np.asarray(getattr(data, name)())
-        except Exception:  # noqa: BLE001 - a photo this scikit-image cannot load offline is left out
-            continue
-        if image.dtype == bool:
-            continue
-        image = image.astype(np.uint8) if image.dtype == np.uint8 else (255 * (image / max(1, image.max()))).astype(np.uint8)
-        if image.ndim == 2:
-            image = np.stack([image] * 3, axis=-1)
-        database.append(image[..., :3])
-    faces = []  # scikit-image's 200 small face photos (Labeled Faces in the Wild), one tile each
-    try:
-        import os
-
-        stack = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))
-        faces = [np.stack([(255 * np.clip(face, 0, 1)).astype(np.uint8)] * 3, axis=-1) for face in stack]
-    except (OSError, ValueError):
-        pass
-    held_out = list(load_sample_images().images)
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        held_out.append(np.asarray(Image.open(fh).convert("RGB")))
-    return database, held_out, faces
 
 
 def _tiles(images, side: int, upscale: int = 1):
@@ -212,7 +176,7 @@ def run(args) -> dict:
     from semhash.edits import EDITS
 
     rng = np.random.default_rng(args.seed)
-    database_images, held_out_images, faces = _photos()
+    database_images, held_out_images, faces = shipped_photos()
     side = args.tile * args.upscale
     face_tiles = [np.asarray(Image.fromarray(f).resize((side, side), Image.Resampling.LANCZOS)) for f in faces]
     database = _distinct(_tiles(database_images, args.tile, args.upscale) + face_tiles)

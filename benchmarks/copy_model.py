@@ -124,7 +124,8 @@ def run(args) -> dict:
         return mark_default(args)
     from PIL import Image
 
-    from benchmarks.copies import _best_recall, _copy, _distinct, _photos, _tiles
+    from benchmarks.common import shipped_photos
+    from benchmarks.copies import _best_recall, _copy, _distinct, _tiles
     from semhash.edits import EDITS
     from semhash.models import build_model
     from semhash.near_codes import MODEL_THRESHOLD_SHARE
@@ -134,7 +135,7 @@ def run(args) -> dict:
         name, _, value = item.partition("=")
         params[name] = json.loads(value)
     rng = np.random.default_rng(args.seed)
-    database_images, held_out_images, faces = _photos()
+    database_images, held_out_images, faces = shipped_photos()
     side = 128
     face_tiles = [np.asarray(Image.fromarray(f).resize((side, side), Image.Resampling.LANCZOS)) for f in faces]
     database = _distinct(_tiles(database_images, 64, 2) + face_tiles)

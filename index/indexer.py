@@ -24,6 +24,7 @@ import os
 import stat
 import sys
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -242,6 +243,13 @@ def _start_pool(hasher, workers: int, near_coder=None):
     from concurrent.futures import ProcessPoolExecutor
 
     fork = "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
+    if fork:  # what every worker needs, imported once here rather than in each of them (~0.1 s each)
+        from PIL import Image
+
+        from semhash.perceptual import _pdq
+
+        _pdq()
+        Image.init()
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
                                initializer=_init_worker, initargs=(hasher, os.getpid(), near_coder))  # fmt: skip
     if fork:
@@ -664,6 +672,24 @@ def _index_files(index_path, root: Path, files, model, hasher, summary: IndexSum
 BATCH_BYTES = 16 << 20
 
 
+@contextmanager
+def _one_blas_thread(hashing_here: bool):
+    """One BLAS thread while this process hashes (as each pool worker does): a batch's
+    forward pass is too small to share out, and idle BLAS threads spinning between batches
+    cost as much CPU as the decoding (12-megapixel JPEGs, one process: 35 ms of CPU a photo
+    with the default threads, docs/BENCHMARKS.md)."""
+    if not hashing_here:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
 def _batches(todo: list[_Work], batch_size: int) -> list[list[_Work]]:
     """The files to hash, in order, cut every ``batch_size`` files or :data:`BATCH_BYTES`."""
     batches: list[list[_Work]] = [[]]
@@ -716,8 +742,9 @@ def _hash_files(db, root: Path, files, model, hasher, summary: IndexSummary, rel
     # started before the bar, whose thread a fork must not copy
     pool = _start_pool(hasher, pool_workers, near_coder) if pool_workers and ray_options is None and len(batches) > 1 else None
     try:
-        _hash_batches(db, model, hasher, summary, batch_size, progress, pool, max_pending, ray_options, near_coder,
-                      todo, batches, unreadable, relabel_unchanged, warn)  # fmt: skip
+        with _one_blas_thread(pool is None and ray_options is None):
+            _hash_batches(db, model, hasher, summary, batch_size, progress, pool, max_pending, ray_options, near_coder,
+                          todo, batches, unreadable, relabel_unchanged, warn)  # fmt: skip
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -21,7 +21,7 @@ import numpy as np
 from semhash.errors import DatasetError, ImageError, SemhashWarning
 
 from semhash.exif import NO_FACTS, facts_from_exif, facts_from_tiff_bytes
-from semhash.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_raw, open_raw, prepare
+from semhash.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VIPS_FORMATS, is_raw, open_raw, prepare, vips_reduced
 
 DEBIAN_DATA_DIRS = {
     "fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
@@ -241,15 +241,17 @@ def _decode(path: str | Path, shape: Sequence[int], data: bytes | None, near: bo
                     facts = facts_from_tiff_bytes(data)
             else:
                 prepare(path)  # HEIC/AVIF: the decoder is there, or one line saying how to get it
+                if data is None and path.suffix.lower() == ".png":
+                    data = path.read_bytes()  # its EXIF is looked for in the bytes (_exif), read once
                 opened = Image.open(path if data is None else io.BytesIO(data))
             with opened as img:
                 size = img.size
                 if not is_raw(path):
                     file_format = img.format
                     if near:
-                        facts = facts_from_exif(img.getexif())
+                        facts = facts_from_exif(_exif(img, data))
                 upright, (own_width, own_height) = _decode_upright(img, (width, height), "L" if channels == 1 else "RGB",
-                                                                   orientation)  # fmt: skip
+                                                                   orientation, path if data is None else data)  # fmt: skip
                 if raw_size is not None:  # the sensor's size, not the preview's
                     own_width, own_height = raw_size
                 model_img = upright if upright.size == (width, height) else upright.resize((width, height), Image.Resampling.LANCZOS)
@@ -332,23 +334,39 @@ def _image_warning(path: Path, size: tuple[int, int], record: warnings.WarningMe
     return f"{path}: {str(record.message).splitlines()[0] if str(record.message) else record.category.__name__}"
 
 
-def _decode_upright(img, size: tuple[int, int], mode: str, orientation: int | None = None):
+def _exif(img, source):
+    """The image's EXIF.  Pillow finds a PNG's by decoding the whole image (the eXIf chunk may
+    follow the pixels): a PNG whose bytes hold no eXIf chunk has none, and is not decoded
+    twice for it."""
+    from PIL import Image
+
+    if img.format == "PNG" and isinstance(source, (bytes, bytearray)) and b"eXIf" not in source:
+        return Image.Exif()
+    return img.getexif()
+
+
+def _decode_upright(img, size: tuple[int, int], mode: str, orientation: int | None = None, source=None):
     """Decode an opened image into ``mode``, upright, reduced to no less than
     ``_REDUCE_MARGIN`` times the model's ``size`` (width, height) and the near code's side,
     without ever holding more than one full-size copy of its pixels.  -> (image, the file's
     own (width, height) upright).  Index and query both decode through here, so the model
     sees the same pixels for the same file whichever asked.  ``orientation``: the EXIF
-    orientation to apply instead of the image's own (a RAW file's, for its preview)."""
+    orientation to apply instead of the image's own (a RAW file's, for its preview).
+    ``source``: the file's bytes or path, for a large PNG or WebP that libvips decodes
+    (:func:`semhash.formats.vips_reduced`)."""
     from PIL import Image
 
     from semhash.perceptual import NEAR_SIDE
 
     if orientation is None:
-        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        orientation = _exif(img, source).get(_EXIF_ORIENTATION, 1)
     own = img.size if orientation not in (5, 6, 7, 8) else img.size[::-1]
     # EXIF rotation may swap the axes: keep both sides at least the larger target side
     side = max(max(size) * _REDUCE_MARGIN, NEAR_SIDE)
-    if img.format in ("JPEG", "MPO"):
+    reduced = vips_reduced(source, img.size, side) if source is not None and img.format in VIPS_FORMATS else None
+    if reduced is not None:
+        img = reduced
+    elif img.format in ("JPEG", "MPO"):
         img.draft(mode, (side, side))  # the decoder scales by 1/2, 1/4 or 1/8 (and to L) itself
     img.load()
     factor = min(img.size[0] // side, img.size[1] // side)

@@ -31,7 +31,15 @@ EXTRA = "pip install 'semhash[photos]'"
 #: LibRaw's ``flip`` -> the EXIF orientation that undoes it
 _RAW_FLIP_TO_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
 
+#: formats libvips decodes faster than Pillow: WebP reduced while decoding (libwebp's scaled
+#: decode), PNG through libspng.  Large ones go through pyvips when it is installed (the
+#: ``[photos]`` extra); everything else, and any file libvips refuses, through Pillow.
+VIPS_FORMATS = frozenset({"PNG", "WEBP"})
+VIPS_MIN_PIXELS = 1 << 20  # below a megapixel Pillow is as fast, and one decoder is simpler
+_VIPS_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
 _heif_registered: bool | None = None
+_vips = None  # the pyvips module once imported; False when it is not there
 
 
 def heif_available() -> bool:
@@ -63,6 +71,52 @@ def raw_available() -> bool:
     from importlib.util import find_spec
 
     return find_spec("rawpy") is not None
+
+
+def vips():
+    """pyvips, when it is installed and its library loads; else None (imported once)."""
+    global _vips
+    if _vips is None:
+        try:
+            import pyvips
+        except (ImportError, OSError):  # not installed, or libvips missing
+            _vips = False
+        else:
+            _vips = pyvips
+    return _vips or None
+
+
+def vips_reduced(source: "bytes | Path", size: tuple[int, int], side: int):
+    """A large PNG or WebP of ``size`` (width, height) decoded by libvips, reduced while
+    decoding as far as it can with both sides staying >= ``side``, not rotated: -> a Pillow
+    image (L, LA, RGB or RGBA, 8 bits), or None where pyvips is not installed, the image is
+    small, or libvips cannot read it cleanly (the caller decodes it with Pillow, which words
+    the error)."""
+    pyvips = vips()
+    width, height = size
+    if pyvips is None or width * height < VIPS_MIN_PIXELS:
+        return None
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    scale = min(1.0, max(side / width, side / height))
+    box = (max(side, math.ceil(width * scale)), max(side, math.ceil(height * scale)))
+    options = {"height": box[1], "size": "down", "no_rotate": True, "option_string": "fail_on=warning"}
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            out = pyvips.Image.thumbnail_buffer(bytes(source), box[0], **options)
+        else:
+            out = pyvips.Image.thumbnail(str(source), box[0], **options)
+        if out.format != "uchar":
+            out = out.cast("uchar", shift=out.format in ("ushort", "short"))
+        if out.bands not in _VIPS_MODES:
+            return None
+        pixels = np.ndarray(buffer=out.write_to_memory(), dtype=np.uint8, shape=(out.height, out.width, out.bands))
+    except pyvips.Error:
+        return None
+    return Image.fromarray(pixels[..., 0] if out.bands == 1 else pixels, _VIPS_MODES[out.bands])
 
 
 def supported() -> dict[str, bool]:

@@ -235,3 +235,38 @@ def test_a_raw_files_camera_and_time_come_from_its_own_tags(tmp_path):
     from datetime import datetime
 
     assert decoded.taken_at == datetime(2020, 2, 3, 4, 5, 6).timestamp()
+
+
+def test_large_png_and_webp_decode_through_libvips_as_through_pillow(tmp_path, monkeypatch):
+    pytest.importorskip("pyvips", reason="the [photos] extra (pyvips) is not installed")
+    from semhash import formats
+    from semhash.errors import ImageError
+
+    assert formats.vips() is not None
+    big = np.asarray(Image.fromarray(scene(seed=24)).resize((1280, 960), Image.Resampling.BICUBIC))
+    alpha = np.full(big.shape[:2], 255, np.uint8)
+    alpha[:, :200] = 0  # transparent on the left: composited on black either way
+    files = {
+        "rgb.png": lambda p: Image.fromarray(big).save(p),
+        "rgba.png": lambda p: Image.fromarray(np.dstack([big, alpha]), "RGBA").save(p),
+        "grey16.png": lambda p: Image.fromarray(big[..., 0].astype(np.uint16) * 257).save(p),
+        "photo.webp": lambda p: Image.fromarray(big).save(p, quality=92),
+    }
+    for name, write in files.items():
+        write(tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+        with Image.open(tmp_path / name) as img:
+            assert formats.vips_reduced(data, img.size, 256) is not None, name  # the libvips path is taken
+        channels = 1 if "grey" in name else 3
+        by_vips = decode_views(tmp_path / name, (24, 32, channels), data=data)
+        monkeypatch.setattr(formats, "_vips", False)  # as without pyvips
+        by_pillow = decode_views(tmp_path / name, (24, 32, channels), data=data)
+        monkeypatch.setattr(formats, "_vips", None)
+        assert (by_vips.width, by_vips.height, by_vips.format) == (by_pillow.width, by_pillow.height, by_pillow.format) == (1280, 960, by_pillow.format)
+        assert np.abs(by_vips.array - by_pillow.array).max() < 0.05, name  # the same pixels, within resampling
+        assert np.abs(by_vips.near.astype(int) - by_pillow.near).mean() < 2, name
+    truncated = tmp_path / "cut.png"
+    whole = (tmp_path / "rgb.png").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ImageError, match="cut.png: corrupt or truncated image"):  # libvips refuses it, Pillow words it
+        decode_views(truncated, (24, 32, 3), data=truncated.read_bytes())
