@@ -110,6 +110,10 @@ def _open_for_display(data: bytes, path: Path):
         img.load()
         return ImageOps.exif_transpose(img)
 THUMBNAIL_SIZES = (16, 512)
+#: formats a browser shows as they are; any other indexed file is served as a JPEG of at most
+#: MAX_VIEW_SIDE pixels a side (its original bytes stay on disk, untouched)
+BROWSER_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP"})
+MAX_VIEW_SIDE = 4096
 MAX_SERVED_FILE_BYTES = 64 << 20
 KEY_REUSE_S = 0.005
 _BUSY_TIMEOUT_S = 5.0
@@ -1185,18 +1189,30 @@ class IndexReader:
     # -- files ----------------------------------------------------------------------------
     def image_file(self, image_id: int) -> FileBytes:
         """The bytes of row ``image_id``'s file, after every safety check (see the module doc);
-        NotFound otherwise.  Never reached through a client-given path."""
+        NotFound otherwise.  Never reached through a client-given path.  A file a browser
+        cannot show (HEIC, RAW, TIFF) comes as a JPEG of its picture, at most
+        :data:`MAX_VIEW_SIDE` pixels a side."""
         from PIL import Image
+
+        from semhash.formats import is_raw
 
         record = self.image(image_id)
         data, st = self._read_row_file(record)
+        path = Path(record.path)
         try:
-            with Image.open(io.BytesIO(data), formats=image_formats()) as img:
-                media_type = Image.MIME.get(str(img.format), "application/octet-stream")
+            if not is_raw(path):
+                with Image.open(io.BytesIO(data), formats=image_formats()) as img:
+                    fmt = str(img.format)
+                if fmt in BROWSER_FORMATS:
+                    return FileBytes(data, Image.MIME.get(fmt, "application/octet-stream"), _etag(record.id, st, "file"), path.name)
+            # HEIC, RAW, TIFF...: a browser shows none of them; a JPEG of the picture instead
+            view = _open_for_display(data, path)
+            view.thumbnail((MAX_VIEW_SIDE, MAX_VIEW_SIDE), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            view.convert("RGB").save(out, "JPEG", quality=90)
         except Exception:  # noqa: BLE001 -- anything Pillow cannot identify is not served
             raise NotFound(f"image {image_id}: its file is no longer a readable image") from None
-        etag = _etag(record.id, st, "file")
-        return FileBytes(data, media_type, etag, Path(record.path).name)
+        return FileBytes(out.getvalue(), "image/jpeg", _etag(record.id, st, "view"), path.stem + ".jpg")
 
     def thumbnail(self, image_id: int, size: int = 128) -> FileBytes:
         """Row ``image_id``'s image scaled down to fit ``size`` x ``size`` pixels, as PNG

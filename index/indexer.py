@@ -690,8 +690,17 @@ def _one_blas_thread(hashing_here: bool):
         yield
 
 
-def _batches(todo: list[_Work], batch_size: int) -> list[list[_Work]]:
-    """The files to hash, in order, cut every ``batch_size`` files or :data:`BATCH_BYTES`."""
+#: a pool gets at least this many batches per worker: whole batches are shared out, so a few
+#: large ones leave a worker idle at the end (40 WebP photos, 22 MB: 2 batches of 30 and 10
+#: files, 2 workers 1.09x one; docs/BENCHMARKS.md, "A photo library")
+BATCHES_PER_WORKER = 8
+
+
+def _batches(todo: list[_Work], batch_size: int, workers: int = 0) -> list[list[_Work]]:
+    """The files to hash, in order, cut every ``batch_size`` files or :data:`BATCH_BYTES`,
+    and for a pool of ``workers`` into at least :data:`BATCHES_PER_WORKER` batches each."""
+    if workers > 1:
+        batch_size = min(batch_size, max(1, -(-len(todo) // (workers * BATCHES_PER_WORKER))))
     batches: list[list[_Work]] = [[]]
     size = 0
     for work in todo:
@@ -737,7 +746,7 @@ def _hash_files(db, root: Path, files, model, hasher, summary: IndexSummary, rel
     if progress and summary.unchanged and todo:
         tqdm.write(f"{summary.unchanged:,} of {len(files):,} files unchanged since they were indexed: hashing the other "
                    f"{len(todo) + len(unreadable):,}", file=sys.stderr)  # fmt: skip
-    batches = _batches(todo, batch_size)
+    batches = _batches(todo, batch_size, pool_workers if ray_options is None else 0)
     # a pool only where there is more than one batch to share out (and not for Ray's runs);
     # started before the bar, whose thread a fork must not copy
     pool = _start_pool(hasher, pool_workers, near_coder) if pool_workers and ray_options is None and len(batches) > 1 else None

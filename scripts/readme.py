@@ -44,6 +44,7 @@ QUALITY = ROOT / "docs" / "benchmarks" / "quality.json"
 COPIES = ROOT / "docs" / "benchmarks" / "copies.json"
 COPY_MODEL = ROOT / "docs" / "benchmarks" / "copy_model.json"
 REVIEW = ROOT / "docs" / "benchmarks" / "review.json"
+PHOTOS = ROOT / "docs" / "benchmarks" / "photos.json"
 COPY_VIEWS = {name: ROOT / "docs" / "benchmarks" / f"contrastive_copy_views_{name}.json" for name in ("mnist", "fashion")}
 # the "How big and how fast" lines: the lookup benchmark (10^5-10^7, and 10^8) and the real commands at each N
 SCALE = {name: ROOT / "docs" / "benchmarks" / f"{name}.json"
@@ -258,6 +259,7 @@ def render_blocks(transcript: dict, quality: dict) -> dict[str, str]:
         "scale": scale_block({name: load(path) for name, path in SCALE.items()}),
         "copies": copies_block(load(COPIES), load(COPY_MODEL)),
         "review": review_block(load(REVIEW)),
+        "photos": photos_block(load(PHOTOS)),
         "contrastive-now": contrastive_now_block({k: load(v) for k, v in COPY_VIEWS.items()}),
         "tune-timing": _tune_timing(transcript),
     }
@@ -435,6 +437,34 @@ def review_block(review: dict) -> str:
         f"suggestion\" for {review['accept_folder_groups']:,} groups of a folder {review['accept_folder_ms']:.0f} ms "
         "(docs/benchmarks/review.json, `python -m benchmarks review`: docs/BENCHMARKS.md, \"Reviewing duplicates\").",
         width=95, break_on_hyphens=False,
+    )
+
+
+def photos_block(photos: dict) -> str:
+    """What indexing a photo library costs per format, from the committed photos benchmark."""
+    labels = {"jpeg": "JPEG", "heic": "HEIC", "webp": "WebP", "png": "PNG"}
+    speed = {(r["format"], r["workers"]): r for r in photos["index"]}
+    rows = "\n".join(
+        f"| {labels[r['format']]} {r['size'].replace('x', '×')} | {r['mb_per_file']:.1f} | {r['floor_ms']:.0f} | "
+        f"{r['end_to_end_ms']:.0f} | {r['end_to_end_vs_floor']:.2f}× | {speed[(r['format'], 1)]['photos_per_s']:.0f} | "
+        f"{speed[(r['format'], 2)]['photos_per_s']:.0f} ({speed[(r['format'], 2)]['speedup_vs_1']:.2f}×) |"
+        for r in photos["decode"]
+    )
+    watch = photos["watch"]
+    peak = max(max(r["rss_mb"], r["worker_rss_mb"] or 0) for r in photos["index"])
+    return (
+        textwrap.fill(
+            "What a library costs to index, per format, on this project's 2-core machine (synthetic photos made from "
+            "the photos scikit-image, scikit-learn and matplotlib ship: ms of CPU per file, one core; the floor is the "
+            "fastest reduced decode of the same bytes by Pillow or pyvips; semhash's work is read, sha256, decode, PDQ "
+            "with its 7 variants and the semantic code):", width=95, break_on_hyphens=False)
+        + "\n\n| format | MB | floor ms | semhash ms | ratio | `index` photos/s | 2 workers |\n|---|---|---|---|---|---|---|\n"
+        + rows + "\n\n"
+        + textwrap.fill(
+            f"No `semhash index` process grew past {peak:.0f} MB. With `--watch`, a new 12-megapixel JPEG is queryable "
+            f"{watch['median_ms']:.0f} ms after it was written (median of {watch['files']}; 90th percentile "
+            f"{watch['p90_ms']:.0f} ms). From docs/benchmarks/photos.json (`python -m benchmarks photos`): "
+            "docs/BENCHMARKS.md, \"A photo library\".", width=95, break_on_hyphens=False)
     )
 
 

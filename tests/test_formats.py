@@ -141,6 +141,15 @@ def test_the_web_reader_makes_thumbnails_of_heic_avif_and_raw(home, library):
             assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png", name
             with Image.open(__import__("io").BytesIO(thumb.content)) as img:
                 assert max(img.size) == 64
+            # full size: a browser shows AVIF as it is; HEIC and RAW come as a JPEG of the picture
+            full = client.get(f"/api/images/{row.json()['id']}/file")
+            assert full.status_code == 200, name
+            if name == "d.avif":
+                assert full.headers["content-type"] == "image/avif" and full.content == (library / name).read_bytes()
+            else:
+                assert full.headers["content-type"] == "image/jpeg" and full.headers["etag"] != thumb.headers["etag"], name
+                with Image.open(__import__("io").BytesIO(full.content)) as img:
+                    assert img.format == "JPEG" and img.size == ((120, 90) if name == "c.heic" else (64, 48)), (name, img.size)
 
 
 def test_duplicates_can_keep_the_original_format_over_a_larger_jpeg(home, tmp_path):
@@ -216,6 +225,18 @@ def test_capture_time_camera_and_format_are_stored_and_pick_the_keeper(home, tmp
     assert Path(group("oldest")["keeper"]["path"]).name == "export.jpg"  # by file time, the export is oldest
     table = CliRunner().invoke(main, ["duplicates", "--keep", "oldest-capture", "--home", str(home)]).stdout
     assert "taken (UTC)" in table and "2021-06-01 07:30" in table and "HEIF" in table
+    # the page's API: the same facts, the same keeper
+    from fastapi.testclient import TestClient
+
+    from semhash.web.app import create_app
+    from semhash.workspace import Workspace
+
+    ws = Workspace(home)
+    with TestClient(create_app(ws.index_path, ws), base_url="http://127.0.0.1") as client:
+        groups = client.get("/api/duplicates", params={"keep": "oldest-capture"})
+        assert groups.status_code == 200, groups.text
+        keeper = groups.json()["groups"][0]["keeper"]
+        assert (Path(keeper["path"]).name, keeper["taken_at"], keeper["camera"], keeper["format"]) == ("IMG_0100.heic", first, "Apple iPhone 12", "HEIF")
 
 
 def test_a_raw_files_camera_and_time_come_from_its_own_tags(tmp_path):

@@ -631,7 +631,10 @@ def test_workers_option_is_checked(folder, ws, index_path):
         index_folder(folder, ws.model("m1"), index_path, workers=0, progress=False)
 
 
-def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_path, folder, ws, index_path):
+def test_a_hashing_process_that_dies_is_one_line_and_committed_batches_stay(tmp_path, folder, ws, index_path, monkeypatch):
+    from semhash.index import indexer
+
+    monkeypatch.setattr(indexer, "BATCHES_PER_WORKER", 1)  # batches of 2 (15 files would make batches of 1)
     m1 = ws.model("m1")
     with pytest.raises(IndexError_, match="a hashing process died") as err:  # as the OOM killer would
         index_folder(folder, failing_model(m1, _die), index_path, batch_size=2, workers=2,
@@ -661,3 +664,8 @@ def test_batches_end_at_a_file_count_or_a_byte_budget():
     assert [len(b) for b in cut] == [4, 4, 2] and sum(cut, []) == photos
     assert [len(b) for b in _batches([work(0, 3 * BATCH_BYTES), work(1, 10)], 256)] == [1, 1]
     assert _batches([], 256) == []
+    # for a pool, at least 8 batches a worker: the last ones do not leave a worker idle
+    webp = [work(i, 550_000) for i in range(40)]
+    assert [len(b) for b in _batches(webp, 256)] == [30, 10]
+    assert [len(b) for b in _batches(webp, 256, workers=2)] == [3] * 13 + [1]
+    assert [len(b) for b in _batches(small * 100, 256, workers=2)][:2] == [256, 256]  # a large run: unchanged

@@ -438,6 +438,10 @@ def test_review_three_groups_and_the_decisions_stay(copies_served, tmp_path, cli
         expect(groups).to_have_count(3)
         keys = [groups.nth(i).get_attribute("data-key") for i in range(3)]
         expect(groups.first.locator(".member.keeper .tier")).to_have_text("suggested keeper")
+        # what the photo says of itself: its format, and (no EXIF here) its file's time
+        import re
+
+        expect(groups.first.locator(".member.keeper .fact").first).to_contain_text(re.compile(r"(PNG|JPEG) · modified \d{4}-\d\d-\d\d"))
 
         def group(key):
             return page.locator(f'.group-review[data-key="{key}"]')

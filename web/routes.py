@@ -336,7 +336,8 @@ IfNoneMatch = Annotated[str | None, Header()]
                   **_binary("image/*", "The image file"))  # fmt: skip
 async def image_file(reader: Reader, image_id: ImageId, if_none_match: IfNoneMatch = None) -> Response:
     """Only files that are rows of the index, reached by row id, inside the folder they
-    were indexed from."""
+    were indexed from.  A file a browser cannot show (HEIC, a camera's RAW file, TIFF) comes as
+    a JPEG of its picture (at most 4096 pixels a side)."""
     return _file_response(await run_in_threadpool(reader.image_file, image_id), if_none_match)
 
 
