@@ -103,6 +103,10 @@ class _Pending:
         self.first = self.first or now
 
     def add(self, kind: str, src: Path, dest: Path | None, is_folder: bool, now: float) -> None:
+        from semhash.formats import IMAGE_EXTENSIONS
+
+        if not is_folder and src.suffix.lower() not in IMAGE_EXTENSIONS and (dest is None or dest.suffix.lower() not in IMAGE_EXTENSIONS):
+            return  # not an image before or after (an index's own WAL in the folder, a text file): nothing to follow
         self.first = self.first or now
         if kind == "moved" and dest is not None:
             self.moves.append((src, dest, is_folder))
