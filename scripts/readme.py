@@ -446,8 +446,8 @@ def photos_block(photos: dict) -> str:
     speed = {(r["format"], r["workers"]): r for r in photos["index"]}
     rows = "\n".join(
         f"| {labels[r['format']]} {r['size'].replace('x', '×')} | {r['mb_per_file']:.1f} | {r['floor_ms']:.0f} | "
-        f"{r['end_to_end_ms']:.0f} | {r['end_to_end_vs_floor']:.2f}× | {speed[(r['format'], 1)]['photos_per_s']:.0f} | "
-        f"{speed[(r['format'], 2)]['photos_per_s']:.0f} ({speed[(r['format'], 2)]['speedup_vs_1']:.2f}×) |"
+        f"{r['end_to_end_ms']:.0f} | {r['end_to_end_vs_floor']:.2f}× | {speed[(r['format'], 1)]['photos_per_s']:.3g} | "
+        f"{speed[(r['format'], 2)]['photos_per_s']:.3g} ({speed[(r['format'], 2)]['speedup_vs_1']:.2f}×) |"
         for r in photos["decode"]
     )
     watch = photos["watch"]

@@ -1,5 +1,6 @@
-"""The issue-10 integration and indexing experiments of the benchmark harness, run end to end
-at tiny sizes (the real runs are by hand: see docs/BENCHMARKS.md)."""
+"""The issue-10 integration and indexing experiments and issue 23's photos experiment of the
+benchmark harness, run end to end at tiny sizes (the real runs are by hand: see
+docs/BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package at the repo root
 
-from benchmarks import bulk_load, indexing, integration  # noqa: E402
+from benchmarks import bulk_load, indexing, integration, photos  # noqa: E402
 
 
 def _args(module, *argv: str) -> argparse.Namespace:
@@ -55,3 +56,17 @@ def test_bulk_load_variants_store_every_row(tmp_path):
     assert all(r["rows"] == r["stored"] == r["last_id"] == 3000 and r["rows_per_s"] > 0 for r in payload["rows"])
     assert payload["driver_overhead"]["us_per_row"] > 0 and json.loads(out.read_text())["rows"] == payload["rows"]
     assert list(tmp_path.glob("*.sqlite")) == []
+
+
+def test_photos_per_format_index_runs_and_watch_latency(tmp_path):
+    out = tmp_path / "photos.json"
+    payload = photos.run(_args(photos, "--n", "jpeg=2,png=1", "--repeat", "1", "--watch-files", "2",
+                               "--files", str(tmp_path / "files"), "--work", str(tmp_path / "work"), "--out", str(out)))  # fmt: skip
+    assert json.loads(out.read_text())["decode"] == json.loads(json.dumps(payload["decode"]))
+    jpeg, png = payload["decode"]
+    assert (jpeg["format"], jpeg["files"], png["format"], png["size"]) == ("jpeg", 2, "png", "2000x1500")
+    assert 0 < jpeg["floor_ms"] <= jpeg["floor_pillow_ms"] and jpeg["end_to_end_ms"] > 0 and jpeg["end_to_end_vs_floor"] > 0
+    assert [(r["format"], r["workers"], r["files"]) for r in payload["index"]] == [("jpeg", 1, 2), ("jpeg", 2, 2), ("png", 1, 1), ("png", 2, 1)]
+    assert all(r["photos_per_s"] > 0 and r["rss_mb"] > 0 for r in payload["index"])
+    watch = payload["watch"]
+    assert watch["files"] == 2 and watch["median_ms"] > 0 and watch["exit_status_on_sigterm"] == 0

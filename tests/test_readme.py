@@ -138,3 +138,13 @@ def test_copies_block_follows_the_benchmark_json(readme_script):
     # ... and the copy model's columns from copy_model.json's default row
     copy_model["rows"][copy_model["default_row"]]["near_tier_path"]["recall_at_99_precision"]["pad_10pct"] = 0.777
     assert "78%" in readme_script.copies_block(copies, copy_model).split("| padded 10% |")[1].split("\n")[0]
+
+
+def test_photos_block_follows_the_benchmark_json(readme_script):
+    """The photo library's figures in the README are made from docs/benchmarks/photos.json."""
+    photos = readme_script.load(readme_script.PHOTOS)
+    before = readme_script.photos_block(photos)
+    photos["decode"][0]["end_to_end_vs_floor"] = 1.987
+    photos["watch"]["median_ms"] = 4321.0
+    after = readme_script.photos_block(photos)
+    assert before != after and "1.99×" in after and "4321 ms" in " ".join(after.split())
