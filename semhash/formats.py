@@ -143,6 +143,13 @@ def open_raw(path: Path, data: bytes | None):
     photo's own (width, height) upright): its embedded preview JPEG (opened lazily, so the
     JPEG decoder can reduce it) when it has one, else LibRaw's half-size demosaic (camera
     white balance, 8 bits; already upright)."""
+    import os
+    import warnings
+
+    # LibRaw's OpenMP on one thread: the indexer's pool already runs a process per core, and
+    # an OpenMP thread pool started in a process (the watcher hashes in its own) would hang
+    # the workers it forks later.  Read once, when rawpy's libgomp loads.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import rawpy
     except ImportError:
@@ -150,7 +157,11 @@ def open_raw(path: Path, data: bytes | None):
     from PIL import Image
 
     try:
-        with rawpy.imread(io.BytesIO(data) if data is not None else str(path)) as raw:
+        with warnings.catch_warnings():
+            if os.environ.get("OMP_NUM_THREADS") == "1":  # rawpy's fork warning is about OpenMP threads: there are none
+                warnings.filterwarnings("ignore", message="rawpy is being used in a process created by multiprocessing")
+            raw = rawpy.imread(io.BytesIO(data) if data is not None else str(path))
+        with raw:
             orientation = _RAW_FLIP_TO_ORIENTATION.get(int(raw.sizes.flip), 1)
             size = (int(raw.sizes.width), int(raw.sizes.height))
             own = size[::-1] if orientation in (6, 8) else size
