@@ -142,9 +142,10 @@ def test_copies_block_follows_the_benchmark_json(readme_script):
 
 def test_photos_block_follows_the_benchmark_json(readme_script):
     """The photo library's figures in the README are made from docs/benchmarks/photos.json."""
-    photos = readme_script.load(readme_script.PHOTOS)
-    before = readme_script.photos_block(photos)
+    photos, larger = readme_script.load(readme_script.PHOTOS), readme_script.load(readme_script.PHOTOS_LARGER)
+    before = readme_script.photos_block(photos, larger)
     photos["decode"][0]["end_to_end_vs_floor"] = 1.987
     photos["watch"]["median_ms"] = 4321.0
-    after = readme_script.photos_block(photos)
-    assert before != after and "1.99×" in after and "4321 ms" in " ".join(after.split())
+    larger["index"][1]["speedup_vs_1"] = 1.234
+    after = " ".join(readme_script.photos_block(photos, larger).split())
+    assert before != after and "1.99×" in after and "4321 ms" in after and "1.23× one" in after
