@@ -37,7 +37,10 @@ own, which leaves a second worker less to add).  Target: 2 workers >= 1.8x one.
 
 ``--watch``: `semhash index DIR --watch` running; a JPEG of the set written into DIR, then the
 time until its row is readable by another process (a SQLite reader polling every 2 ms),
-one file at a time; median and 90th percentile over --watch-files files.
+one file at a time; median and 90th percentile over --watch-files files; once with an index
+of the folder alone, and once per --watch-rows with that many other rows put in first
+(random codes and near codes, `semhash import`: each burst refreshes the lookups from the
+whole record).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", default="1,2", help="`semhash index --workers` values, one run each")
     p.add_argument("--repeat", type=int, default=3, help="`semhash index` runs per worker count (the median is kept)")
     p.add_argument("--watch-files", type=int, default=100, help="files written into the watched folder, one at a time")
+    p.add_argument("--watch-rows", default="0,100000", help="other rows in the watched index, one latency run each (default 0,100000)")
     p.add_argument("--out", default=None, help="JSON path (default docs/benchmarks/photos.json)")
 
 
@@ -285,8 +289,31 @@ def index_runs(name: str, folder: Path, n: int, home: Path, work: Path, workers_
 
 
 # --------------------------------------------------------------------------- --watch
-def watch_latency(files: list[Path], home: Path, work: Path, n: int) -> dict[str, Any]:
-    """Seconds from a file's creation in the watched folder to its row being readable."""
+def _fill(index: Path, home: Path, rows: int, n_bits: int) -> None:
+    """``rows`` rows elsewhere in the index (fake paths, random codes and near codes), put in
+    with `semhash import`: a library the watched folder is a small part of."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.serve import BENCH_MODEL
+
+    rng = np.random.default_rng(0)
+    source = index.with_suffix(".parquet")
+    pq.write_table(pa.table({
+        "path": [f"/semhash-benchmark/library/{i:07d}.jpg" for i in range(rows)],
+        "code": pa.array(rng.integers(0, 1 << n_bits, rows, dtype=np.uint64)),
+        "near_code": pa.array([bytes(c) for c in rng.integers(0, 256, (rows, 32), dtype=np.uint8)], pa.binary()),
+    }), source)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "semhash", "import", str(source), "--model", BENCH_MODEL, "--index", str(index),
+                           "--home", str(home), "--quiet"], capture_output=True, text=True)  # fmt: skip
+    source.unlink()
+    if done.returncode != 0:
+        raise SystemExit(f"[photos] semhash import failed: {done.stderr.strip()[-500:]}")
+
+
+def watch_latency(files: list[Path], home: Path, work: Path, n: int, rows: int = 0, n_bits: int = 30) -> dict[str, Any]:
+    """Seconds from a file's creation in the watched folder to its row being readable, in an
+    index holding ``rows`` other rows."""
     import shutil
     import sqlite3
 
@@ -297,6 +324,8 @@ def watch_latency(files: list[Path], home: Path, work: Path, n: int) -> dict[str
     for old in work.glob(index.name + "*"):
         old.unlink()
     folder.mkdir(parents=True)
+    if rows:
+        _fill(index, home, rows, n_bits)
     shutil.copy(files[0], folder / "first.jpg")
     proc = subprocess.Popen([sys.executable, "-m", "semhash", "index", str(folder), "--watch", "--quiet", "--home", str(home),
                              "--index", str(index)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -329,7 +358,7 @@ def watch_latency(files: list[Path], home: Path, work: Path, n: int) -> dict[str
         except subprocess.TimeoutExpired:
             proc.kill()
     ms = sorted(1000 * s for s in latencies)
-    return {"files": n, "median_ms": round(statistics.median(ms), 1), "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 1),
+    return {"files": n, "index_rows": rows + n + 1, "median_ms": round(statistics.median(ms), 1), "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 1),
             "max_ms": round(ms[-1], 1), "exit_status_on_sigterm": proc.returncode}  # fmt: skip
 
 
@@ -362,11 +391,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         common.log(f"[photos]   {json.dumps(row)}")
     for name, paths in files.items():
         index_rows += index_runs(name, paths[0].parent, len(paths), home, work, common.parse_ints(args.workers), args.repeat)
-    watch = None
+    watch, watch_larger = None, []
     if args.watch_files and "jpeg" in files:
-        common.log(f"[photos] --watch latency over {args.watch_files} JPEGs ...")
-        watch = watch_latency(files["jpeg"], home, work, args.watch_files)
-        common.log(f"[photos]   {json.dumps(watch)}")
+        for rows in common.parse_ints(args.watch_rows):
+            common.log(f"[photos] --watch latency over {args.watch_files} JPEGs, {rows:,} other rows in the index ...")
+            result = watch_latency(files["jpeg"], home, work, args.watch_files, rows, hasher.n_bits)
+            common.log(f"[photos]   {json.dumps(result)}")
+            if watch is None:
+                watch = result  # the first (an index of the folder alone): the headline
+            else:
+                watch_larger.append(result)
 
     payload = {
         "experiment": "photos",
@@ -378,6 +412,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "decode": decode_rows,
         "index": index_rows,
         "watch": watch,
+        "watch_larger_index": watch_larger,
         "targets": {"end_to_end_vs_floor": "<= 1.3 per format", "two_workers_vs_one": ">= 1.8"},
     }
     path = common.write_json("photos", payload, args.out)
@@ -386,8 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print(common.table(index_rows, ["format", "workers", "files", "photos_per_s", "photos_per_s_runs", "speedup_vs_1",
                                     "cpu_ms_per_file", "cores_busy", "rss_mb", "worker_rss_mb", "fixed_s"]))  # fmt: skip
-    if watch:
-        print(f"\n--watch: median {watch['median_ms']} ms, p90 {watch['p90_ms']} ms from creation to a readable row "
-              f"({watch['files']} files)")  # fmt: skip
+    for w in [watch, *watch_larger] if watch else []:
+        print(f"\n--watch: median {w['median_ms']} ms, p90 {w['p90_ms']} ms from creation to a readable row "
+              f"({w['files']} files, {w['index_rows']:,} rows in the index at the end)")  # fmt: skip
     print(f"\nload average before {load_before}, after {payload['load_average_after']}; wrote {path}")
     return payload

@@ -105,6 +105,15 @@ def test_files_added_changed_and_deleted_are_followed(home, library):
         write_png(library / "0" / "late.png", images[20])  # a burst after the ignored files: they were seen and left out
         wait_for(lambda: path_key(library / "0" / "late.png") in rows(index), "the late file")
         assert len(rows(index)) == 7
+
+        def lookup_current() -> bool:
+            from semhash.index import open_index
+            from semhash.index.search import lookup_is_current
+
+            with open_index(index) as db:
+                return lookup_is_current(db)
+
+        wait_for(lookup_current, "the lookup files brought up to date once the folder is quiet")
     assert any("1 added" in line for line in changes) and any("1 removed" in line for line in changes)
 
 
