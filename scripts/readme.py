@@ -454,6 +454,7 @@ def photos_block(photos: dict, larger: dict | None = None) -> str:
     )
     watch = photos["watch"]
     peak = max(max(r["rss_mb"], r["worker_rss_mb"] or 0) for r in photos["index"])
+    bigger = "".join(f"; {w['median_ms']:.0f} ms in an index of {w['index_rows']:,} rows" for w in photos.get("watch_larger_index", []))
     more = ""
     if larger is not None:
         two = next(r for r in larger["index"] if r["workers"] == 2)
@@ -470,7 +471,7 @@ def photos_block(photos: dict, larger: dict | None = None) -> str:
         + textwrap.fill(
             f"{more}No `semhash index` process grew past {peak:.0f} MB. With `--watch`, a new 12-megapixel JPEG is queryable "
             f"{watch['median_ms']:.0f} ms after it was written (median of {watch['files']}; 90th percentile "
-            f"{watch['p90_ms']:.0f} ms). From docs/benchmarks/photos.json (`python -m benchmarks photos`) and "
+            f"{watch['p90_ms']:.0f} ms{bigger}). From docs/benchmarks/photos.json (`python -m benchmarks photos`) and "
             "photos_jpeg1000.json: "
             "docs/BENCHMARKS.md, \"A photo library\".", width=95, break_on_hyphens=False)
     )
