@@ -192,6 +192,18 @@ def parse_ints(text: str) -> list[int]:
 
 
 # ---------------------------------------------------------------------------- output
+def run_header(experiment: str, load_before: list[float]) -> dict[str, Any]:
+    """The keys every `python -m benchmarks EXPERIMENT` result starts with: what ran, the
+    command line as typed, the machine, and its load average before and after."""
+    return {
+        "experiment": experiment,
+        "command": f"python -m benchmarks {experiment} " + " ".join(sys.argv[2:]),
+        "machine": machine_info(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+
+
 def write_json(name: str, payload: dict[str, Any], out: str | Path | None = None) -> Path:
     """Write ``payload`` to ``out`` or docs/benchmarks/<name>.json and return the path."""
     path = Path(out) if out else RESULTS / f"{name}.json"

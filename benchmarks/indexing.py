@@ -112,12 +112,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for r in rows:
         r["speedup_vs_1"] = round(r["images_per_s"] / base["images_per_s"], 2) if base else None
     payload = {
-        "experiment": "indexing",
-        "command": "python -m benchmarks indexing " + " ".join(sys.argv[2:]),
-        "machine": common.machine_info(),
+        **common.run_header("indexing", load_before),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_before": load_before,
-        "load_average_after": common.load_average(),
         "images": {"folder": str(Path(args.images).resolve()), **images},
         "batch_size": args.batch_size,
         "model": "random-weight 784-1000-500-30 encoder (benchmarks.serve.random_weight_hasher)",

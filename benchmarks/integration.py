@@ -200,11 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"status < {STATUS_TARGET_S} s at N={last['n']:,}": last["status_median_s"] < STATUS_TARGET_S,
     }
     payload = {
-        "experiment": "integration",
-        "command": "python -m benchmarks integration " + " ".join(sys.argv[2:]),
-        "machine": common.machine_info(),
-        "load_average_before": load_before,
-        "load_average_after": common.load_average(),
+        **common.run_header("integration", load_before),
         "codes": f"clustered, {args.bits} bits (4,096 centres, p = 0.05)",
         "query": {"radius": RADIUS, "limit": LIMIT},
         "rows": rows,

@@ -403,11 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 watch_larger.append(result)
 
     payload = {
-        "experiment": "photos",
-        "command": "python -m benchmarks photos " + " ".join(sys.argv[2:]),
-        "machine": common.machine_info(),
-        "load_average_before": load_before,
-        "load_average_after": common.load_average(),
+        **common.run_header("photos", load_before),
         "model": "random-weight 784-1000-500-30 encoder (benchmarks.serve.random_weight_hasher), 28x28 grey input",
         "decode": decode_rows,
         "index": index_rows,
